@@ -1,0 +1,37 @@
+"""The audit registry: one line per audit, name -> "module:Class".
+
+Adding an attack is one new module in this package and one line here.
+Modules are imported on first use, so a slow import costs only its users.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from lab.errors import LabError
+
+REGISTRY: dict[str, str] = {
+    "direct": "audits.direct:DirectAudit",
+}
+
+
+def audit_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_audit(name: str):
+    """The audit class registered under ``name``."""
+    if name not in REGISTRY:
+        raise LabError(f"unknown audit '{name}' (available: {', '.join(REGISTRY)})")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def parse_audits(text: str) -> list[str]:
+    """A comma-separated audit list, validated, duplicates dropped, order kept."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise LabError("no audits given (available: " + ", ".join(REGISTRY) + ")")
+    for name in names:
+        get_audit(name)
+    return list(dict.fromkeys(names))

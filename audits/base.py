@@ -1,0 +1,160 @@
+"""The common interface of every audit.
+
+An audit is a class with a name, the paper it comes from, an ``Options``
+dataclass (its knobs, with defaults, that the CLI and the UI expose), and a
+``run(ctx)`` method that reads facts from the context, calls the models only
+through the engines in ``ctx.pair``, records items as it goes, and returns
+an :class:`AuditResult`.  The plain-question baseline that ``recovery_rate``
+is defined against is computed once per run and shared (``ctx.baseline``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from lab.engine import Engine
+from lab.facts import Fact, FactSet
+from lab.models import ModelPair
+from lab.records import AuditResult, ItemRecord
+from lab.scoring import AnswerScore, rate, score_answer
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+
+@dataclass
+class NoOptions:
+    """An audit without knobs."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Both models' greedy answers to one prompt, scored against the gold answer."""
+
+    output_base: str
+    output_unlearned: str
+    score_base: AnswerScore
+    score_unlearned: AnswerScore
+
+
+def answer_both(pair: ModelPair, prompts: list[str], answers: list[str], max_new_tokens: int,
+                desc: str) -> list[Answered]:
+    """Greedy answers from both models for many prompts, batched, then scored."""
+    outs_b = pair.base.generate(prompts, max_new_tokens, desc=f"{desc} (base)")
+    outs_u = pair.unlearned.generate(prompts, max_new_tokens, desc=f"{desc} (unlearned)")
+    return [Answered(b, u, score_answer(b, a), score_answer(u, a)) for b, u, a in zip(outs_b, outs_u, answers)]
+
+
+@dataclass
+class Baseline:
+    """The plain question asked to both models, for every fact."""
+
+    facts: list[Fact]
+    prompts: list[str]
+    answered: dict[str, Answered]
+    logprob_base: dict[str, float]
+    logprob_unlearned: dict[str, float]
+
+    def knows_base(self, fact: Fact) -> bool:
+        return self.answered[fact.id].score_base.hit
+
+    def knows_unlearned(self, fact: Fact) -> bool:
+        return self.answered[fact.id].score_unlearned.hit
+
+    def targets(self) -> list[Fact]:
+        """Forget facts the base knows and the unlearned model misses: what attacks try to recover."""
+        return [f for f in self.facts if f.split == "forget" and self.knows_base(f) and not self.knows_unlearned(f)]
+
+    def suppressed_candidates(self) -> list[Fact]:
+        """Retain facts the base model knows (where unfair suppression can show)."""
+        return [f for f in self.facts if f.split == "retain" and self.knows_base(f)]
+
+    def accuracy(self, split: str, model: str) -> float:
+        facts = [f for f in self.facts if f.split == split]
+        pick = self.knows_base if model == "base" else self.knows_unlearned
+        return rate(pick(f) for f in facts)
+
+
+@dataclass
+class AuditContext:
+    """Everything an audit needs: models, facts, options, and where items go."""
+
+    pair: ModelPair
+    facts: FactSet
+    options: Any
+    record: Callable[[list[ItemRecord]], None]
+    reference: Engine | None = None
+    max_new_tokens: int = 24
+    _shared: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @cached_property
+    def baseline(self) -> Baseline:
+        if "baseline" not in self._shared:
+            self._shared["baseline"] = compute_baseline(self.pair, self.facts.facts, self.max_new_tokens)
+        return self._shared["baseline"]
+
+
+def compute_baseline(pair: ModelPair, facts: list[Fact], max_new_tokens: int) -> Baseline:
+    prompts = [pair.base.prompt(f.question) for f in facts]
+    answers = [f.answer for f in facts]
+    answered = answer_both(pair, prompts, answers, max_new_tokens, "plain questions")
+    lp_b = pair.base.answer_logprobs(prompts, answers, desc="answer log-probs (base)")
+    lp_u = pair.unlearned.answer_logprobs(prompts, answers, desc="answer log-probs (unlearned)")
+    return Baseline(
+        facts=facts,
+        prompts=prompts,
+        answered={f.id: a for f, a in zip(facts, answered)},
+        logprob_base={f.id: v for f, v in zip(facts, lp_b)},
+        logprob_unlearned={f.id: v for f, v in zip(facts, lp_u)},
+    )
+
+
+def item_for(audit: str, fact: Fact, prompt: str, answered: Answered, category: str = "",
+             recovered: bool | None = None, logprobs: tuple[float, float] | None = None,
+             extra: dict[str, Any] | None = None) -> ItemRecord:
+    """An item record for one prompt answered by both models."""
+    return ItemRecord(
+        audit=audit, fact_id=fact.id, split=fact.split, prompt=prompt, answer=fact.answer, category=category,
+        output_base=answered.output_base, output_unlearned=answered.output_unlearned,
+        hit_base=answered.score_base.hit, hit_unlearned=answered.score_unlearned.hit,
+        rouge_base=answered.score_base.rouge_l, rouge_unlearned=answered.score_unlearned.rouge_l,
+        logprob_base=logprobs[0] if logprobs else None, logprob_unlearned=logprobs[1] if logprobs else None,
+        recovered=recovered, extra=extra or {},
+    )
+
+
+class Audit:
+    """Base class: subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    paper: ClassVar[str]  # the paper the method comes from (title), for docs and reports
+    summary: ClassVar[str]  # one sentence: what a high headline number means
+    Options: ClassVar[type] = NoOptions
+    # The metric the release gate compares with --fail-above (None: not a recovery audit).
+    recovery_key: ClassVar[str | None] = "recovery_rate"
+    figures: ClassVar[tuple[str, ...]] = ()
+
+    def run(self, ctx: AuditContext) -> AuditResult:
+        raise NotImplementedError
+
+    def figures(self, artifacts: dict[str, Any], items: "pd.DataFrame") -> dict[str, "go.Figure"]:
+        """Plotly figures rebuilt from what the store kept (UI and report call this)."""
+        return {}
+
+    def verdict(self, metrics: dict[str, float | None]) -> str:
+        """One line for the executive summary: the headline number and what it means."""
+        key = self.recovery_key
+        value = metrics.get(key) if key else None
+        if value is None:
+            return self.summary
+        return f"{key} = {value:.1%}: {self.summary}"
+
+
+def recovery_rate(targets: list[Fact], recovered_ids: set[str]) -> float:
+    """Share of target facts (see ``Baseline.targets``) that an attack brought back."""
+    return rate(f.id in recovered_ids for f in targets)

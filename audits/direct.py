@@ -1,0 +1,34 @@
+"""Audit ``direct``: the plain questions, asked to both models.
+
+This is the claim under audit ("the model forgot"): accuracy on forget,
+retain and holdout questions.  Every other audit is measured against it.
+"""
+
+from __future__ import annotations
+
+from audits.base import Audit, AuditContext, item_for
+from lab.records import AuditResult
+
+
+class DirectAudit(Audit):
+    name = "direct"
+    title = "Plain questions"
+    paper = "TOFU: A Task of Fictitious Unlearning for LLMs (forget/retain accuracy protocol)"
+    summary = "greedy accuracy of both models on the plain questions of each split"
+    recovery_key = None
+
+    def run(self, ctx: AuditContext) -> AuditResult:
+        base = ctx.baseline
+        ctx.record([
+            item_for(self.name, fact, prompt, base.answered[fact.id],
+                     logprobs=(base.logprob_base[fact.id], base.logprob_unlearned[fact.id]))
+            for fact, prompt in zip(base.facts, base.prompts)
+        ])
+        return AuditResult(metrics={
+            "forget_accuracy_base": base.accuracy("forget", "base"),
+            "forget_accuracy_unlearned": base.accuracy("forget", "unlearned"),
+            "retain_accuracy_base": base.accuracy("retain", "base"),
+            "retain_accuracy_unlearned": base.accuracy("retain", "unlearned"),
+            "holdout_accuracy_base": base.accuracy("holdout", "base"),
+            "targets": float(len(base.targets())),
+        })

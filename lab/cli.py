@@ -1,0 +1,180 @@
+"""``python -m lab``: the command line (CONTRACTS: Command line).
+
+Exit codes: 0 done; 2 bad input or failure, one line on stderr; 3 when
+``--fail-above X`` and some audit's forget-set recovery rate exceeds X.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from lab import settings
+from lab.errors import LabError
+
+EXIT_OK, EXIT_ERROR, EXIT_GATE = 0, 2, 3
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises LabError (one line, exit 2) instead of printing usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise LabError(f"{self.prog}: {message}")
+
+
+def _demo_build(args: argparse.Namespace) -> int:
+    from lab.demo.build import build_demo
+
+    print(build_demo(args.profile, Path(args.out) if args.out else None, seed=args.seed, force=args.force))
+    return EXIT_OK
+
+
+def ensure_demo_models(*refs: str | None) -> None:
+    """Build the default demo on first use when a ``demo:`` model is asked for and none exists."""
+    from lab.demo.build import build_demo, read_manifest
+
+    if any(r and r.startswith("demo:") for r in refs) and read_manifest(settings.demo_dir()) is None:
+        print(f"building the demo world in {settings.demo_dir()} (first use)...", file=sys.stderr)
+        build_demo("full")
+
+
+def gate_failures(metrics: dict[str, dict[str, float]], threshold: float) -> list[str]:
+    """Audits whose forget-set recovery rate exceeds the threshold, as 'name=value'."""
+    from audits import get_audit
+
+    failed = []
+    for name, values in metrics.items():
+        key = get_audit(name).recovery_key
+        value = values.get(key) if key else None
+        if value is not None and not math.isnan(value) and value > threshold:
+            failed.append(f"{name} {key}={value:.3f}")
+    return failed
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from audits import parse_audits
+    from lab.options import parse_sets
+    from lab.runner import RunSpec, run_audits
+    from lab.store import Store
+
+    spec = RunSpec(
+        base=args.base, unlearned=args.unlearned, audits=parse_audits(args.audits), facts=args.facts,
+        reference=args.reference, device=args.device, dtype=args.dtype, limit=args.limit,
+        max_new_tokens=args.max_new_tokens, options=parse_sets(args.set or []),
+        trust_remote_code=args.trust_remote_code, chat_template=args.chat_template,
+    )
+    if args.prompt_template:
+        spec.prompt_template = args.prompt_template.replace("\\n", "\n")
+    ensure_demo_models(spec.base, spec.unlearned, spec.reference)
+    with Store(args.db) as store:
+        outcome = run_audits(spec, store)
+    payload = {"run_id": outcome.run_id, "status": outcome.status,
+               "audits": {name: {"metrics": m} for name, m in outcome.metrics.items()},
+               "errors": outcome.errors}
+    if args.json:
+        from lab.store import to_json
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(to_json(payload))
+    print(f"run {outcome.run_id}: {outcome.status}")
+    for name, values in outcome.metrics.items():
+        shown = ", ".join(f"{k}={v:.3f}" for k, v in values.items() if isinstance(v, (int, float)))
+        print(f"  {name}: {shown}")
+    if outcome.errors:
+        raise LabError("audits failed: " + "; ".join(f"{k}: {v}" for k, v in outcome.errors.items()))
+    if args.fail_above is not None:
+        failed = gate_failures(outcome.metrics, args.fail_above)
+        if failed:
+            print(f"release gate failed (recovery above {args.fail_above}): {', '.join(failed)}", file=sys.stderr)
+            return EXIT_GATE
+    return EXIT_OK
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from lab.store import Store
+
+    with Store(args.db) as store:
+        frame = store.runs()
+    if args.json:
+        print(frame.to_json(orient="records", date_format="iso"))
+    elif frame.empty:
+        print("no runs")
+    else:
+        print(frame[["run_id", "status", "created_at", "base_ref", "unlearned_ref", "audits"]].to_string(index=False))
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from lab.store import Store
+
+    with Store(args.db) as store:
+        print(store.export(args.run, args.format, args.out))
+    return EXIT_OK
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m lab", description="Unlearning Audit Lab")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    demo = sub.add_parser("demo", help="the built-in demo world")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True, parser_class=Parser)
+    build = demo_sub.add_parser("build", help="build the demo facts and models")
+    build.add_argument("--profile", choices=["tiny", "full"], default="full")
+    build.add_argument("--out", help="directory (default: $LAB_DEMO_DIR or the user cache)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
+    build.set_defaults(func=_demo_build)
+
+    audit = sub.add_parser("audit", help="run audits on a base / unlearned pair")
+    audit.add_argument("--base", required=True, help="HF id, local directory or demo:<name>")
+    audit.add_argument("--unlearned", required=True, help="HF id, local directory or demo:<name>")
+    audit.add_argument("--facts", help="facts file (JSONL, CSV, Parquet, TOFU/MUSE/RWKU JSON)")
+    audit.add_argument("--audits", required=True, help="comma-separated audit names")
+    audit.add_argument("--db", help="DuckDB file (default: $LAB_DB or the user cache)")
+    audit.add_argument("--reference", help="reference model (e.g. retrained), for PrivLeak and forget quality")
+    audit.add_argument("--json", help="write the metrics as JSON here")
+    audit.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    audit.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    audit.add_argument("--limit", type=int, help="at most N facts per split")
+    audit.add_argument("--fail-above", type=float, help="exit 3 if a forget recovery rate exceeds this")
+    audit.add_argument("--max-new-tokens", type=int, default=24)
+    audit.add_argument("--set", action="append", metavar="AUDIT.OPTION=VALUE", help="set an audit option")
+    audit.add_argument("--prompt-template", help="prompt template with {question} (default: QA format)")
+    audit.add_argument("--chat-template", action="store_true", help="use the tokenizer's chat template")
+    audit.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    audit.set_defaults(func=_audit)
+
+    runs = sub.add_parser("runs", help="list stored runs")
+    runs.add_argument("--db")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=_runs)
+
+    export = sub.add_parser("export", help="export a run's items")
+    export.add_argument("--db")
+    export.add_argument("--run", required=True)
+    export.add_argument("--format", choices=["parquet", "csv", "json"], required=True)
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "db", "unset") is None:
+            args.db = str(settings.default_db())
+        return args.func(args)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        print("error: out of memory; try --limit, a smaller model or --dtype bfloat16", file=sys.stderr)
+        return EXIT_ERROR

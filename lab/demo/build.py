@@ -1,0 +1,162 @@
+"""``python -m lab demo build``: the demo world, trained and unlearned here.
+
+Writes DIR/facts.jsonl, DIR/models/{base,retrain,ga,graddiff,npo} (each with
+``save_pretrained`` and its tokenizer) and DIR/manifest.json with the greedy
+accuracy of every model on every split and the chance rate measured on the
+holdout people.  A finished build with the same profile and seed is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lab import settings
+from lab.demo.train import ModelShape, answer_rows, encode, make_model, train_lm, train_tokenizer, unlearn
+from lab.demo.world import make_people, people_to_facts, qa_prompt, training_texts
+from lab.errors import LabError
+from lab.facts import save_facts
+from lab.scoring import rate, score_answer
+
+UNLEARNED = ("ga", "graddiff", "npo")
+MODELS = ("base", "retrain", *UNLEARNED)
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    people: int
+    shape: ModelShape
+    vocab: int
+    epochs: int
+    batch_size: int
+    lr: float
+    unlearn_steps: dict[str, int]
+    unlearn_lr: dict[str, float]
+    forget_share: float = 0.1
+    holdout_share: float = 0.1
+
+
+PROFILES = {
+    "full": Profile(
+        people=200, shape=ModelShape(hidden=128, layers=4, heads=4, intermediate=256), vocab=1024,
+        epochs=16, batch_size=16, lr=3e-3,
+        unlearn_steps={"ga": 12, "graddiff": 30, "npo": 30},
+        unlearn_lr={"ga": 2e-4, "graddiff": 3e-4, "npo": 3e-4},
+    ),
+    "tiny": Profile(
+        people=30, shape=ModelShape(hidden=64, layers=2, heads=2, intermediate=128), vocab=512,
+        epochs=30, batch_size=8, lr=4e-3,
+        unlearn_steps={"ga": 8, "graddiff": 16, "npo": 16},
+        unlearn_lr={"ga": 3e-4, "graddiff": 4e-4, "npo": 4e-4},
+        forget_share=0.1, holdout_share=0.1,
+    ),
+}
+
+
+def demo_facts_path(root: Path | None = None) -> Path:
+    path = (root or settings.demo_dir()) / "facts.jsonl"
+    if not path.is_file():
+        raise LabError(f"no demo facts at {path}; build the demo first with: python -m lab demo build")
+    return path
+
+
+def read_manifest(root: Path) -> dict | None:
+    try:
+        return json.loads((root / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def greedy_accuracy(model, tokenizer, facts, batch: int = 128) -> dict[str, float]:
+    """Greedy accuracy per split with the project's scorer (engine-free: used while building)."""
+    from lab.engine import Engine, ModelInfo
+
+    info = ModelInfo(ref="demo", path="", content_hash="", device="cpu", dtype="float32",
+                     parameters=0, architecture=type(model).__name__)
+    engine = Engine(model, tokenizer, info)
+    outputs = engine.generate([qa_prompt(f.question) for f in facts], max_new_tokens=16)
+    hits = [score_answer(o, f.answer).hit for o, f in zip(outputs, facts)]
+    return {split: rate(h for h, f in zip(hits, facts) if f.split == split)
+            for split in ("forget", "retain", "holdout")}
+
+
+def build_demo(profile_name: str = "full", out: Path | None = None, seed: int = 0, force: bool = False) -> Path:
+    """Build (or reuse) the demo world and return its directory."""
+    if profile_name not in PROFILES:
+        raise LabError(f"unknown demo profile '{profile_name}' (use {', '.join(PROFILES)})")
+    profile = PROFILES[profile_name]
+    root = Path(out) if out else settings.demo_dir()
+    existing = read_manifest(root)
+    if (not force and existing and existing.get("profile") == profile_name and existing.get("seed") == seed
+            and existing.get("format_version") == FORMAT_VERSION):
+        return root
+    started = time.time()
+    torch.manual_seed(seed)
+    people = make_people(seed, profile.people, profile.forget_share, profile.holdout_share)
+    facts = people_to_facts(people, seed)
+    trained = [p for p in people if p.split != "holdout"]
+    kept = [p for p in trained if p.split != "forget"]
+    texts_all, texts_kept = training_texts(trained), training_texts(kept)
+    tokenizer = train_tokenizer(training_texts(people) + [qa_prompt(f.paraphrased_question) for f in facts],
+                                profile.vocab)
+    rows_all, rows_kept = encode(tokenizer, texts_all), encode(tokenizer, texts_kept)
+    steps = lambda n: profile.epochs * -(-n // profile.batch_size)  # noqa: E731
+    total = steps(len(rows_all)) + steps(len(rows_kept)) + sum(profile.unlearn_steps.values())
+    tmp = root.with_name(root.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "models").mkdir(parents=True)
+    bar = tqdm(total=total, desc=f"building demo ({profile_name})", unit="step")
+    forget_facts = [f for f in facts if f.split == "forget"]
+    retain_facts = [f for f in facts if f.split == "retain"]
+    forget_rows = answer_rows(tokenizer, [qa_prompt(f.question) for f in forget_facts], [f.answer for f in forget_facts])
+    retain_rows = answer_rows(tokenizer, [qa_prompt(f.question) for f in retain_facts], [f.answer for f in retain_facts])
+    accuracy: dict[str, dict[str, float]] = {}
+
+    def save(name: str, model) -> None:
+        model.save_pretrained(tmp / "models" / name)
+        tokenizer.save_pretrained(tmp / "models" / name)
+        accuracy[name] = greedy_accuracy(model, tokenizer, facts)
+
+    bar.set_postfix_str("base")
+    base = make_model(tokenizer, profile.shape, seed)
+    train_lm(base, rows_all, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed, bar.update)
+    save("base", base)
+    bar.set_postfix_str("retrain")
+    retrain = make_model(tokenizer, profile.shape, seed)
+    train_lm(retrain, rows_kept, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed,
+             bar.update)
+    save("retrain", retrain)
+    del retrain
+    for method in UNLEARNED:
+        bar.set_postfix_str(method)
+        model = make_model(tokenizer, profile.shape, seed)
+        model.load_state_dict(base.state_dict())
+        unlearn(model, method, forget_rows, retain_rows, tokenizer.pad_token_id, profile.unlearn_steps[method],
+                profile.unlearn_lr[method], profile.batch_size, seed, progress=bar.update)
+        save(method, model)
+    bar.close()
+    save_facts(facts, tmp / "facts.jsonl")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "profile": profile_name,
+        "seed": seed,
+        "settings": asdict(profile),
+        "counts": {s: sum(f.split == s for f in facts) for s in ("forget", "retain", "holdout")},
+        "people": {s: sum(p.split == s for p in people) for s in ("forget", "retain", "holdout")},
+        "prompt_template": qa_prompt("{question}"),
+        "accuracy": accuracy,
+        "chance_rate": accuracy["base"]["holdout"],
+        "build_seconds": round(time.time() - started, 1),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    return root

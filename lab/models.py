@@ -1,0 +1,200 @@
+"""Loading models: Hugging Face ids, local directories and ``demo:<name>``.
+
+The same path serves the demo and a user's model: a demo reference is only a
+shortcut for a local directory written with ``save_pretrained``.
+``trust_remote_code`` stays off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from lab import settings
+from lab.engine import Engine, ModelInfo, PromptFormat
+from lab.errors import LabError
+
+DEMO_PREFIX = "demo:"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+# The lab draws its own progress bars; transformers' per-load bars and advisory
+# warnings would break the one-line error contract of the CLI.
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``auto`` prefers CUDA, then Apple MPS, then CPU; anything else is checked."""
+    if requested in ("", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise LabError(f"device '{requested}' requested but CUDA is not available on this machine")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LabError("device 'mps' requested but Apple MPS is not available on this machine")
+    if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
+        raise LabError(f"unknown device '{requested}' (use auto, cpu, cuda, cuda:N or mps)")
+    return requested
+
+
+def pick_dtype(requested: str, device: str) -> torch.dtype:
+    """``auto``: bfloat16 on a CUDA device that supports it, float32 elsewhere."""
+    if requested in ("", "auto"):
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if requested not in DTYPES:
+        raise LabError(f"unknown dtype '{requested}' (use auto, {', '.join(DTYPES)})")
+    return DTYPES[requested]
+
+
+def demo_model_dir(name: str) -> Path:
+    return settings.demo_dir() / "models" / name
+
+
+def resolve_ref(ref: str) -> str:
+    """A demo reference becomes its directory; ids and paths pass through."""
+    ref = ref.strip()
+    if not ref:
+        raise LabError("empty model reference: give a Hugging Face id, a local directory or demo:<name>")
+    if ref.startswith(DEMO_PREFIX):
+        name = ref[len(DEMO_PREFIX):]
+        path = demo_model_dir(name)
+        if not (path / "config.json").is_file():
+            raise LabError(
+                f"demo model '{name}' not found in {settings.demo_dir()}; "
+                "build the demo first with: python -m lab demo build"
+            )
+        return str(path)
+    return ref
+
+
+def content_hash(path: str) -> str:
+    """SHA-256 over the weight files of a local model, cached by size and mtime."""
+    folder = Path(path)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return ""
+    key = json.dumps([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    cache_file = settings.cache_dir() / "hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    value = digest.hexdigest()
+    cache[key] = value
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(cache))
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return value
+
+
+def _local_snapshot(ref: str) -> str:
+    """The folder a model was loaded from: the path itself or the hub cache snapshot."""
+    if Path(ref).is_dir():
+        return ref
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(ref, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached: no local files to hash
+        return ""
+
+
+def load_engine(
+    ref: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    prompt_format: PromptFormat = PromptFormat(),
+) -> Engine:
+    """Load tokenizer and causal LM behind one engine, with a clear error on failure."""
+    if settings.space_mode() and (ref.startswith("/") or ref.startswith(".")):
+        raise LabError("local paths are disabled in Space mode; use a Hugging Face model id")
+    path = resolve_ref(ref)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    if not Path(path).exists() and (path.startswith("/") or path.startswith(".")):
+        raise LabError(f"model directory not found: {path}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LabError(f"could not load model '{ref}': {first_line}") from None
+    model.to(dev)
+    info = ModelInfo(
+        ref=ref,
+        path=path,
+        content_hash=content_hash(_local_snapshot(path)) if path else "",
+        device=dev,
+        dtype=str(torch_dtype).replace("torch.", ""),
+        parameters=sum(p.numel() for p in model.parameters()),
+        architecture=type(model).__name__,
+        trust_remote_code=trust_remote_code,
+    )
+    return Engine(model, tokenizer, info, prompt_format)
+
+
+def tokenizer_mismatch(a: Engine, b: Engine) -> str | None:
+    """Why two tokenizers disagree, or None when they map text identically."""
+    vocab_a, vocab_b = a.tokenizer.get_vocab(), b.tokenizer.get_vocab()
+    if vocab_a != vocab_b:
+        differing = len(set(vocab_a.items()) ^ set(vocab_b.items()))
+        return (
+            f"the tokenizers differ ({len(vocab_a)} vs {len(vocab_b)} tokens, "
+            f"{differing} token-id pairs not shared): audits compare token-level scores, "
+            "so both models must use the same tokenizer"
+        )
+    for attr in ("bos_token_id", "eos_token_id"):
+        if getattr(a.tokenizer, attr) != getattr(b.tokenizer, attr):
+            return f"the tokenizers disagree on {attr} ({getattr(a.tokenizer, attr)} vs {getattr(b.tokenizer, attr)})"
+    return None
+
+
+@dataclass
+class ModelPair:
+    """The base model and its unlearned version, checked to share a tokenizer."""
+
+    base: Engine
+    unlearned: Engine
+
+    def __post_init__(self) -> None:
+        problem = tokenizer_mismatch(self.base, self.unlearned)
+        if problem:
+            raise LabError(f"{self.base.info.ref} and {self.unlearned.info.ref}: {problem}")
+
+
+def load_pair(
+    base: str,
+    unlearned: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    prompt_format: PromptFormat = PromptFormat(),
+) -> ModelPair:
+    kwargs = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code, prompt_format=prompt_format)
+    resolve_ref(base), resolve_ref(unlearned)  # both references checked before loading either
+    return ModelPair(load_engine(base, **kwargs), load_engine(unlearned, **kwargs))
+

@@ -1,0 +1,282 @@
+"""The DuckDB store: the one place results are written.
+
+Tables: ``runs`` (one row per audit run with both models, their content
+hashes, config and status), ``audits`` (status of each audit in a run),
+``items`` (every prompt and both outputs with scores), ``metrics`` and
+``artifacts`` (plot data as JSON).  Rows are committed as they arrive, so a run
+killed mid-way keeps its partial rows; on the next open such a run is marked
+``interrupted``.  Writes only ever add rows or update the run's own status, so
+earlier runs are never damaged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import threading
+import uuid
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import pandas as pd
+
+from lab.errors import LabError
+from lab.records import ItemRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    created_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    status VARCHAR,
+    base_ref VARCHAR,
+    base_hash VARCHAR,
+    unlearned_ref VARCHAR,
+    unlearned_hash VARCHAR,
+    reference_ref VARCHAR,
+    facts_source VARCHAR,
+    facts_hash VARCHAR,
+    audits VARCHAR,
+    config JSON,
+    environment JSON,
+    error VARCHAR,
+    host VARCHAR,
+    pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS audits (
+    run_id VARCHAR, audit VARCHAR, status VARCHAR, started_at TIMESTAMP,
+    finished_at TIMESTAMP, error VARCHAR, notes JSON
+);
+CREATE TABLE IF NOT EXISTS items (
+    run_id VARCHAR, audit VARCHAR, fact_id VARCHAR, split VARCHAR, category VARCHAR,
+    prompt VARCHAR, answer VARCHAR, output_base VARCHAR, output_unlearned VARCHAR,
+    hit_base BOOLEAN, hit_unlearned BOOLEAN, rouge_base DOUBLE, rouge_unlearned DOUBLE,
+    logprob_base DOUBLE, logprob_unlearned DOUBLE, recovered BOOLEAN, extra JSON
+);
+CREATE TABLE IF NOT EXISTS metrics (run_id VARCHAR, audit VARCHAR, key VARCHAR, value DOUBLE);
+CREATE TABLE IF NOT EXISTS artifacts (run_id VARCHAR, audit VARCHAR, name VARCHAR, data JSON);
+"""
+ITEM_COLUMNS = list(ItemRecord.__dataclass_fields__)
+EXPORT_FORMATS = ("parquet", "csv", "json")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """JSON text with NaN written as null (JSON has no NaN)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(json.loads(json.dumps(value, default=_json_default))))
+
+
+def new_run_id() -> str:
+    return f"run-{_now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+class Store:
+    """A DuckDB file shared by the CLI and the UI; thread-safe within a process."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            raise LabError(f"cannot open database {self.path}: {str(exc).splitlines()[0]}") from None
+        except duckdb.Error as exc:
+            raise LabError(f"{self.path} is not a usable DuckDB database: {str(exc).splitlines()[0]}") from None
+        self.lock = threading.RLock()
+        with self.lock:
+            self.con.execute(SCHEMA)
+        self.mark_stale_runs()
+
+    def close(self) -> None:
+        with self.lock:
+            self.con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> duckdb.DuckDBPyConnection:
+        with self.lock:
+            return self.con.execute(sql, list(params))
+
+    def _frame(self, sql: str, params: Iterable[Any] = ()) -> pd.DataFrame:
+        with self.lock:
+            return self.con.execute(sql, list(params)).df()
+
+    # ---------------------------------------------------------------- lifecycle
+    def mark_stale_runs(self) -> None:
+        """Runs left 'running' by a process that no longer exists were interrupted."""
+        host = socket.gethostname()
+        stale = self._exec(
+            "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", [host]
+        ).fetchall()
+        for run_id, pid in stale:
+            if pid is None or not _pid_alive(int(pid)):
+                self.finish_run(run_id, "interrupted", "the process running it stopped before it finished")
+
+    def create_run(
+        self,
+        *,
+        base: dict[str, Any],
+        unlearned: dict[str, Any],
+        reference: str | None,
+        facts_source: str,
+        facts_hash: str,
+        audits: list[str],
+        config: dict[str, Any],
+        environment: dict[str, Any],
+    ) -> str:
+        run_id = new_run_id()
+        self._exec(
+            "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            [run_id, _now(), base["ref"], base["content_hash"], unlearned["ref"], unlearned["content_hash"],
+             reference, facts_source, facts_hash, ",".join(audits), to_json(config), to_json(environment),
+             socket.gethostname(), os.getpid()],
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        self._exec(
+            "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
+            [status, error, _now(), run_id],
+        )
+        self._exec(
+            "UPDATE audits SET status = ?, finished_at = ? WHERE run_id = ? AND status = 'running'",
+            [status, _now(), run_id],
+        )
+
+    def start_audit(self, run_id: str, audit: str) -> None:
+        self._exec("INSERT INTO audits VALUES (?, ?, 'running', ?, NULL, NULL, '[]')", [run_id, audit, _now()])
+
+    def finish_audit(self, run_id: str, audit: str, status: str, error: str | None = None,
+                     notes: list[str] | None = None) -> None:
+        self._exec(
+            "UPDATE audits SET status = ?, error = ?, finished_at = ?, notes = ? WHERE run_id = ? AND audit = ?",
+            [status, error, _now(), to_json(notes or []), run_id, audit],
+        )
+
+    # ------------------------------------------------------------------- writes
+    def add_items(self, run_id: str, items: list[ItemRecord]) -> None:
+        if not items:
+            return
+        rows = []
+        for item in items:
+            row = asdict(item)
+            row["extra"] = to_json(row["extra"])
+            rows.append([run_id] + [row[c] for c in ITEM_COLUMNS])
+        placeholders = ", ".join(["?"] * (len(ITEM_COLUMNS) + 1))
+        columns = ", ".join(["run_id"] + ITEM_COLUMNS)
+        with self.lock:
+            self.con.executemany(f"INSERT INTO items ({columns}) VALUES ({placeholders})", rows)
+
+    def add_metrics(self, run_id: str, audit: str, metrics: dict[str, float]) -> None:
+        rows = [[run_id, audit, key, None if value is None or not math.isfinite(float(value)) else float(value)]
+                for key, value in metrics.items()]
+        if rows:
+            with self.lock:
+                self.con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", rows)
+
+    def add_artifact(self, run_id: str, audit: str, name: str, data: Any) -> None:
+        self._exec("INSERT INTO artifacts VALUES (?, ?, ?, ?)", [run_id, audit, name, to_json(data)])
+
+    # ------------------------------------------------------------------ queries
+    def runs(self) -> pd.DataFrame:
+        """All runs, newest last."""
+        return self._frame(
+            "SELECT run_id, created_at, finished_at, status, base_ref, unlearned_ref, audits, error "
+            "FROM runs ORDER BY created_at, run_id"
+        )
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        frame = self._frame("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if frame.empty:
+            raise LabError(f"no run '{run_id}' in {self.path}")
+        row = frame.iloc[0].to_dict()
+        for key in ("config", "environment"):
+            row[key] = json.loads(row[key]) if row.get(key) else {}
+        return row
+
+    def audits(self, run_id: str) -> pd.DataFrame:
+        return self._frame("SELECT * FROM audits WHERE run_id = ? ORDER BY started_at", [run_id])
+
+    def items(self, run_id: str, audit: str | None = None) -> pd.DataFrame:
+        if audit:
+            return self._frame("SELECT * FROM items WHERE run_id = ? AND audit = ?", [run_id, audit])
+        return self._frame("SELECT * FROM items WHERE run_id = ?", [run_id])
+
+    def metrics(self, run_id: str) -> pd.DataFrame:
+        return self._frame("SELECT audit, key, value FROM metrics WHERE run_id = ?", [run_id])
+
+    def metrics_dict(self, run_id: str) -> dict[str, dict[str, float | None]]:
+        out: dict[str, dict[str, float | None]] = {}
+        for audit, key, value in self.metrics(run_id).itertuples(index=False):
+            out.setdefault(audit, {})[key] = None if pd.isna(value) else float(value)
+        return out
+
+    def artifacts(self, run_id: str, audit: str | None = None) -> dict[str, dict[str, Any]]:
+        frame = self._frame("SELECT audit, name, data FROM artifacts WHERE run_id = ?", [run_id])
+        out: dict[str, dict[str, Any]] = {}
+        for a, name, data in frame.itertuples(index=False):
+            if audit is None or a == audit:
+                out.setdefault(a, {})[name] = json.loads(data)
+        return out
+
+    def export(self, run_id: str, fmt: str, out: str | Path) -> Path:
+        """Write every item of a run as Parquet, CSV or JSON (metrics included in JSON)."""
+        if fmt not in EXPORT_FORMATS:
+            raise LabError(f"unknown export format '{fmt}' (use {', '.join(EXPORT_FORMATS)})")
+        self.run(run_id)  # raises for an unknown run
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        items = self.items(run_id)
+        if fmt == "parquet":
+            items.to_parquet(out, index=False)
+        elif fmt == "csv":
+            items.to_csv(out, index=False)
+        else:
+            payload = {
+                "run": {k: (str(v) if isinstance(v, (datetime, pd.Timestamp)) else v)
+                        for k, v in self.run(run_id).items()},
+                "metrics": self.metrics_dict(run_id),
+                "items": json.loads(items.to_json(orient="records")),
+            }
+            out.write_text(to_json(payload))
+        return out

@@ -1,0 +1,60 @@
+"""Shared fixtures: the tiny demo world, built once and reused by every test.
+
+The tiny demo is built into ``$LAB_TEST_DEMO`` (default ``.cache/demo-tiny``
+in the repo) under a file lock, so parallel pytest processes share one build.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DEMO = Path(os.environ.get("LAB_TEST_DEMO", ROOT / ".cache" / "demo-tiny"))
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def tiny_demo() -> Path:
+    """Directory of the tiny demo (facts, models, manifest)."""
+    from lab.demo.build import build_demo
+
+    TEST_DEMO.parent.mkdir(parents=True, exist_ok=True)
+    with open(TEST_DEMO.parent / "demo-tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build_demo("tiny", TEST_DEMO)
+    return TEST_DEMO
+
+
+@pytest.fixture()
+def demo_env(tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point LAB_DEMO_DIR at the tiny demo and LAB_DB at a fresh file."""
+    monkeypatch.setenv("LAB_DEMO_DIR", str(tiny_demo))
+    monkeypatch.setenv("LAB_DB", str(tmp_path / "lab.duckdb"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tiny_demo
+
+
+@pytest.fixture(scope="session")
+def demo_pair(tiny_demo: Path):
+    """The tiny base model and its NPO-unlearned version, loaded once."""
+    from lab.models import load_pair
+
+    return load_pair(str(tiny_demo / "models" / "base"), str(tiny_demo / "models" / "npo"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_facts(tiny_demo: Path):
+    from lab.facts import load_facts
+
+    return load_facts(tiny_demo / "facts.jsonl")
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests write screenshots and reports for a person to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,87 @@
+"""The model-pair engine: loading, tokenizer checks, batching that matches a loop."""
+
+import math
+
+import pytest
+
+from lab.batching import BatchPolicy, run_batched
+from lab.demo.world import qa_prompt
+from lab.errors import LabError
+from lab.models import load_engine, load_pair, pick_device, resolve_ref
+
+
+def test_demo_ref_is_a_local_save_pretrained_dir(demo_env):
+    path = resolve_ref("demo:ga")
+    assert path.endswith("models/ga")
+    engine = load_engine("demo:ga", device="cpu")
+    assert engine.info.device == "cpu" and engine.info.dtype == "float32"
+    assert len(engine.info.content_hash) == 64
+    assert engine.info.architecture == "LlamaForCausalLM"
+    assert not engine.info.trust_remote_code
+
+
+def test_bad_references(demo_env, tmp_path):
+    with pytest.raises(LabError, match="demo model 'nope' not found"):
+        resolve_ref("demo:nope")
+    with pytest.raises(LabError, match="model directory not found"):
+        load_engine(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LabError, match="could not load model"):
+        load_engine(str(tmp_path / "empty"))
+    with pytest.raises(LabError, match="unknown device"):
+        pick_device("tpu")
+
+
+def test_mismatched_tokenizers_are_refused(tiny_demo, tmp_path):
+    from lab.demo.train import ModelShape, make_model, train_tokenizer
+
+    tok = train_tokenizer(["a completely different corpus of words"] * 10, 300)
+    model = make_model(tok, ModelShape(16, 1, 1, 32), seed=0)
+    model.save_pretrained(tmp_path / "other")
+    tok.save_pretrained(tmp_path / "other")
+    with pytest.raises(LabError, match="tokenizers differ"):
+        load_pair(str(tiny_demo / "models" / "base"), str(tmp_path / "other"), device="cpu")
+
+
+def test_batched_scores_match_a_loop(demo_pair, demo_facts):
+    engine = demo_pair.base
+    facts = demo_facts.facts[:12]
+    prompts = [qa_prompt(f.question) for f in facts]
+    answers = [f.answer for f in facts]
+    batched = engine.answer_logprobs(prompts, answers)
+    looped = [engine.answer_logprobs([p], [a])[0] for p, a in zip(prompts, answers)]
+    assert all(math.isclose(b, l, abs_tol=1e-4) for b, l in zip(batched, looped))
+
+
+def test_batched_generation_matches_single(demo_pair, demo_facts):
+    engine = demo_pair.base
+    prompts = [qa_prompt(f.question) for f in demo_facts.facts[:8]]
+    assert engine.generate(prompts, 8) == [engine.generate([p], 8)[0] for p in prompts]
+
+
+def test_base_model_recalls_its_facts(demo_pair, demo_facts):
+    retain = demo_facts.split("retain")[:10]
+    outputs = demo_pair.base.generate([qa_prompt(f.question) for f in retain], 12)
+    assert sum(f.answer in o for f, o in zip(retain, outputs)) >= 9
+
+
+def test_out_of_memory_backs_off_and_keeps_order():
+    calls = []
+
+    def fn(batch):
+        calls.append(len(batch))
+        if len(batch) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate")
+        return [i * 10 for i in batch]
+
+    policy = BatchPolicy(max_tokens=100, max_rows=8)
+    assert run_batched([5] * 7, fn, policy) == [i * 10 for i in range(7)]
+    assert calls[0] == 7 and policy.max_tokens < 100  # tried whole, then split until batches fit
+
+
+def test_other_errors_are_not_swallowed():
+    def fn(batch):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        run_batched([1, 2], fn, BatchPolicy())
