@@ -12,6 +12,14 @@ from lab.errors import LabError
 
 REGISTRY: dict[str, str] = {
     "direct": "audits.direct:DirectAudit",
+    "reasoning": "audits.reasoning:ReasoningAudit",
+    "keywords": "audits.keywords:KeywordsAudit",
+    "quantization": "audits.quantization:QuantizationAudit",
+    "remind": "audits.remind:RemindAudit",
+    "metrics": "audits.metrics:MetricsAudit",
+    "surrogates": "audits.surrogates:SurrogatesAudit",
+    "sae": "audits.sae:SaeAudit",
+    "logit_lens": "audits.logit_lens:LogitLensAudit",
 }
 
 

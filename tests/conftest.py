@@ -1,12 +1,11 @@
 """Shared fixtures: the tiny demo world, built once and reused by every test.
 
 The tiny demo is built into ``$LAB_TEST_DEMO`` (default ``.cache/demo-tiny``
-in the repo) under a file lock, so parallel pytest processes share one build.
+in the repo); ``build_demo`` locks, so parallel pytest processes share one build.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
@@ -22,11 +21,7 @@ def tiny_demo() -> Path:
     """Directory of the tiny demo (facts, models, manifest)."""
     from lab.demo.build import build_demo
 
-    TEST_DEMO.parent.mkdir(parents=True, exist_ok=True)
-    with open(TEST_DEMO.parent / "demo-tiny.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        build_demo("tiny", TEST_DEMO)
-    return TEST_DEMO
+    return build_demo("tiny", TEST_DEMO)
 
 
 @pytest.fixture()
