@@ -32,7 +32,10 @@ def get_audit(name: str):
     if name not in REGISTRY:
         raise LabError(f"unknown audit '{name}' (available: {', '.join(REGISTRY)})")
     module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise LabError(f"audit '{name}' is registered but cannot be loaded ({exc})") from None
 
 
 def parse_audits(text: str) -> list[str]:

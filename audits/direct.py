@@ -6,6 +6,8 @@ retain and holdout questions.  Every other audit is measured against it.
 
 from __future__ import annotations
 
+import math
+
 from audits.base import Audit, AuditContext, item_for
 from lab.records import AuditResult
 
@@ -32,3 +34,12 @@ class DirectAudit(Audit):
             "holdout_accuracy_base": base.accuracy("holdout", "base"),
             "targets": float(len(base.targets())),
         })
+
+    def verdict(self, metrics: dict[str, float | None]) -> str:
+        def pct(key: str) -> str:
+            value = metrics.get(key)
+            return "n/a" if value is None or math.isnan(value) else f"{value:.0%}"
+
+        return (f"forget accuracy {pct('forget_accuracy_base')} (base) -> {pct('forget_accuracy_unlearned')} "
+                f"(unlearned), retain {pct('retain_accuracy_base')} -> {pct('retain_accuracy_unlearned')}: "
+                "the claim under audit (the attacks try to bring the forgotten facts back)")

@@ -116,6 +116,22 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from lab.report import write_report
+    from lab.store import Store
+
+    with Store(args.db) as store:
+        print(write_report(store, args.run, args.format, args.out))
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from lab.bench import run_bench
+
+    run_bench(quick=args.quick, device=args.device, json_out=args.json)
+    return EXIT_OK
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m lab", description="Unlearning Audit Lab")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -159,6 +175,19 @@ def build_parser() -> Parser:
     export.add_argument("--format", choices=["parquet", "csv", "json"], required=True)
     export.add_argument("--out", required=True)
     export.set_defaults(func=_export)
+
+    report = sub.add_parser("report", help="write the audit report of a run")
+    report.add_argument("--db")
+    report.add_argument("--run", required=True)
+    report.add_argument("--out", required=True)
+    report.add_argument("--format", choices=["html", "md", "json"], default="html")
+    report.set_defaults(func=_report)
+
+    bench = sub.add_parser("bench", help="measure batched paths against per-example loops, and the attack suite")
+    bench.add_argument("--quick", action="store_true", help="tiny demo, few repeats (CI)")
+    bench.add_argument("--json", help="write the results as JSON here")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    bench.set_defaults(func=_bench)
     return parser
 
 

@@ -138,19 +138,26 @@ class Engine:
         def batch_fn(indices: list[int]) -> list[TokenScores]:
             ids, mask = self._pad_right([rows[i] for i in indices])
             logits = self.model(input_ids=ids, attention_mask=mask).logits
-            out = []
+            # All target positions of the batch at once: position t predicts token t + 1.
+            wanted = torch.zeros_like(mask, dtype=torch.bool)
             for j, i in enumerate(indices):
-                positions = slice(starts[i] - 1, len(rows[i]) - 1)
-                logp = torch.log_softmax(logits[j, positions].float(), dim=-1)
-                targets = ids[j, starts[i] : len(rows[i])]
-                picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-                scores = TokenScores(picked.cpu().numpy(), greedy_match=(logp.argmax(-1) == targets).cpu().numpy())
+                wanted[j, starts[i] : len(rows[i])] = True
+            logp = torch.log_softmax(logits[:, :-1][wanted[:, 1:]].float(), dim=-1)
+            targets = ids[wanted]
+            columns = [logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1), (logp.argmax(-1) == targets).float()]
+            if distribution:
+                probs = logp.exp()
+                mu = (probs * logp).sum(-1)
+                var = (probs * logp.square()).sum(-1) - mu.square()
+                columns += [mu, var.clamp(min=0).sqrt()]
+            table = torch.stack(columns, dim=1).cpu().numpy()
+            bounds = np.cumsum([0] + [len(rows[i]) - starts[i] for i in indices])
+            out = []
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                part = table[a:b]
+                scores = TokenScores(part[:, 0], greedy_match=part[:, 1].astype(bool))
                 if distribution:
-                    probs = logp.exp()
-                    mu = (probs * logp).sum(-1)
-                    var = (probs * logp.square()).sum(-1) - mu.square()
-                    scores.mu = mu.cpu().numpy()
-                    scores.sigma = var.clamp(min=0).sqrt().cpu().numpy()
+                    scores.mu, scores.sigma = part[:, 2], part[:, 3]
                 out.append(scores)
             return out
 

@@ -120,6 +120,11 @@ def _local_snapshot(ref: str) -> str:
         return ""
 
 
+def _looks_like_path(ref: str) -> bool:
+    """A server path rather than a hub id (``owner/name`` never starts with / . ~ nor exists here)."""
+    return ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists()
+
+
 def load_engine(
     ref: str,
     device: str = "auto",
@@ -128,8 +133,8 @@ def load_engine(
     prompt_format: PromptFormat = PromptFormat(),
 ) -> Engine:
     """Load tokenizer and causal LM behind one engine, with a clear error on failure."""
-    if settings.space_mode() and (ref.startswith("/") or ref.startswith(".")):
-        raise LabError("local paths are disabled in Space mode; use a Hugging Face model id")
+    if settings.space_mode() and not ref.startswith(DEMO_PREFIX) and _looks_like_path(ref):
+        raise LabError("local paths are disabled in Space mode; use a Hugging Face model id or demo:<name>")
     path = resolve_ref(ref)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)

@@ -85,3 +85,11 @@ def test_other_errors_are_not_swallowed():
 
     with pytest.raises(ValueError):
         run_batched([1, 2], fn, BatchPolicy())
+
+
+def test_space_mode_refuses_server_paths(demo_env, monkeypatch):
+    monkeypatch.setenv("LAB_SPACE", "1")
+    for ref in (str(demo_env / "models" / "base"), "../models/base", "~/x"):
+        with pytest.raises(LabError, match="local paths are disabled in Space mode"):
+            load_engine(ref)
+    assert load_engine("demo:base", device="cpu").info.architecture == "LlamaForCausalLM"
