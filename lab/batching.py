@@ -8,13 +8,42 @@ the rest of the call.  Results come back in the caller's order.
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
+_cancel = threading.local()
+
+
+class Cancelled(KeyboardInterrupt):
+    """The caller asked to stop (the UI's Stop button).
+
+    A ``KeyboardInterrupt`` so that it passes through audits' ``except Exception``
+    and the runner marks the run interrupted, exactly as Ctrl-C does in the CLI.
+    """
+
+
+@contextmanager
+def cancellable(stop: threading.Event) -> Iterator[None]:
+    """Within this block, batched calls on this thread stop before their next batch once ``stop`` is set."""
+    previous = getattr(_cancel, "event", None)
+    _cancel.event = stop
+    try:
+        yield
+    finally:
+        _cancel.event = previous
+
+
+def check_cancelled() -> None:
+    """Raise :class:`Cancelled` if this thread's stop event (see :func:`cancellable`) is set."""
+    stop = getattr(_cancel, "event", None)
+    if stop is not None and stop.is_set():
+        raise Cancelled("stopped by the user")
 
 
 @dataclass
@@ -64,6 +93,7 @@ def run_batched(
     pending = plan_batches(lengths, policy)
     bar = tqdm(total=len(lengths), desc=desc, disable=desc is None or len(lengths) < 2, leave=False)
     while pending:
+        check_cancelled()
         batch = pending.pop(0)
         try:
             outputs = fn(batch)

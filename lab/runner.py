@@ -28,6 +28,7 @@ from lab.options import build_options, options_dict
 from lab.records import ItemRecord
 from lab.store import Store
 
+SPACE_MAX_FACTS = 400  # per run, in Space mode (LAB_SPACE=1)
 PACKAGES = ("torch", "transformers", "gradio", "captum", "sae-lens", "duckdb", "pandas", "plotly", "rouge-score")
 
 
@@ -90,11 +91,11 @@ def resolve_facts(spec: RunSpec) -> FactSet:
     return facts
 
 
-SPACE_MAX_FACTS = 400
+def prepare_audits(spec: RunSpec) -> tuple[FactSet, dict[str, Any]]:
+    """Validate audits, options, facts and template: all of :func:`prepare` but the models.
 
-
-def prepare(spec: RunSpec) -> tuple[ModelPair, Engine | None, FactSet, dict[str, Any]]:
-    """Validate audits and options, load facts and models (bad input fails here, before a run exists)."""
+    The web lab calls this with a pair it already holds, so a run does not load the models twice.
+    """
     audit_options = {}
     for name in spec.audits:
         cls = get_audit(name)
@@ -103,9 +104,15 @@ def prepare(spec: RunSpec) -> tuple[ModelPair, Engine | None, FactSet, dict[str,
     if unknown:
         raise LabError(f"options given for audits not in this run: {', '.join(sorted(unknown))}")
     facts = resolve_facts(spec)
-    fmt = PromptFormat(spec.prompt_template, spec.chat_template)
-    if "{question}" not in fmt.template:
+    if "{question}" not in spec.prompt_template:
         raise LabError("the prompt template must contain {question}")
+    return facts, audit_options
+
+
+def prepare(spec: RunSpec) -> tuple[ModelPair, Engine | None, FactSet, dict[str, Any]]:
+    """Validate audits and options, load facts and models (bad input fails here, before a run exists)."""
+    facts, audit_options = prepare_audits(spec)
+    fmt = PromptFormat(spec.prompt_template, spec.chat_template)
     pair = load_pair(spec.base, spec.unlearned, spec.device, spec.dtype, spec.trust_remote_code, fmt)
     reference = None
     if spec.reference:

@@ -27,3 +27,8 @@ def default_db() -> Path:
 def space_mode() -> bool:
     """True in a hosted Space (``LAB_SPACE=1``): no server paths, request limits."""
     return os.environ.get("LAB_SPACE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def demo_profile() -> str:
+    """The demo profile the web lab builds on first launch: ``$LAB_DEMO_PROFILE`` (tiny or full)."""
+    return os.environ.get("LAB_DEMO_PROFILE", "").strip() or "full"

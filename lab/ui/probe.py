@@ -1,0 +1,120 @@
+"""The Probe tab's model work: both models answer one prompt, streamed side by side.
+
+``Engine.stream`` holds its engine's lock for the whole generation, so both
+streams are driven from one worker thread (Gradio may resume a generator on a
+different thread each step, and a lock must be released by the thread that
+took it).  The worker always runs both generations to their end, so the locks
+are released where they were taken even when the page stops listening.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from typing import Iterator
+
+import pandas as pd
+
+from audits.keywords import KeywordsOptions, key_tokens
+from audits.reasoning import ReasoningOptions
+from lab.attribution import PromptAttribution, attribute_prompt, leave_one_out
+from lab.errors import LabError
+from lab.facts import Fact
+from lab.models import ModelPair
+from lab.prompt_attacks import TEMPLATES, TemplateGenerator, emphasize, keyword_phrases
+from lab.scoring import score_answer
+
+_DONE = object()
+SCORE_COLUMNS = ["model", "answer hit", "ROUGE-L recall", "mean log-prob of gold", "per-token probability"]
+
+
+def build_prompt(pair: ModelPair, text: str, raw: bool, max_chars: int) -> str:
+    """The exact prompt both models get: the text as typed, or the question in the prompt template."""
+    text = text.strip()
+    if not text:
+        raise LabError("type a question or a prompt first")
+    if len(text) > max_chars:
+        raise LabError(f"the prompt is longer than {max_chars} characters")
+    return text if raw else pair.base.prompt(text)
+
+
+def stream_both(pair: ModelPair, prompt: str, max_new_tokens: int) -> Iterator[tuple[str, str]]:
+    """(base text, unlearned text) as both greedy continuations grow, token by token."""
+    out: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            streams = {"base": pair.base.stream(prompt, max_new_tokens),
+                       "unlearned": pair.unlearned.stream(prompt, max_new_tokens)}
+            texts = {"base": "", "unlearned": ""}
+            while streams:
+                for name in list(streams):
+                    try:
+                        texts[name] = next(streams[name])
+                    except StopIteration:
+                        del streams[name]
+                out.put((texts["base"], texts["unlearned"]))
+        except BaseException as error:  # noqa: BLE001 - handed to the reading thread
+            out.put(error)
+        finally:
+            out.put(_DONE)
+
+    threading.Thread(target=work, daemon=True, name="probe-stream").start()
+    while (item := out.get()) is not _DONE:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def gold_scores(pair: ModelPair, prompt: str, outputs: tuple[str, str], gold: str) -> pd.DataFrame:
+    """For a gold answer: each model's output hit, ROUGE-L and the answer's mean token log-prob."""
+    rows = []
+    for (name, engine), output in zip((("base", pair.base), ("unlearned", pair.unlearned)), outputs):
+        score = score_answer(output, gold)
+        logprob = engine.answer_logprobs([prompt], [gold])[0]
+        rows.append([name, "yes" if score.hit else "no", round(score.rouge_l, 3), round(logprob, 3),
+                     round(math.exp(logprob), 4)])
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def reasoning_prompt(pair: ModelPair, fact: Fact, by_entity: dict[str, list[Fact]], category: str,
+                     current: str) -> str:
+    """The next step-by-step attack prompt of ``category`` for ``fact`` (cycling on repeated use).
+
+    The same deterministic templates as the ``reasoning`` audit, with its default number of hops.
+    """
+    prompts = TemplateGenerator().generate([fact], by_entity, pair.base.prompt, [category],
+                                           len(TEMPLATES[category]), ReasoningOptions.hops)
+    if not prompts:
+        raise LabError(f"no {category} prompt for this question: {category} prompts build on a demo fact's "
+                       "related facts and statement; pick a demo fact above")
+    texts = [p.text for p in prompts]
+    return texts[(texts.index(current) + 1) % len(texts)] if current in texts else texts[0]
+
+
+def emphasized_question(pair: ModelPair, question: str, gold: str, transform: str) -> str:
+    """The question with its keywords emphasized, keywords found as the ``keywords`` audit finds them.
+
+    KeyTokens: the base model's highest leave-one-out contributions to the gold answer among the
+    question's own tokens (the audit's default ``top_k``), widened to whole words.
+    """
+    question, gold = question.strip(), gold.strip()
+    if not question or not gold:
+        raise LabError("keyword emphasis needs a question and its gold answer: the keywords are the question "
+                       "tokens that carry the answer in the base model")
+    prompt = pair.base.prompt(question)
+    contributions = leave_one_out(pair.base, [prompt], [gold])[0]
+    key = key_tokens(contributions, prompt, question, KeywordsOptions.top_k)
+    offset = max(prompt.find(question), 0)
+    spans = [(contributions.tokens.spans[i][0] - offset, contributions.tokens.spans[i][1] - offset) for i in key]
+    return emphasize(question, keyword_phrases(question, spans), transform, KeywordsOptions.repeats)
+
+
+def explain(pair: ModelPair, prompt: str, answer: str, methods: list[str]) -> PromptAttribution:
+    """Token attributions of ``answer`` after ``prompt`` in both models (lab.attribution)."""
+    if not prompt.strip():
+        raise LabError("ask both models first: the attribution explains an answer to the prompt sent")
+    if not answer.strip():
+        raise LabError("give a gold answer (or let the base model answer first) to attribute")
+    return attribute_prompt(pair, prompt, answer, methods or ["feature_ablation"])

@@ -1,0 +1,107 @@
+"""Several clients at once (gradio_client): audits and probes interleave, nothing is lost or mixed up.
+
+Each client holds its own session (its own loaded pair); model calls are
+serialized by the shared concurrency group, and every row goes through the
+one store writer.  Stop ends a session's running audit, which is then stored
+as interrupted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lab.ui import running
+
+AUDIT_ARGS = dict(source_="Demo facts", upload_=None, path_="", names_=["direct"],
+                  options_={"headers": ["audit", "option", "type", "default", "value"], "data": []},
+                  max_new_=16, reference_="")
+
+
+@pytest.fixture()
+def served(demo_env, monkeypatch):
+    """The lab on the tiny demo with a fresh database: (url, Lab)."""
+    monkeypatch.setenv("LAB_DEMO_PROFILE", "tiny")
+    with running(server_name="127.0.0.1", quiet=True) as served:
+        yield served
+
+
+def client_for(url: str, unlearned: str):
+    """A client session with the demo pair base -> ``unlearned`` loaded."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    status = client.predict("Demo pair", unlearned, "", "", "cpu", "auto", False, api_name="/load_models")[0]
+    assert f"demo:base → demo:{unlearned}" in status
+    return client
+
+
+def test_two_clients_audit_and_probe_at_once(served, demo_facts):
+    from lab.ui.session import PairSpec
+
+    url, lab = served
+    clients = {"npo": client_for(url, "npo"), "ga": client_for(url, "ga")}
+    questions = [f.question for f in demo_facts.split("forget")[:3]]
+    limits = {"npo": 4, "ga": 2}
+    results: dict[str, list] = {name: [] for name in clients}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(clients))
+
+    def work(name: str) -> None:
+        client = clients[name]
+        try:
+            start.wait()
+            for round_ in range(2):
+                results[name].append(("audit", client.predict(limit_=limits[name], api_name="/run_audit",
+                                                              **AUDIT_ARGS)[0]))
+                question = questions[round_]
+                results[name].append(("probe", question, client.predict(
+                    question, "Question (prompt template applied)", "", 12, api_name="/probe")))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+
+    runs = lab.store.runs()
+    assert len(runs) == 4 and set(runs["status"]) == {"complete"}
+    for name, client_results in results.items():
+        pair = lab.pair(PairSpec.demo(name))
+        audits = [r[1] for r in client_results if r[0] == "audit"]
+        assert len(audits) == 2
+        for status in audits:
+            run_id = next(r for r in runs["run_id"] if r in status)
+            run = runs[runs["run_id"] == run_id].iloc[0]
+            assert run["unlearned_ref"] == f"demo:{name}"  # each session audited its own pair
+            items = lab.store.items(run_id)
+            assert len(items) == 3 * limits[name]  # every row stored
+            assert items.groupby("split").size().to_dict() == {s: limits[name] for s in ("forget", "retain", "holdout")}
+        for _, question, (sent, out_base, out_unlearned, _) in [r for r in client_results if r[0] == "probe"]:
+            assert sent == pair.base.prompt(question)
+            assert out_base.strip() == pair.base.generate([sent], 12)[0]
+            assert out_unlearned.strip() == pair.unlearned.generate([sent], 12)[0]
+
+
+def test_stop_interrupts_the_sessions_audit(served, demo_facts):
+    from lab.ui.session import PairSpec
+
+    url, lab = served
+    client = client_for(url, "npo")
+    pair = lab.pair(PairSpec.demo("npo"))
+    for engine in (pair.base, pair.unlearned):
+        engine.policy.max_rows = 1  # one fact per batch: many points where a stop can land
+    job = client.submit(limit_=0, api_name="/run_audit", **AUDIT_ARGS)
+    deadline = time.time() + 60
+    while (lab.store.runs().empty or lab.store.runs().iloc[-1]["status"] != "running") and time.time() < deadline:
+        time.sleep(0.05)
+    client.predict(api_name="/stop_audit")
+    status = job.result(timeout=120)[0]
+    run = lab.store.runs().iloc[-1]
+    assert run["status"] == "interrupted" and "Stopped" in status
+    assert len(lab.store.items(run["run_id"])) < len(demo_facts)  # stopped before the audit finished
