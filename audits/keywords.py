@@ -145,6 +145,19 @@ def key_tokens(contributions: Contributions, candidates: list[int], top_k: int) 
     return sorted(ranked[:top_k])
 
 
+def question_keywords(contributions: Contributions, prompt: str, question: str,
+                      top_k: int) -> tuple[list[int], list[int], list[str]]:
+    """The question's word tokens, its KeyTokens, and the keywords they cover (whole words).
+
+    Shared by the audit and the web lab's emphasis buttons, so both emphasize the same words.
+    """
+    candidates = question_features(contributions, prompt, question)
+    key = key_tokens(contributions, candidates, top_k)
+    offset = max(prompt.find(question), 0)
+    spans = [(contributions.tokens.spans[i][0] - offset, contributions.tokens.spans[i][1] - offset) for i in key]
+    return candidates, key, keyword_phrases(question, spans)
+
+
 def mean(values: list[float]) -> float:
     """Mean of the defined values; NaN when none is."""
     finite = [v for v in values if not math.isnan(v)]
@@ -222,11 +235,7 @@ class KeywordsAudit(Audit):
         loo_u = leave_one_out(ctx.pair.unlearned, prompts, answers, desc="leave-one-out (unlearned)")
         keyed = []
         for fact, prompt, b, u in zip(facts, prompts, loo_b, loo_u):
-            question = question_features(b, prompt, fact.question)
-            key = key_tokens(b, question, top_k)
-            offset = max(prompt.find(fact.question), 0)
-            spans = [(b.tokens.spans[i][0] - offset, b.tokens.spans[i][1] - offset) for i in key]
-            keyed.append(KeyFact(fact, prompt, b, u, question, key, keyword_phrases(fact.question, spans)))
+            keyed.append(KeyFact(fact, prompt, b, u, *question_keywords(b, prompt, fact.question, top_k)))
         return keyed
 
     def attack(self, ctx: AuditContext, keyed: list[KeyFact], transform: str, repeats: int) -> TransformRun:

@@ -16,13 +16,13 @@ from typing import Iterator
 
 import pandas as pd
 
-from audits.keywords import KeywordsOptions, key_tokens
+from audits.keywords import KeywordsOptions, question_keywords
 from audits.reasoning import ReasoningOptions
 from lab.attribution import PromptAttribution, attribute_prompt, leave_one_out
 from lab.errors import LabError
 from lab.facts import Fact
 from lab.models import ModelPair
-from lab.prompt_attacks import TEMPLATES, TemplateGenerator, emphasize, keyword_phrases
+from lab.prompt_attacks import TEMPLATES, TemplateGenerator, emphasize
 from lab.scoring import score_answer
 
 _DONE = object()
@@ -105,10 +105,8 @@ def emphasized_question(pair: ModelPair, question: str, gold: str, transform: st
                        "tokens that carry the answer in the base model")
     prompt = pair.base.prompt(question)
     contributions = leave_one_out(pair.base, [prompt], [gold])[0]
-    key = key_tokens(contributions, prompt, question, KeywordsOptions.top_k)
-    offset = max(prompt.find(question), 0)
-    spans = [(contributions.tokens.spans[i][0] - offset, contributions.tokens.spans[i][1] - offset) for i in key]
-    return emphasize(question, keyword_phrases(question, spans), transform, KeywordsOptions.repeats)
+    _, _, phrases = question_keywords(contributions, prompt, question, KeywordsOptions.top_k)
+    return emphasize(question, phrases, transform, KeywordsOptions.repeats)
 
 
 def explain(pair: ModelPair, prompt: str, answer: str, methods: list[str]) -> PromptAttribution:

@@ -110,7 +110,8 @@ def compare_frame(store: Store, run_ids: list[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["audit", "metric"])
     long = pd.concat(frames).rename(columns={"key": "metric"})
-    wide = long.pivot_table(index=["audit", "metric"], columns="run", values="value", aggfunc="first", dropna=False)
+    # unstack keeps only (audit, metric) pairs that exist, and keeps metrics stored as NULL.
+    wide = long.groupby(["audit", "metric", "run"], sort=False)["value"].first().unstack("run")
     return wide.reindex(columns=run_ids).round(4).reset_index()
 
 
