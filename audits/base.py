@@ -144,7 +144,6 @@ class Audit:
     Options: ClassVar[type] = NoOptions
     # The metric the release gate compares with --fail-above (None: not a recovery audit).
     recovery_key: ClassVar[str | None] = "recovery_rate"
-    figures: ClassVar[tuple[str, ...]] = ()
 
     def run(self, ctx: AuditContext) -> AuditResult:
         raise NotImplementedError

@@ -40,7 +40,6 @@ several tokens):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +55,7 @@ from lab.engine import Engine
 from lab.errors import LabError
 from lab.facts import Fact
 from lab.models import ModelPair
-from lab.records import AuditResult
+from lab.records import AuditResult, extra_dict
 from lab.scoring import rate
 
 MODELS = ("base", "unlearned")
@@ -151,7 +150,7 @@ def ranks_figure(items: pd.DataFrame) -> go.Figure | None:
     targets = items[items["category"] == "target"] if len(items) else items
     if not len(targets):
         return None
-    extras = [json.loads(e) if isinstance(e, str) else e for e in targets["extra"]]
+    extras = [extra_dict(e) for e in targets["extra"]]
     ranks = np.array([e["worst_rank_unlearned"] for e in extras], dtype=float)
     fig = go.Figure(go.Heatmap(z=np.log10(ranks + 1), y=list(targets["fact_id"]), colorscale="Viridis_r",
                                colorbar=dict(title="log10(rank+1)")))

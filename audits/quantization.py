@@ -26,7 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from audits.base import Answered, Audit, AuditContext, answer_both, item_for, recovery_rate
+from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, recovery_rate
 from audits.metrics import fmt
 from lab.errors import LabError
 from lab.facts import Fact
@@ -72,16 +72,6 @@ def ratio(numerator: float, denominator: float) -> float:
     if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
         return float("nan")
     return numerator / denominator
-
-
-def score_pair(pair: ModelPair, facts: list[Fact], prompts: list[str], max_new_tokens: int,
-               label: str) -> tuple[list[Answered], list[float], list[float]]:
-    """Greedy answers of both models, scored, and the gold answers' mean log-probs."""
-    answers = [f.answer for f in facts]
-    answered = answer_both(pair, prompts, answers, max_new_tokens, f"{label} questions")
-    lp_b = pair.base.answer_logprobs(prompts, answers, desc=f"{label} log-probs (base)")
-    lp_u = pair.unlearned.answer_logprobs(prompts, answers, desc=f"{label} log-probs (unlearned)")
-    return answered, lp_b, lp_u
 
 
 class QuantizationAudit(Audit):
@@ -137,7 +127,7 @@ class QuantizationAudit(Audit):
             for held in (pair.base.lock, pair.unlearned.lock, quantized(weights_b, spec),
                          quantized(weights_u, spec)):
                 stack.enter_context(held)
-            answered, lp_b, lp_u = score_pair(pair, facts, prompts, ctx.max_new_tokens, name)
+            answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts], ctx.max_new_tokens, f"{name} questions")
             same = identical_share(weights_b, weights_u)
         return Precision(name, answered, lp_b, lp_u, same)
 
@@ -146,7 +136,7 @@ class QuantizationAudit(Audit):
         """Both models reloaded through bitsandbytes (CUDA only), asked, then released."""
         pair = ModelPair(load_bitsandbytes(ctx.pair.base, bits, quant_type),
                          load_bitsandbytes(ctx.pair.unlearned, bits, quant_type))
-        answered, lp_b, lp_u = score_pair(pair, facts, prompts, ctx.max_new_tokens, name)
+        answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts], ctx.max_new_tokens, f"{name} questions")
         del pair
         torch.cuda.empty_cache()
         return Precision(name, answered, lp_b, lp_u)

@@ -7,7 +7,6 @@ Exit codes: 0 done; 2 bad input or failure, one line on stderr; 3 when
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys

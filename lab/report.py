@@ -16,7 +16,6 @@ behind each audit) and limitations (audit notes, failures).
 from __future__ import annotations
 
 import json
-import math
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
