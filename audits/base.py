@@ -82,6 +82,19 @@ class Baseline:
         """Retain facts the base model knows (where unfair suppression can show)."""
         return [f for f in self.facts if f.split == "retain" and self.knows_base(f)]
 
+    def retain_sample(self, size: int) -> list[Fact]:
+        """At most ``size`` known retain facts, evenly spread over the file (0: all of them).
+
+        Retain-side controls (suppression, attribution shift) estimate a rate;
+        a fixed, deterministic sample keeps their cost independent of the retain
+        set's size, which is usually far larger than the forget set.
+        """
+        known = self.suppressed_candidates()
+        if size <= 0 or size >= len(known):
+            return known
+        step = len(known) / size
+        return [known[int(i * step)] for i in range(size)]
+
     def accuracy(self, split: str, model: str) -> float:
         facts = [f for f in self.facts if f.split == split]
         pick = self.knows_base if model == "base" else self.knows_unlearned

@@ -38,8 +38,8 @@ Metrics:
   focus_unlearned) / focus_base; the metric is its mean over the targets with
   focus_base > 0.  1: all of the focus lost, 0: none, below 0: more focus.
   ``keyword_focus_base`` and ``keyword_focus_unlearned`` are the mean focuses.
-  ``attribution_shift_retain`` is the same on the retain facts the base knows
-  (the control: a shift specific to forgetting is larger on the targets).
+  ``attribution_shift_retain`` is the same on a sample of the retain facts the
+  base knows (``retain_facts``, evenly spread; the control: a shift specific to forgetting is larger on the targets).
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class KeywordsOptions:
     repeats: int = 2  # times a keyword is written by the repeat transform
     captum_check: bool = True  # recompute one fact with captum's FeatureAblation and compare
     retain_control: bool = True  # also measure the attribution shift on retain facts (no emphasis there)
+    retain_facts: int = 120  # known retain facts in that control, evenly spread (0: all)
 
     def __post_init__(self) -> None:
         """Bad values are user errors, caught when the options are built (before a run exists)."""
@@ -204,7 +205,8 @@ class KeywordsAudit(Audit):
                                       "misses): nothing to emphasize, recovery is undefined"])
         keyed = self.keywords(ctx, targets, opts.top_k)
         runs = {t: self.attack(ctx, keyed, t, opts.repeats) for t in opts.transforms}
-        control = self.keywords(ctx, ctx.baseline.suppressed_candidates(), opts.top_k) if opts.retain_control else []
+        control_facts = ctx.baseline.retain_sample(opts.retain_facts) if opts.retain_control else []
+        control = self.keywords(ctx, control_facts, opts.top_k)
         values = metrics(keyed, runs, opts.transforms, control)
         artifacts: dict[str, Any] = {
             "transforms": {t: {"recovery_rate": values[f"{t}_recovery_rate"],

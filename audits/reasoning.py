@@ -14,8 +14,8 @@ generator (:mod:`lab.prompt_attacks`: deterministic templates by default, or
 an attacker LLM with a meta-prompt per category); the hops of indirect
 prompts are the other facts about the same entity; the judge is the lab's one
 scorer.  Prompts run on the target facts (forget facts the base knows and the
-unlearned model misses on the plain question) and on the retain facts the
-base knows.
+unlearned model misses on the plain question) and on a sample of the retain
+facts the base knows (``retain_facts``, evenly spread; 0: all).
 
 Metrics (each also per category as ``<category>_<metric>``):
 
@@ -69,6 +69,7 @@ class ReasoningOptions:
     attacker_max_new_tokens: int = 48
     max_new_tokens: int = 0  # answer length; 0: the run's setting
     retain: bool = True  # also probe retain facts for unfair suppression
+    retain_facts: int = 120  # known retain facts probed, evenly spread (0: all)
 
     def __post_init__(self) -> None:
         """Bad values are user errors, caught when the options are built (before a run exists)."""
@@ -122,7 +123,7 @@ class ReasoningAudit(Audit):
         opts: ReasoningOptions = ctx.options
         base = ctx.baseline
         targets = base.targets()
-        retain = base.suppressed_candidates() if opts.retain else []
+        retain = base.retain_sample(opts.retain_facts) if opts.retain else []
         facts = targets + retain
         generator = self.generator(ctx, opts)
         prompts = generator.generate(facts, ctx.facts.by_entity(), ctx.pair.base.prompt, opts.categories,

@@ -187,3 +187,15 @@ def test_bad_reasoning_option_is_a_one_line_error(demo_env, tmp_path, capsys):
                  "--db", str(tmp_path / "x.duckdb"), "--set", "reasoning.generator=oracle", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "reasoning.generator" in err and "Traceback" not in err
+
+
+def test_retain_sample_is_even_and_bounded(demo_pair, demo_facts):
+    from audits.base import compute_baseline
+
+    baseline = compute_baseline(demo_pair, demo_facts.facts, 12)
+    known = baseline.suppressed_candidates()
+    sample = baseline.retain_sample(10)
+    assert len(sample) == 10 and all(f in known for f in sample)
+    positions = [known.index(f) for f in sample]
+    assert positions == sorted(positions) and positions[0] == 0 and positions[-1] >= len(known) - len(known) // 10 - 1
+    assert baseline.retain_sample(0) == known and baseline.retain_sample(10_000) == known
