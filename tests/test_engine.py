@@ -93,3 +93,19 @@ def test_space_mode_refuses_server_paths(demo_env, monkeypatch):
         with pytest.raises(LabError, match="local paths are disabled in Space mode"):
             load_engine(ref)
     assert load_engine("demo:base", device="cpu").info.architecture == "LlamaForCausalLM"
+
+
+def test_chat_template_used_only_when_asked(tiny_demo):
+    from lab.engine import PromptFormat
+
+    plain = load_engine(str(tiny_demo / "models" / "base"), device="cpu")
+    assert plain.prompt("Who?") == "Question: Who?\nAnswer:"
+    chat = load_engine(str(tiny_demo / "models" / "base"), device="cpu",
+                       prompt_format=PromptFormat(use_chat_template=True))
+    chat.tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    prompt = chat.prompt("Who?")
+    assert prompt == "<s><|user|>Who?<|assistant|>"
+    ids = chat.encode(prompt)
+    assert ids.count(chat.tokenizer.bos_token_id) == 1  # the template's BOS is not doubled
