@@ -11,6 +11,7 @@ is defined against is computed once per run and shared (``ctx.baseline``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -172,6 +173,11 @@ class Audit:
         if value is None:
             return self.summary
         return f"{key} = {value:.1%}: {self.summary}"
+
+
+def fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    """A metric for a verdict line: ``n/a`` when it is missing or not finite."""
+    return "n/a" if value is None or not math.isfinite(value) else pattern.format(value)
 
 
 def recovery_rate(targets: list[Fact], recovered_ids: set[str]) -> float:

@@ -53,8 +53,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, recovery_rate
-from audits.metrics import fmt
+from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, fmt, item_for, recovery_rate
 from lab.attribution import Contributions, PromptAttribution, attribution_figure, captum_leave_one_out, leave_one_out
 from lab.errors import LabError
 from lab.facts import Fact

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from audits.base import Audit, AuditContext, item_for
+from audits.base import Audit, AuditContext, fmt, item_for
 from lab import unlearning_metrics as um
 from lab.engine import Engine, TokenScores
 from lab.errors import LabError
@@ -195,10 +195,6 @@ def split_scores(scores: list[dict[str, float]], splits: list[str], attack: str)
 def metric_key(name: str, model: str) -> str:
     """The unlearned model's key is the bare name; other models get a suffix."""
     return name if model == "unlearned" else f"{name}_{model}"
-
-
-def fmt(value: float | None, pattern: str = "{:.2f}") -> str:
-    return "n/a" if value is None or not math.isfinite(value) else pattern.format(value)
 
 
 # ---------------------------------------------------------------------- audit

@@ -26,8 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, recovery_rate
-from audits.metrics import fmt
+from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, fmt, item_for, recovery_rate
 from lab.errors import LabError
 from lab.facts import Fact
 from lab.models import ModelPair

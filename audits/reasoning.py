@@ -36,8 +36,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, recovery_rate
-from audits.metrics import fmt
+from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, fmt, item_for, recovery_rate
 from lab.engine import Engine
 from lab.errors import LabError
 from lab.facts import Fact

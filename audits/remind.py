@@ -40,8 +40,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from audits.base import Audit, AuditContext
-from audits.metrics import fmt
+from audits.base import Audit, AuditContext, fmt
 from lab.engine import Engine
 from lab.errors import LabError
 from lab.facts import SPLITS, Fact

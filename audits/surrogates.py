@@ -31,8 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from audits.base import Answered, Audit, AuditContext, answer_both, item_for, recovery_rate
-from audits.metrics import Probe, ProbeScores, fmt, score_probes
+from audits.base import Answered, Audit, AuditContext, answer_both, fmt, item_for, recovery_rate
+from audits.metrics import Probe, ProbeScores, score_probes
 from lab import unlearning_metrics as um
 from lab.embedder import EMBEDDERS, cosine_to_sources, load_embedder
 from lab.engine import Engine
