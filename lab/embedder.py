@@ -48,11 +48,16 @@ class Embedder:
 
 
 def cosine_to_sources(embedder: Embedder, texts: Sequence[str], sources: Sequence[str]) -> np.ndarray:
-    """Cosine similarity of each text to its own source text (pairwise, one embedding pass)."""
+    """Cosine similarity of each text to its own source text (one embedding pass).
+
+    Each distinct string is embedded once: many candidates share one source question.
+    """
     if not texts:
         return np.zeros(0)
-    vectors = embedder.embed([*texts, *sources])
-    return np.sum(vectors[: len(texts)] * vectors[len(texts):], axis=1)
+    unique = list(dict.fromkeys([*texts, *sources]))
+    row = {text: i for i, text in enumerate(unique)}
+    vectors = embedder.embed(unique)
+    return np.sum(vectors[[row[t] for t in texts]] * vectors[[row[s] for s in sources]], axis=1)
 
 
 @lru_cache(maxsize=2)

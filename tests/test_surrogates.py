@@ -68,9 +68,11 @@ def test_similarity_band_and_other_rejections():
 
 def test_cosine_to_sources_is_pairwise_and_normalized():
     table = {"a": [1.0, 0.0], "b": [3.0, 4.0], "c": [0.0, 2.0]}
-    fake = Embedder("fake", "", lambda texts: np.array([table[t] for t in texts]))
+    seen: list[str] = []
+    fake = Embedder("fake", "", lambda texts: seen.extend(texts) or np.array([table[t] for t in texts]))
     # cos(a, b) = 3/5, cos(c, b) = 4/5, cos(a, c) = 0
     assert cosine_to_sources(fake, ["a", "c", "a"], ["b", "b", "c"]) == pytest.approx([0.6, 0.8, 0.0])
+    assert sorted(seen) == ["a", "b", "c"]  # each distinct text embedded once
     assert cosine_to_sources(fake, [], []).shape == (0,)
 
 
