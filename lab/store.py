@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS metrics (run_id VARCHAR, audit VARCHAR, key VARCHAR, 
 CREATE TABLE IF NOT EXISTS artifacts (run_id VARCHAR, audit VARCHAR, name VARCHAR, data JSON);
 """
 ITEM_COLUMNS = list(ItemRecord.__dataclass_fields__)
+ITEM_TYPES = {  # the items table's columns in order, with their SQL types
+    "run_id": "VARCHAR", "audit": "VARCHAR", "fact_id": "VARCHAR", "split": "VARCHAR", "category": "VARCHAR",
+    "prompt": "VARCHAR", "answer": "VARCHAR", "output_base": "VARCHAR", "output_unlearned": "VARCHAR",
+    "hit_base": "BOOLEAN", "hit_unlearned": "BOOLEAN", "rouge_base": "DOUBLE", "rouge_unlearned": "DOUBLE",
+    "logprob_base": "DOUBLE", "logprob_unlearned": "DOUBLE", "recovered": "BOOLEAN", "extra": "JSON",
+}
 EXPORT_FORMATS = ("parquet", "csv", "json")
 
 
@@ -195,17 +201,23 @@ class Store:
 
     # ------------------------------------------------------------------- writes
     def add_items(self, run_id: str, items: list[ItemRecord]) -> None:
+        """Append items in one statement (a DataFrame scan: far faster than row-by-row inserts)."""
         if not items:
             return
         rows = []
         for item in items:
             row = asdict(item)
             row["extra"] = to_json(row["extra"])
-            rows.append([run_id] + [row[c] for c in ITEM_COLUMNS])
-        placeholders = ", ".join(["?"] * (len(ITEM_COLUMNS) + 1))
-        columns = ", ".join(["run_id"] + ITEM_COLUMNS)
+            rows.append(row)
+        frame = pd.DataFrame(rows, columns=ITEM_COLUMNS).astype(object)
+        frame.insert(0, "run_id", run_id)
+        casts = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in ITEM_TYPES.items())
         with self.lock:
-            self.con.executemany(f"INSERT INTO items ({columns}) VALUES ({placeholders})", rows)
+            self.con.register("new_items", frame)
+            try:
+                self.con.execute(f"INSERT INTO items SELECT {casts} FROM new_items")
+            finally:
+                self.con.unregister("new_items")
 
     def add_metrics(self, run_id: str, audit: str, metrics: dict[str, float]) -> None:
         rows = [[run_id, audit, key, None if value is None or not math.isfinite(float(value)) else float(value)]
