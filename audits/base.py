@@ -180,6 +180,11 @@ def fmt(value: float | None, pattern: str = "{:.2f}") -> str:
     return "n/a" if value is None or not math.isfinite(value) else pattern.format(value)
 
 
+def pct(metrics: dict[str, float | None], key: str) -> str:
+    """A metric as a whole percentage for a verdict line (``n/a`` when missing)."""
+    return fmt(metrics.get(key), "{:.0%}")
+
+
 def recovery_rate(targets: list[Fact], recovered_ids: set[str]) -> float:
     """Share of target facts (see ``Baseline.targets``) that an attack brought back."""
     return rate(f.id in recovered_ids for f in targets)

@@ -6,9 +6,8 @@ retain and holdout questions.  Every other audit is measured against it.
 
 from __future__ import annotations
 
-import math
 
-from audits.base import Audit, AuditContext, item_for
+from audits.base import Audit, AuditContext, item_for, pct
 from lab.records import AuditResult
 
 
@@ -36,10 +35,7 @@ class DirectAudit(Audit):
         })
 
     def verdict(self, metrics: dict[str, float | None]) -> str:
-        def pct(key: str) -> str:
-            value = metrics.get(key)
-            return "n/a" if value is None or math.isnan(value) else f"{value:.0%}"
-
-        return (f"forget accuracy {pct('forget_accuracy_base')} (base) -> {pct('forget_accuracy_unlearned')} "
-                f"(unlearned), retain {pct('retain_accuracy_base')} -> {pct('retain_accuracy_unlearned')}: "
+        forget = f"{pct(metrics, 'forget_accuracy_base')} (base) -> {pct(metrics, 'forget_accuracy_unlearned')}"
+        retain = f"{pct(metrics, 'retain_accuracy_base')} -> {pct(metrics, 'retain_accuracy_unlearned')}"
+        return (f"forget accuracy {forget} (unlearned), retain {retain}: "
                 "the claim under audit (the attacks try to bring the forgotten facts back)")

@@ -26,7 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, fmt, item_for, recovery_rate
+from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, pct, recovery_rate
 from lab.errors import LabError
 from lab.facts import Fact
 from lab.models import ModelPair
@@ -126,7 +126,8 @@ class QuantizationAudit(Audit):
             for held in (pair.base.lock, pair.unlearned.lock, quantized(weights_b, spec),
                          quantized(weights_u, spec)):
                 stack.enter_context(held)
-            answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts], ctx.max_new_tokens, f"{name} questions")
+            answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts],
+                                                       ctx.max_new_tokens, f"{name} questions")
             same = identical_share(weights_b, weights_u)
         return Precision(name, answered, lp_b, lp_u, same)
 
@@ -135,7 +136,8 @@ class QuantizationAudit(Audit):
         """Both models reloaded through bitsandbytes (CUDA only), asked, then released."""
         pair = ModelPair(load_bitsandbytes(ctx.pair.base, bits, quant_type),
                          load_bitsandbytes(ctx.pair.unlearned, bits, quant_type))
-        answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts], ctx.max_new_tokens, f"{name} questions")
+        answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts],
+                                                   ctx.max_new_tokens, f"{name} questions")
         del pair
         torch.cuda.empty_cache()
         return Precision(name, answered, lp_b, lp_u)
@@ -226,9 +228,7 @@ class QuantizationAudit(Audit):
         return figs
 
     def verdict(self, metrics: dict[str, float | None]) -> str:
-        def pct(key: str) -> str:
-            return fmt(metrics.get(key), "{:.0%}")
-
-        return (f"recovery_rate = {pct('recovery_rate')} (int8 {pct('recovery_rate_int8')}, int4 "
-                f"{pct('recovery_rate_int4')}); forget knowledge retained {pct('retention_fp')} in full precision, "
-                f"{pct('retention_int8')} at int8, {pct('retention_int4')} at int4")
+        rates = ", ".join(f"{bits} {pct(metrics, f'recovery_rate_{bits}')}" for bits in ("int8", "int4"))
+        kept = [pct(metrics, f"retention_{p}") for p in ("fp", "int8", "int4")]
+        return (f"recovery_rate = {pct(metrics, 'recovery_rate')} ({rates}); forget knowledge retained "
+                f"{kept[0]} in full precision, {kept[1]} at int8, {kept[2]} at int4")

@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, fmt, item_for, recovery_rate
+from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, pct, recovery_rate
 from lab.engine import Engine
 from lab.errors import LabError
 from lab.facts import Fact
@@ -220,9 +220,7 @@ class ReasoningAudit(Audit):
         return figs
 
     def verdict(self, metrics: dict[str, float | None]) -> str:
-        def pct(key: str) -> str:
-            return fmt(metrics.get(key), "{:.0%}")
-
-        return (f"recovery_rate = {pct('recovery_rate')} of the forgotten facts came back under reasoning prompts "
-                f"({pct('prompt_success_rate')} of prompts succeeded); retain suppression {pct('suppression_rate')} "
-                f"under the prompts vs {pct('plain_suppression_rate')} on plain questions")
+        return (f"recovery_rate = {pct(metrics, 'recovery_rate')} of the forgotten facts came back under reasoning "
+                f"prompts ({pct(metrics, 'prompt_success_rate')} of prompts succeeded); retain suppression "
+                f"{pct(metrics, 'suppression_rate')} under the prompts vs {pct(metrics, 'plain_suppression_rate')} "
+                "on plain questions")
