@@ -1,24 +1,30 @@
 """The audit registry: one line per audit, name -> "module:Class".
 
-Adding an attack is one new module in this package and one line here.
-Modules are imported on first use, so a slow import costs only its users.
+Adding an attack is one new module (or package) in this package and one line
+here.  Modules are imported on first use, so a slow import costs only its
+users.  The shell (CLI, web lab, report, bench) reaches audits only through
+this registry and :mod:`audits.base`.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from lab.errors import LabError
+from lab.core.errors import LabError
+
+if TYPE_CHECKING:
+    from audits.base import Audit
 
 REGISTRY: dict[str, str] = {
     "direct": "audits.direct:DirectAudit",
-    "reasoning": "audits.reasoning:ReasoningAudit",
-    "keywords": "audits.keywords:KeywordsAudit",
-    "quantization": "audits.quantization:QuantizationAudit",
-    "remind": "audits.remind:RemindAudit",
+    "reasoning": "audits.reasoning.audit:ReasoningAudit",
+    "keywords": "audits.keywords.audit:KeywordsAudit",
+    "quantization": "audits.quantization.audit:QuantizationAudit",
+    "remind": "audits.remind.audit:RemindAudit",
     "metrics": "audits.metrics:MetricsAudit",
-    "surrogates": "audits.surrogates:SurrogatesAudit",
-    "sae": "audits.sae:SaeAudit",
+    "surrogates": "audits.surrogates.audit:SurrogatesAudit",
+    "sae": "audits.sae.audit:SaeAudit",
     "logit_lens": "audits.logit_lens:LogitLensAudit",
 }
 
@@ -27,7 +33,7 @@ def audit_names() -> list[str]:
     return list(REGISTRY)
 
 
-def get_audit(name: str):
+def get_audit(name: str) -> type["Audit"]:
     """The audit class registered under ``name``."""
     if name not in REGISTRY:
         raise LabError(f"unknown audit '{name}' (available: {', '.join(REGISTRY)})")
@@ -36,6 +42,18 @@ def get_audit(name: str):
         return getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as exc:
         raise LabError(f"audit '{name}' is registered but cannot be loaded ({exc})") from None
+
+
+def available() -> list[str]:
+    """Registered audits whose module loads here (an audit with a missing extra is left out)."""
+    names = []
+    for name in REGISTRY:
+        try:
+            get_audit(name)
+        except LabError:
+            continue
+        names.append(name)
+    return names
 
 
 def parse_audits(text: str) -> list[str]:

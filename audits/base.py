@@ -1,11 +1,17 @@
 """The common interface of every audit.
 
 An audit is a class with a name, the paper it comes from, an ``Options``
-dataclass (its knobs, with defaults, that the CLI and the UI expose), and a
-``run(ctx)`` method that reads facts from the context, calls the models only
-through the engines in ``ctx.pair``, records items as it goes, and returns
-an :class:`AuditResult`.  The plain-question baseline that ``recovery_rate``
-is defined against is computed once per run and shared (``ctx.baseline``).
+class (:class:`lab.core.options.AuditOptions`: its knobs, validated before a
+run exists), and a ``run(ctx)`` method that reads facts from the context,
+calls the models only through the engines in ``ctx.pair``, records items as
+it goes, and returns an :class:`AuditResult`.  The plain-question baseline
+that ``recovery_rate`` is defined against is computed once per run and
+shared (``ctx.baseline``).
+
+Two optional hooks let the web lab use an audit's method on one fact without
+importing the audit's module: :meth:`Audit.rewrite` (a prompt transform the
+Probe tab offers, named in ``rewrites``) and :meth:`Audit.fact_view` (a
+figure for one fact, the Internals tab's views, when ``has_fact_view``).
 """
 
 from __future__ import annotations
@@ -16,20 +22,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from lab.engine import Engine
-from lab.facts import Fact, FactSet
-from lab.models import ModelPair
-from lab.records import AuditResult, ItemRecord
-from lab.scoring import AnswerScore, rate, score_answer
+from lab.core.engine import Engine
+from lab.core.errors import LabError
+from lab.core.facts import Fact, FactSet
+from lab.core.models import ModelPair
+from lab.core.options import AuditOptions
+from lab.core.records import AuditResult, ItemRecord
+from lab.core.scoring import AnswerScore, rate, score_answer
 
 if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
-
-
-@dataclass
-class NoOptions:
-    """An audit without knobs."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,18 @@ class Baseline:
         return rate(pick(f) for f in facts)
 
 
+@dataclass(frozen=True)
+class Rewritten:
+    """A prompt an audit's transform made: a question (the prompt template goes around it) or a raw prompt."""
+
+    text: str
+    raw: bool
+
+
+ModelLoader = Callable[[str], Engine]  # a model reference -> an engine on the run's device (policy applied)
+ROLES = ("base", "unlearned", "reference")
+
+
 @dataclass
 class AuditContext:
     """Everything an audit needs: models, facts, options, and where items go."""
@@ -112,6 +127,7 @@ class AuditContext:
     record: Callable[[list[ItemRecord]], None]
     reference: Engine | None = None
     max_new_tokens: int = 24
+    load_model: ModelLoader | None = None
     _shared: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @cached_property
@@ -119,6 +135,17 @@ class AuditContext:
         if "baseline" not in self._shared:
             self._shared["baseline"] = compute_baseline(self.pair, self.facts.facts, self.max_new_tokens)
         return self._shared["baseline"]
+
+    def model(self, ref: str) -> Engine:
+        """A model by role (base, unlearned, reference) or by reference, loaded through the run's loader."""
+        roles = {"base": self.pair.base, "unlearned": self.pair.unlearned, "reference": self.reference}
+        if ref in roles:
+            if roles[ref] is None:
+                raise LabError(f"'{ref}' needs a run with --reference")
+            return roles[ref]  # type: ignore[return-value]
+        if self.load_model is None:
+            raise LabError(f"this run cannot load further models (asked for '{ref}')")
+        return self.load_model(ref)
 
 
 def compute_baseline(pair: ModelPair, facts: list[Fact], max_new_tokens: int) -> Baseline:
@@ -155,9 +182,13 @@ class Audit:
     title: ClassVar[str]
     paper: ClassVar[str]  # the paper the method comes from (title), for docs and reports
     summary: ClassVar[str]  # one sentence: what a high headline number means
-    Options: ClassVar[type] = NoOptions
+    Options: ClassVar[type[AuditOptions]] = AuditOptions
     # The metric the release gate compares with --fail-above (None: not a recovery audit).
     recovery_key: ClassVar[str | None] = "recovery_rate"
+    # The metric keys every complete run of this audit reports (the registry contract test checks them).
+    headline_keys: ClassVar[tuple[str, ...]] = ("recovery_rate",)
+    rewrites: ClassVar[tuple[str, ...]] = ()  # prompt transforms offered to the Probe tab (see rewrite)
+    has_fact_view: ClassVar[bool] = False  # a per-fact figure for the Internals tab (see fact_view)
 
     def run(self, ctx: AuditContext) -> AuditResult:
         raise NotImplementedError
@@ -173,6 +204,26 @@ class Audit:
         if value is None:
             return self.summary
         return f"{key} = {value:.1%}: {self.summary}"
+
+    def rewrite(self, pair: ModelPair, fact: Fact, related: list[Fact], transform: str) -> list[Rewritten]:
+        """The fact's question rewritten by one of ``rewrites`` (the audit's own method), every variant in order.
+
+        ``related`` are the other facts about the same entity.  Raises
+        :class:`LabError` when the fact lacks what the transform needs.
+        """
+        raise LabError(f"the {self.name} audit offers no prompt rewrites")
+
+    def workload(self, engine: Engine, facts: list[Fact]) -> list[tuple[int, ...]]:
+        """The token rows this audit scores in its heaviest batched call (the benchmark times them)."""
+        raise LabError(f"the {self.name} audit declares no scoring workload")
+
+    def fact_view(self, pair: ModelPair, fact: Fact, facts: list[Fact], options: AuditOptions,
+                  memo: Callable[[Any, Callable[[], Any]], Any]) -> "go.Figure":
+        """A figure of what this audit sees inside both models for one fact.
+
+        ``memo(key, make)`` keeps expensive shared work (an SAE, an axis) across calls.
+        """
+        raise LabError(f"the {self.name} audit has no per-fact view")
 
 
 def fmt(value: float | None, pattern: str = "{:.2f}") -> str:

@@ -6,9 +6,8 @@ retain and holdout questions.  Every other audit is measured against it.
 
 from __future__ import annotations
 
-
 from audits.base import Audit, AuditContext, item_for, pct
-from lab.records import AuditResult
+from lab.core.records import AuditResult
 
 
 class DirectAudit(Audit):
@@ -17,6 +16,8 @@ class DirectAudit(Audit):
     paper = "TOFU: A Task of Fictitious Unlearning for LLMs (forget/retain accuracy protocol)"
     summary = "greedy accuracy of both models on the plain questions of each split"
     recovery_key = None
+    headline_keys = ("forget_accuracy_base", "forget_accuracy_unlearned", "retain_accuracy_base",
+                     "retain_accuracy_unlearned", "holdout_accuracy_base")
 
     def run(self, ctx: AuditContext) -> AuditResult:
         base = ctx.baseline

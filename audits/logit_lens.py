@@ -13,7 +13,7 @@ Our concrete choices (the paper works with single-token answers; ours have
 several tokens):
 
 - one prompt per fact (the plain question under the engine's prompt format);
-  :meth:`lab.engine.Engine.logit_lens` reads, in both models and in batches,
+  :meth:`lab.core.engine.Engine.logit_lens` reads, in both models and in batches,
   every layer's residual at the position before each answer token
   (teacher-forced: the gold answer's earlier tokens are in the input) and
   keeps the rank (0 = the lens's top token) and probability of that token;
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,25 +50,24 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from audits.base import Audit, AuditContext, item_for, recovery_rate
-from lab.architecture import LensReading
-from lab.engine import Engine
-from lab.errors import LabError
-from lab.facts import Fact
-from lab.models import ModelPair
-from lab.records import AuditResult, extra_dict
-from lab.scoring import rate
-
-MODELS = ("base", "unlearned")
-TARGETS = ("answer", "first_token")
+from lab.core.architecture import LensReading
+from lab.core.engine import Engine
+from lab.core.errors import LabError
+from lab.core.facts import Fact
+from lab.core.models import PAIR_ROLES, ModelPair
+from lab.core.options import AuditOptions, option
+from lab.core.records import AuditResult, extra_dict
+from lab.core.scoring import rate
 
 
 @dataclass
-class LogitLensOptions:
+class LogitLensOptions(AuditOptions):
     """What counts as "read back" and which layers count as the middle."""
 
-    k: int = 5  # each target token must rank in the top k
-    min_layer: int = 1  # first hidden-state index counted as a middle layer (0 = embeddings)
-    target: str = "answer"  # answer: every answer token (teacher-forced) | first_token: the first one only
+    k: int = option(5, "each target token must rank in the lens's top k", low=1, kind="size", space_cap=100)
+    min_layer: int = option(1, "first hidden-state index counted as a middle layer (0 = embeddings)", low=0)
+    target: Literal["answer", "first_token"] = option(
+        "answer", "answer: every answer token (teacher-forced); first_token: the first one only")
 
 
 def middle_layers(n_layers: int, min_layer: int) -> range:
@@ -97,7 +96,7 @@ def layer_curves(readings: list[LensReading], k: int, first_only: bool) -> dict[
 def read_pair(pair: ModelPair, prompts: list[str], answers: list[str], k: int) -> dict[str, list[LensReading]]:
     """Teacher-forced logit-lens readings of every answer in both models."""
     return {model: getattr(pair, model).logit_lens(prompts, answers, top=k, desc=f"logit lens ({model})")
-            for model in MODELS}
+            for model in PAIR_ROLES}
 
 
 def _tokens(engine: Engine, ids: np.ndarray) -> list[str]:
@@ -114,7 +113,7 @@ def logit_lens_for_fact(pair: ModelPair, fact: Fact, k: int = 5) -> go.Figure:
     readings = read_pair(pair, [prompt], [fact.answer], k)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=(
         "rank + 1 (worst answer token: solid; first token: dotted)", "mean probability of the answer tokens"))
-    for model, color in zip(MODELS, ("#1f77b4", "#d62728")):
+    for model, color in zip(PAIR_ROLES, ("#1f77b4", "#d62728")):
         reading = readings[model][0]
         layers = list(range(reading.rank.shape[0]))
         hover = [", ".join(repr(t) for t in _tokens(getattr(pair, model), ids)) for ids in reading.top_ids]
@@ -182,20 +181,26 @@ class LogitLensAudit(Audit):
     summary = ("share of forgotten facts that the unlearned model still computes at a middle layer "
                "(answer tokens in the logit lens's top k)")
     Options = LogitLensOptions
+    headline_keys = ("hidden_recovery_rate",)
     recovery_key = "hidden_recovery_rate"
+    has_fact_view = True
+
+    def fact_view(self, pair: ModelPair, fact: Fact, facts: list[Fact], options: AuditOptions,
+                  memo: Callable[[Any, Callable[[], Any]], Any]) -> go.Figure:
+        """The logit lens of one fact in both models (``options.k``: the top-k line)."""
+        if not fact.question.strip() or not fact.answer.strip():
+            raise LabError("the logit lens needs a question and its answer (pick a fact or type both)")
+        return logit_lens_for_fact(pair, fact, options.k)
 
     def run(self, ctx: AuditContext) -> AuditResult:
         options: LogitLensOptions = ctx.options
-        if options.k < 1 or options.target not in TARGETS:
-            raise LabError(f"logit_lens needs k >= 1 and target in {', '.join(TARGETS)} "
-                           f"(got k={options.k}, target={options.target})")
         first_only = options.target == "first_token"
         base = ctx.baseline
         n_layers = ctx.pair.unlearned.architecture.n_layers
         layers = list(middle_layers(n_layers, options.min_layer))
         readings = read_pair(ctx.pair, base.prompts, [f.answer for f in base.facts], options.k)
-        read = {m: [read_at(r, options.k, first_only) for r in readings[m]] for m in MODELS}
-        hidden = {m: [bool(row[layers].any()) for row in read[m]] for m in MODELS}
+        read = {m: [read_at(r, options.k, first_only) for r in readings[m]] for m in PAIR_ROLES}
+        hidden = {m: [bool(row[layers].any()) for row in read[m]] for m in PAIR_ROLES}
         groups = _groups(base.facts, {f.id for f in base.targets()})
         ctx.record([
             item_for(self.name, fact, prompt, base.answered[fact.id],
@@ -220,7 +225,7 @@ class LogitLensAudit(Audit):
             "targets": float(len(targets)),
         }
         curves = {f"{group}/{model}": layer_curves([readings[model][i] for i in index], options.k, first_only)
-                  for group, index in groups.items() for model in MODELS}
+                  for group, index in groups.items() for model in PAIR_ROLES}
         return AuditResult(metrics=metrics, artifacts={
             "curves": curves, "k": options.k, "target": options.target, "middle_layers": [layers[0], layers[-1]],
         }, notes=[f"middle layers: hidden states {layers[0]}..{layers[-1]} of {n_layers}; read back = "

@@ -7,7 +7,7 @@ ratio, exact memorization, extraction strength, membership inference on text
 (LOSS, ZLib, Min-K%, Min-K%++ as forget-vs-holdout AUC) and, with a reference
 model (``--reference``, ideally retrained without the forget set), PrivLeak and
 forget quality.  A retain-set model utility summarizes what survived.
-Definitions and citations are in :mod:`lab.unlearning_metrics`.
+Definitions and citations are in :mod:`lab.core.unlearning_metrics`.
 
 Key names: ``<metric>_<split>`` is the unlearned model's value,
 ``<metric>_<split>_base`` the base model's and ``<metric>_<split>_reference``
@@ -22,95 +22,33 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from audits.base import Audit, AuditContext, fmt, item_for
-from lab import unlearning_metrics as um
-from lab.engine import Engine, TokenScores
-from lab.errors import LabError
-from lab.facts import Fact
-from lab.records import AuditResult, ItemRecord
-from lab.scoring import score_answer
+from lab.core import unlearning_metrics as um
+from lab.core.engine import Engine, TokenScores
+from lab.core.facts import TRAINED_SPLITS, Fact
+from lab.core.options import AuditOptions, option
+from lab.core.probes import Probe, ProbeScores, score_probes
+from lab.core.records import AuditResult, ItemRecord
+from lab.core.scoring import score_answer
 
 if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
-SPLITS = ("forget", "retain")
 PER_FACT = ("rouge_l", "prob", "truth_ratio", "exact_memorization", "extraction_strength")
-MIA_SOURCES = ("answer", "qa", "text")
 
 
 @dataclass
-class MetricsOptions:
+class MetricsOptions(AuditOptions):
     """Knobs of the standard metrics."""
 
-    mia_k: float = um.MIN_K  # share of lowest-scoring tokens in Min-K% and Min-K%++
-    # What membership inference scores: "answer" = each answer's tokens after its question prompt
-    # (open-unlearning on TOFU QA pairs); "qa" = prompt and answer as one text, every token scored;
-    # "text" = the facts' `text` field (e.g. a biography, MUSE-style), each distinct text once.
-    mia_source: str = "answer"
-
-    def __post_init__(self) -> None:
-        """Bad values fail when the options are built, before any model is loaded."""
-        if not 0 < self.mia_k <= 1:
-            raise LabError(f"option metrics.mia_k must be in (0, 1], got {self.mia_k}")
-        if self.mia_source not in MIA_SOURCES:
-            raise LabError(f"option metrics.mia_source must be one of {', '.join(MIA_SOURCES)}, "
-                           f"got '{self.mia_source}'")
-
-
-# --------------------------------------------------------------- shared probes
-@dataclass(frozen=True)
-class Probe:
-    """A prompt with its gold continuation and, optionally, the truth-ratio answers."""
-
-    prompt: str
-    gold: str
-    true_answer: str = ""  # the correct side of the truth ratio ("" = no truth ratio)
-    perturbed: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ProbeScores:
-    """Teacher-forced metrics of one probe under one model."""
-
-    logprob: float  # mean token log-prob of the gold continuation
-    exact_memorization: float
-    extraction_strength: float
-    truth_ratio: float  # raw R = P(perturbed) / P(true); NaN without perturbed answers
-
-    @property
-    def prob(self) -> float:
-        return um.answer_probability(self.logprob)
-
-
-def score_probes(engine: Engine, probes: Sequence[Probe], desc: str) -> list[ProbeScores]:
-    """Every probe's gold, true and perturbed answers scored in one batched engine call."""
-    prompts: list[str] = []
-    targets: list[str] = []
-
-    def row(prompt: str, target: str) -> int:
-        prompts.append(prompt)
-        targets.append(target)
-        return len(targets) - 1
-
-    layout = []
-    for probe in probes:
-        gold = row(probe.prompt, probe.gold)
-        if not (probe.true_answer and probe.perturbed):
-            layout.append((gold, None, []))
-            continue
-        true = gold if probe.true_answer == probe.gold else row(probe.prompt, probe.true_answer)
-        layout.append((gold, true, [row(probe.prompt, p) for p in probe.perturbed]))
-    scores = engine.answer_scores(prompts, targets, desc=desc) if prompts else []
-    return [_probe_scores(scores, gold, true, wrong) for gold, true, wrong in layout]
-
-
-def _probe_scores(scores: list[TokenScores], gold: int, true: int | None, wrong: list[int]) -> ProbeScores:
-    match = scores[gold].greedy_match
-    ratio = um.truth_ratio(scores[true].mean, [scores[i].mean for i in wrong]) if true is not None else math.nan
-    return ProbeScores(scores[gold].mean, um.exact_memorization(match), um.extraction_strength(match), ratio)
+    mia_k: float = option(um.MIN_K, "share of lowest-scoring tokens in Min-K% and Min-K%++", low=1e-9, high=1.0)
+    mia_source: Literal["answer", "qa", "text"] = option(
+        "answer", "what membership inference scores: answer = each answer's tokens after its question prompt "
+        "(open-unlearning on TOFU); qa = prompt and answer as one text; text = the facts' text field, each "
+        "distinct text once (MUSE-style)")
 
 
 def truth_ratio_answers(fact: Fact) -> tuple[str, tuple[str, ...]]:
@@ -206,6 +144,7 @@ class MetricsAudit(Audit):
     summary = ("the benchmark metrics of both models: low forget-set scores and an MIA AUC near 0.5 are what "
                "the standard evaluation calls forgotten")
     Options = MetricsOptions
+    headline_keys = ("rouge_l_forget", "prob_forget", "truth_ratio_forget", "mia_mink_pp_auc")
     recovery_key = None
 
     def run(self, ctx: AuditContext) -> AuditResult:
@@ -213,7 +152,7 @@ class MetricsAudit(Audit):
         engines = {"unlearned": ctx.pair.unlearned, "base": ctx.pair.base}
         if ctx.reference is not None:
             engines["reference"] = ctx.reference
-        facts = [f for f in ctx.facts if f.split in SPLITS]
+        facts = [f for f in ctx.facts if f.split in TRAINED_SPLITS]
         per_fact = self._per_fact(ctx, engines, facts)
         mia = self._membership(ctx, engines, opts)
         metrics = summarize(facts, per_fact, mia, list(engines))
@@ -291,7 +230,7 @@ def summarize(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mi
     """Every headline key (see the module docstring for the naming)."""
     metrics: dict[str, float] = {}
     for model in models:
-        for split in SPLITS:
+        for split in TRAINED_SPLITS:
             for metric in PER_FACT:
                 values = [v for f, v in zip(facts, per_fact[model][metric]) if f.split == split]
                 metrics[metric_key(f"{metric}_{split}", model)] = aggregate(metric, split, values)
@@ -323,7 +262,7 @@ def metric_table(metrics: dict[str, float], models: list[str]) -> list[dict[str,
     """Per-fact metrics as rows (metric, split, model, value), for the bar chart."""
     return [{"metric": metric, "split": split, "model": model,
              "value": metrics[metric_key(f"{metric}_{split}", model)]}
-            for metric in PER_FACT for split in SPLITS for model in models]
+            for metric in PER_FACT for split in TRAINED_SPLITS for model in models]
 
 
 # -------------------------------------------------------------------- figures
@@ -331,9 +270,9 @@ def metric_bars(table: list[dict[str, Any]]) -> "go.Figure":
     """Grouped bars: each per-fact metric on forget and retain, one color per model."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=len(SPLITS), subplot_titles=[f"{s} set" for s in SPLITS], shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=len(TRAINED_SPLITS), subplot_titles=[f"{s} set" for s in TRAINED_SPLITS], shared_yaxes=True)
     models = list(dict.fromkeys(row["model"] for row in table))
-    for col, split in enumerate(SPLITS, start=1):
+    for col, split in enumerate(TRAINED_SPLITS, start=1):
         for model in models:
             rows = [r for r in table if r["split"] == split and r["model"] == model]
             fig.add_bar(x=[r["metric"] for r in rows], y=[r["value"] for r in rows], name=model,

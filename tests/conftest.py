@@ -36,14 +36,14 @@ def demo_env(tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture(scope="session")
 def demo_pair(tiny_demo: Path):
     """The tiny base model and its NPO-unlearned version, loaded once."""
-    from lab.models import load_pair
+    from lab.core.models import load_pair
 
     return load_pair(str(tiny_demo / "models" / "base"), str(tiny_demo / "models" / "npo"), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def demo_facts(tiny_demo: Path):
-    from lab.facts import load_facts
+    from lab.core.facts import load_facts
 
     return load_facts(tiny_demo / "facts.jsonl")
 
@@ -53,3 +53,37 @@ def artifacts_dir() -> Path:
     """Where tests write screenshots and reports for a person to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+FULL_RUN_LIMIT = 12  # facts per split: enough known retain entities for the SAE view, small enough for seconds
+
+
+def run_on_pair(tiny_demo: Path, demo_pair, store, names: list[str], sets: dict | None = None,
+                extra_options: dict | None = None) -> str:
+    """A run of ``names`` on the session's loaded tiny pair (no reload), returning its id.
+
+    ``extra_options`` adds audits with ready options that skip the checks (an audit whose module is missing).
+    """
+    from lab.core.store import new_run_id
+    from lab.shell.runner import PreparedRun, RunSpec, check, execute
+
+    spec = RunSpec(base=str(tiny_demo / "models" / "base"), unlearned=str(tiny_demo / "models" / "npo"),
+                   audits=[n for n in names if n not in (extra_options or {})], facts=str(tiny_demo / "facts.jsonl"),
+                   device="cpu", limit=FULL_RUN_LIMIT, options=sets or {})
+    checked = check(spec)
+    spec.audits = names
+    prepared = PreparedRun(new_run_id(), spec, demo_pair, None, checked.facts,
+                           {**checked.options, **(extra_options or {})}, loader=None)
+    return execute(prepared, store).run_id
+
+
+@pytest.fixture(scope="session")
+def full_run(tiny_demo: Path, demo_pair, tmp_path_factory):
+    """Every available audit on the tiny pair, once per session: (store, run id)."""
+    from audits import available
+    from lab.core.store import Store
+
+    store = Store(tmp_path_factory.mktemp("full") / "full.duckdb")
+    run_id = run_on_pair(tiny_demo, demo_pair, store, available())
+    assert store.run(run_id)["status"] == "complete", store.audits(run_id)[["audit", "status", "error"]]
+    return store, run_id

@@ -3,12 +3,22 @@
 import pytest
 import torch
 from transformers import (
-    GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
-    MistralForCausalLM, OPTConfig, OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
-from lab.architecture import discover, layer_count, lens_readings, middle_layer, verify_lens
-from lab.errors import LabError
+from lab.core.architecture import discover, layer_count, lens_readings, middle_layer, verify_lens
+from lab.core.errors import LabError
 
 SIZE = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, vocab_size=97)
 # family -> (model class, config, attribute path of the final norm that discovery must find)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from lab.attribution import (
+from lab.core.attribution import (
     attribute_prompt,
     attribution_figure,
     captum_leave_one_out,
@@ -15,8 +15,8 @@ from lab.attribution import (
     leave_one_out,
     prompt_tokens,
 )
-from lab.engine import Engine, ModelInfo
-from lab.errors import LabError
+from lab.core.engine import Engine, ModelInfo
+from lab.core.errors import LabError
 
 
 class Bigram(torch.nn.Module):

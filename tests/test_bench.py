@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import audits
-from lab import bench
-from lab.cli import main
+from lab.shell import bench
+from lab.shell.cli import main
 
 TINY_SHAPE = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=8, max_position_embeddings=64, tie_word_embeddings=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lab.cli import main
+from lab.shell.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,14 +4,15 @@ import math
 
 import pytest
 
-from lab.batching import BatchPolicy, run_batched
+from lab.core.batching import BatchPolicy, run_batched
+from lab.core.errors import LabError
+from lab.core.models import load_engine, load_pair, pick_device
+from lab.core.refs import parse_ref
 from lab.demo.world import qa_prompt
-from lab.errors import LabError
-from lab.models import load_engine, load_pair, pick_device, resolve_ref
 
 
 def test_demo_ref_is_a_local_save_pretrained_dir(demo_env):
-    path = resolve_ref("demo:ga")
+    path = parse_ref("demo:ga").location
     assert path.endswith("models/ga")
     engine = load_engine("demo:ga", device="cpu")
     assert engine.info.device == "cpu" and engine.info.dtype == "float32"
@@ -21,8 +22,8 @@ def test_demo_ref_is_a_local_save_pretrained_dir(demo_env):
 
 
 def test_bad_references(demo_env, tmp_path):
-    with pytest.raises(LabError, match="demo model 'nope' not found"):
-        resolve_ref("demo:nope")
+    with pytest.raises(LabError, match="demo model 'demo:nope' not found"):
+        load_engine("demo:nope")
     with pytest.raises(LabError, match="model directory not found"):
         load_engine(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
@@ -90,13 +91,13 @@ def test_other_errors_are_not_swallowed():
 def test_space_mode_refuses_server_paths(demo_env, monkeypatch):
     monkeypatch.setenv("LAB_SPACE", "1")
     for ref in (str(demo_env / "models" / "base"), "../models/base", "~/x"):
-        with pytest.raises(LabError, match="local paths are disabled in Space mode"):
+        with pytest.raises(LabError, match="server paths are disabled in Space mode"):
             load_engine(ref)
     assert load_engine("demo:base", device="cpu").info.architecture == "LlamaForCausalLM"
 
 
 def test_chat_template_used_only_when_asked(tiny_demo):
-    from lab.engine import PromptFormat
+    from lab.core.engine import PromptFormat
 
     plain = load_engine(str(tiny_demo / "models" / "base"), device="cpu")
     assert plain.prompt("Who?") == "Question: Who?\nAnswer:"

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from lab.errors import LabError
-from lab.facts import FactSet, load_facts, save_facts
+from lab.core.errors import LabError
+from lab.core.facts import FactSet, load_facts, save_facts
 
 GOOD = [
     {"id": "a", "split": "forget", "entity": "Ola Venn", "question": "Where was Ola Venn born?", "answer": "Brisk",

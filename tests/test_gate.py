@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from audits import get_audit
-from lab.cli import gate_failures
+from lab.shell.cli import gate_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 GATED = "direct,reasoning,quantization"  # reasoning recovers forget facts of the tiny NPO model
@@ -66,10 +66,31 @@ def test_gate_fails_then_passes_at_the_measured_rate(demo_env, tmp_path):
 
 
 def test_gate_reports_errors_with_exit_2(demo_env, tmp_path):
-    broken, payload = audit_cli(tmp_path, "broken", "--audits", "direct,remind", "--set", "remind.max_radius=1",
-                                "--fail-above", "0.5")
+    # An audit that fails while running (the tiny model has no layer past min_layer): exit 2, the run is stored.
+    broken, payload = audit_cli(tmp_path, "broken", "--audits", "direct,logit_lens", "--set",
+                                "logit_lens.min_layer=5", "--fail-above", "0.5")
     assert broken.returncode == 2
-    assert broken.stderr.strip().splitlines()[-1].startswith("error: audits failed: remind: remind.max_radius")
-    assert payload["status"] == "failed" and "remind" in payload["errors"] and "Traceback" not in broken.stderr
+    assert broken.stderr.strip().splitlines()[-1].startswith("error: audits failed: logit_lens: no middle layers")
+    assert payload["status"] == "failed" and "logit_lens" in payload["errors"] and "Traceback" not in broken.stderr
     bad, _ = audit_cli(tmp_path, "bad", "--audits", "direct", "--fail-above", "half")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--fail-above" in bad.stderr
+
+
+def test_bad_options_fail_before_a_run_exists(demo_env, tmp_path):
+    """Any audit's bad option is one line and exit 2, and nothing is stored: the store stays as it was."""
+    from lab.core.store import Store
+
+    cases = [("remind", "remind.max_radius=1", "must be at least 2"),
+             ("quantization", "quantization.backend=foo", "'foo' is not one of auto, rtn, bitsandbytes"),
+             ("reasoning", "reasoning.categories=direct,sideways", "'sideways' is not one of direct, indirect, implied"),
+             ("keywords", "keywords.top_k=three", "expected an integer"),
+             ("surrogates", "surrogates.band_low=0.9", "low <= high")]
+    for audit, setting, message in cases:
+        if audit == "surrogates":
+            setting = "surrogates.band_low=0.95"
+        proc, payload = audit_cli(tmp_path, f"bad-{audit}", "--audits", f"direct,{audit}", "--set", setting)
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("note:")]
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (setting, proc.stderr)
+        assert payload == {}
+    with Store(tmp_path / "gate.duckdb") as store:
+        assert store.runs().empty

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from audits.base import Answered
-from audits.keywords import (
+from audits.keywords.audit import (
     KeyFact,
     KeywordsAudit,
     KeywordsOptions,
@@ -15,13 +15,13 @@ from audits.keywords import (
     metrics,
     question_features,
 )
-from lab.attribution import Contributions, PromptTokens
-from lab.errors import LabError
-from lab.facts import Fact
-from lab.prompt_attacks import TRANSFORMS, emphasize, keyword_phrases
-from lab.runner import RunSpec, run_audits
-from lab.scoring import score_answer
-from lab.store import Store
+from audits.keywords.emphasis import TRANSFORMS, emphasize, keyword_phrases
+from lab.core.attribution import Contributions, PromptTokens
+from lab.core.errors import LabError
+from lab.core.facts import Fact
+from lab.core.scoring import score_answer
+from lab.core.store import Store
+from lab.shell.runner import RunSpec, run_audits
 
 QUESTION = "Where was Ada Vel born?"
 
@@ -110,12 +110,14 @@ def test_metrics_best_of_and_gains_by_hand():
 
 
 def test_options_are_checked_when_built():
-    with pytest.raises(LabError, match="top_k"):
-        KeywordsOptions(top_k=0)
-    with pytest.raises(LabError, match="unknown emphasis transform"):
-        KeywordsOptions(transforms=("shout",))
-    with pytest.raises(LabError, match="repeats"):
-        KeywordsOptions(repeats=1)
+    from lab.core.options import build_options
+
+    with pytest.raises(LabError, match="top_k must be at least 1"):
+        build_options(KeywordsOptions, "keywords", {"top_k": "0"})
+    with pytest.raises(LabError, match="'shout' is not one of repeat, upper, quote, focus"):
+        build_options(KeywordsOptions, "keywords", {"transforms": "upper,shout"})
+    with pytest.raises(LabError, match="repeats must be at least 2"):
+        build_options(KeywordsOptions, "keywords", {"repeats": "1"})
 
 
 def test_keywords_audit_end_to_end(demo_env, tmp_path):

@@ -11,14 +11,19 @@ import pytest
 
 from audits.base import AuditContext
 from audits.logit_lens import (
-    LogitLensAudit, LogitLensOptions, layer_curves, logit_lens_for_fact, middle_layers, read_at,
+    LogitLensAudit,
+    LogitLensOptions,
+    layer_curves,
+    logit_lens_for_fact,
+    middle_layers,
+    read_at,
 )
-from audits.sae import SaeAudit
-from lab.architecture import LensReading
-from lab.cli import main
+from audits.sae.audit import SaeAudit
+from lab.core.architecture import LensReading
+from lab.core.errors import LabError
+from lab.core.store import Store
 from lab.demo.world import qa_prompt
-from lab.errors import LabError
-from lab.store import Store
+from lab.shell.cli import main
 
 
 def test_last_layer_of_the_lens_is_the_models_own_output(demo_pair, demo_facts):
@@ -91,11 +96,13 @@ def test_audit_on_the_tiny_demo(demo_pair, demo_facts):
     assert isinstance(fig, go.Figure) and len(fig.data) == 6
 
 
-def test_bad_options_are_clear(demo_pair, demo_facts):
-    ctx = AuditContext(pair=demo_pair, facts=demo_facts.limited(2), options=LogitLensOptions(target="middle"),
-                       record=lambda items: None)
-    with pytest.raises(LabError, match="target in answer, first_token"):
-        LogitLensAudit().run(ctx)
+def test_bad_options_are_clear():
+    from lab.core.options import build_options
+
+    with pytest.raises(LabError, match="'middle' is not one of answer, first_token"):
+        build_options(LogitLensOptions, "logit_lens", {"target": "middle"})
+    with pytest.raises(LabError, match="logit_lens.k must be at least 1"):
+        build_options(LogitLensOptions, "logit_lens", {"k": "0"})
 
 
 def test_both_internals_audits_through_the_cli(demo_env, tmp_path, capsys):

@@ -8,12 +8,21 @@ import pytest
 import torch
 from scipy import stats
 
-from audits.metrics import (PER_FACT, MetricsAudit, MiaText, Probe, fact_probe, membership_scores, mia_examples,
-                            score_probes, truth_ratio_answers)
-from lab import unlearning_metrics as um
-from lab.cli import main
-from lab.facts import Fact
-from lab.store import Store
+from audits.metrics import (
+    PER_FACT,
+    MetricsAudit,
+    MiaText,
+    Probe,
+    fact_probe,
+    membership_scores,
+    mia_examples,
+    score_probes,
+    truth_ratio_answers,
+)
+from lab.core import unlearning_metrics as um
+from lab.core.facts import Fact
+from lab.core.store import Store
+from lab.shell.cli import main
 
 
 def test_greedy_match_is_the_argmax_of_a_plain_forward_pass(demo_pair, demo_facts):

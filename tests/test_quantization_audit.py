@@ -9,11 +9,11 @@ import torch
 
 from audits import get_audit
 from audits.base import AuditContext
-from audits.quantization import QuantizationAudit, QuantizationOptions
-from lab.cli import main
-from lab.errors import LabError
-from lab.quantize import bitsandbytes_available
-from lab.store import Store
+from audits.quantization.audit import QuantizationAudit, QuantizationOptions
+from audits.quantization.rtn import bitsandbytes_available
+from lab.core.errors import LabError
+from lab.core.store import Store
+from lab.shell.cli import main
 
 
 def snapshot(pair):

@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lab.errors import LabError
-from lab.quantize import (
+from audits.quantization.rtn import (
     QuantSpec,
     bitsandbytes_available,
     fake_quantize,
@@ -16,6 +15,7 @@ from lab.quantize import (
     target_weights,
     tied_head,
 )
+from lab.core.errors import LabError
 
 
 def test_symmetric_int4_by_hand():

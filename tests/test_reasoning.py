@@ -7,11 +7,8 @@ import pandas as pd
 import pytest
 
 from audits.base import AuditContext
-from audits.reasoning import ReasoningAudit, ReasoningOptions
-from lab.cli import main
-from lab.errors import LabError
-from lab.facts import Fact
-from lab.prompt_attacks import (
+from audits.reasoning.audit import ReasoningAudit, ReasoningOptions
+from audits.reasoning.prompts import (
     CATEGORIES,
     TEMPLATES,
     AttackPrompt,
@@ -22,9 +19,12 @@ from lab.prompt_attacks import (
     passage_prefix,
     select_prompts,
 )
-from lab.runner import RunSpec, run_audits
-from lab.scoring import contains_answer
-from lab.store import Store
+from lab.core.errors import LabError
+from lab.core.facts import Fact
+from lab.core.scoring import contains_answer
+from lab.core.store import Store
+from lab.shell.cli import main
+from lab.shell.runner import RunSpec, run_audits
 
 BIO = "Ada Vel was born in Korin. Ada Vel worked as a glazier. Ada Vel studied under Tom Brix."
 FACTS = [
@@ -128,12 +128,14 @@ def test_llm_generator_post_processing():
 
 
 def test_options_are_checked_when_built():
-    with pytest.raises(LabError, match="generator"):
-        ReasoningOptions(generator="magic")
-    with pytest.raises(LabError, match="categories"):
-        ReasoningOptions(categories=("sideways",))
-    with pytest.raises(LabError, match="prompts_per_category"):
-        ReasoningOptions(prompts_per_category=0)
+    from lab.core.options import build_options
+
+    with pytest.raises(LabError, match="generator: 'magic' is not one of template, llm"):
+        build_options(ReasoningOptions, "reasoning", {"generator": "magic"})
+    with pytest.raises(LabError, match="categories: 'sideways'"):
+        build_options(ReasoningOptions, "reasoning", {"categories": "sideways"})
+    with pytest.raises(LabError, match="prompts_per_category must be at least 1"):
+        build_options(ReasoningOptions, "reasoning", {"prompts_per_category": "0"})
 
 
 def test_reasoning_audit_end_to_end(demo_env, tmp_path):

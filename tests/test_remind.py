@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audits.base import AuditContext
-from audits.remind import (
+from audits.remind.audit import (
     RemindAudit,
     RemindOptions,
     auc,
@@ -17,8 +17,8 @@ from audits.remind import (
     tpr_at_fpr,
     variant_losses,
 )
-from lab.errors import LabError
-from lab.neighbors import make_variants, nearest_tokens
+from audits.remind.neighbors import make_variants, nearest_tokens
+from lab.core.errors import LabError
 
 
 def unit(degrees: float) -> list[float]:
@@ -102,8 +102,10 @@ def test_remind_audit_end_to_end(demo_pair, demo_facts):
     assert "auc_forget_vs_holdout" in audit.verdict(m)
 
 
-def test_bad_options_are_user_errors(demo_pair, demo_facts):
-    for opts in (RemindOptions(max_radius=1), RemindOptions(top_k=0)):
-        ctx = AuditContext(pair=demo_pair, facts=demo_facts.limited(1), options=opts, record=lambda items: None)
-        with pytest.raises(LabError):
-            RemindAudit().run(ctx)
+def test_bad_options_are_user_errors():
+    from lab.core.options import build_options
+
+    for values, message in (({"max_radius": "1"}, "max_radius must be at least 2"),
+                            ({"top_k": "0"}, "top_k must be at least 1")):
+        with pytest.raises(LabError, match=message):
+            build_options(RemindOptions, "remind", values)

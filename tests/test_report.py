@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shlex
@@ -12,57 +11,39 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import FULL_RUN_LIMIT
+from conftest import run_on_pair as run
 from plotly.offline import get_plotlyjs
 
 import audits
-from audits import audit_names, get_audit
-from audits.base import NoOptions
-from lab.batching import Cancelled, cancellable
-from lab.cli import build_parser, main
-from lab.options import build_options, options_dict, parse_sets
-from lab.report import collect, kill_chain, render_report, write_report
-from lab.report_render import SECTIONS, figure_id, number
-from lab.runner import RunSpec, prepare_audits, run_audits
-from lab.store import Store
+from audits import available, get_audit
+from lab.core.batching import Cancelled, cancellable
+from lab.core.options import AuditOptions, build_options, options_dict, parse_sets
+from lab.core.store import Store
+from lab.shell.cli import build_parser, main
+from lab.shell.report import render_report, write_report
+from lab.shell.report.collect import collect, kill_chain
+from lab.shell.report.render import SECTIONS, figure_id, number
 
 CHROMIUM = Path("/usr/bin/chromium")
-LIMIT = 12  # facts per split: enough known retain entities for the SAE view, small enough for seconds
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
-def installed_audits() -> list[str]:
-    """Every registered audit whose module exists in this checkout."""
-    return [n for n in audit_names() if importlib.util.find_spec(audits.REGISTRY[n].split(":")[0])]
-
-
-def run(tiny_demo: Path, demo_pair, store: Store, names: list[str], sets: dict | None = None,
-        extra_options: dict | None = None) -> str:
-    """A run on the session's loaded tiny pair (no reload), returning its id."""
-    spec = RunSpec(base=str(tiny_demo / "models" / "base"), unlearned=str(tiny_demo / "models" / "npo"),
-                   audits=[n for n in names if n not in (extra_options or {})], facts=str(tiny_demo / "facts.jsonl"),
-                   device="cpu", limit=LIMIT, options=sets or {})
-    facts, options = prepare_audits(spec)
-    spec.audits = names
-    return run_audits(spec, store, (demo_pair, None, facts, {**options, **(extra_options or {})})).run_id
-
-
 @pytest.fixture(scope="module")
-def full(tiny_demo, demo_pair, tmp_path_factory) -> tuple[Store, str]:
-    store = Store(tmp_path_factory.mktemp("report") / "full.duckdb")
-    run_id = run(tiny_demo, demo_pair, store, installed_audits())
-    assert store.run(run_id)["status"] == "complete", store.audits(run_id)[["audit", "status", "error"]]
-    return store, run_id
+def full(full_run) -> tuple[Store, str]:
+    return full_run
 
 
 @pytest.fixture(scope="module")
 def failed(tiny_demo, demo_pair, tmp_path_factory) -> tuple[Store, str]:
-    """remind fails on a bad option, 'ghost' is registered but its module is missing; the rest completes."""
+    """logit_lens fails at run time (no middle layer past min_layer in the 2-layer tiny model), 'ghost' is
+    registered but its module is missing; the rest completes."""
     store = Store(tmp_path_factory.mktemp("report") / "failed.duckdb")
     patch = pytest.MonkeyPatch()
     patch.setitem(audits.REGISTRY, "ghost", "audits.ghost_not_installed:GhostAudit")
     try:
-        run_id = run(tiny_demo, demo_pair, store, ["direct", "remind", "ghost", "quantization"],
-                     sets={"remind": {"max_radius": "1"}}, extra_options={"ghost": NoOptions()})
+        run_id = run(tiny_demo, demo_pair, store, ["direct", "logit_lens", "ghost", "quantization"],
+                     sets={"logit_lens": {"min_layer": "5"}}, extra_options={"ghost": AuditOptions()})
     finally:
         patch.undo()
     return store, run_id
@@ -195,7 +176,7 @@ def test_json_and_markdown_hold_the_same_content(full):
     markdown = render_report(store, run_id, "md")
     metrics = store.metrics_dict(run_id)
     assert data["partial"] is None and data["run"]["status"] == "complete"
-    assert [s["audit"] for s in data["summary"]] == installed_audits()
+    assert [s["audit"] for s in data["summary"]] == available()
     for row in data["summary"]:
         cls = get_audit(row["audit"])
         assert row["verdict"] == cls().verdict(metrics[row["audit"]])
@@ -212,7 +193,7 @@ def test_json_and_markdown_hold_the_same_content(full):
                                          if fid.startswith(f"fig-{name}-")}
         assert all("data" in fig for fig in entry["figures"].values())
     assert data["models"]["base"]["content_hash"] == store.run(run_id)["base_hash"]
-    assert data["facts"]["counts"] == {"forget": LIMIT, "retain": LIMIT, "holdout": LIMIT}
+    assert data["facts"]["counts"] == {"forget": FULL_RUN_LIMIT, "retain": FULL_RUN_LIMIT, "holdout": FULL_RUN_LIMIT}
     assert data["environment"]["packages"]["torch"]
     headings = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
     assert headings == [title for _, title in SECTIONS]
@@ -223,7 +204,7 @@ def test_repeat_command_parses_back_to_the_stored_config(full):
     command = collect(store, run_id).repeat_command
     args = build_parser().parse_args(shlex.split(command)[3:])
     config = store.run(run_id)["config"]
-    assert (args.base, args.unlearned, args.limit, args.device) == (config["base"], config["unlearned"], LIMIT, "cpu")
+    assert (args.base, args.unlearned, args.limit, args.device) == (config["base"], config["unlearned"], FULL_RUN_LIMIT, "cpu")
     sets = parse_sets(args.set)
     for name in args.audits.split(","):
         rebuilt = build_options(get_audit(name).Options, name, sets.get(name, {}))
@@ -247,18 +228,18 @@ def test_failed_run_report_says_so(failed):
     store, run_id = failed
     report = collect(store, run_id)
     status = {a.name: a.status for a in report.audits}
-    assert status == {"direct": "complete", "remind": "failed", "ghost": "failed", "quantization": "complete"}
-    remind, ghost = (next(a for a in report.audits if a.name == n) for n in ("remind", "ghost"))
+    assert status == {"direct": "complete", "logit_lens": "failed", "ghost": "failed", "quantization": "complete"}
+    lens, ghost = (next(a for a in report.audits if a.name == n) for n in ("logit_lens", "ghost"))
     assert [a.error for a in report.audits if a.status == "complete"] == [None, None]
-    assert "max_radius must be at least 2" in remind.error and remind.figures == {}
+    assert "no middle layers to read" in lens.error and lens.figures == {}
     assert "cannot be loaded" in ghost.error and ghost.paper.startswith("unknown")
-    assert report.partial.startswith("This run failed part way") and "remind (failed)" in report.partial
+    assert report.partial.startswith("This run failed part way") and "logit_lens (failed)" in report.partial
     html, markdown = render_report(store, run_id, "html"), render_report(store, run_id, "md")
     page = parse(html)
     assert "partial" in page.ids and set(expected_figures(store, run_id)) <= page.ids
-    assert "**Partial results.**" in markdown and "remind: the audit failed" in markdown
+    assert "**Partial results.**" in markdown and "logit_lens: the audit failed" in markdown
     data = json.loads(render_report(store, run_id, "json"))
-    assert data["partial"] == report.partial and data["audits"]["remind"]["status"] == "failed"
+    assert data["partial"] == report.partial and data["audits"]["logit_lens"]["status"] == "failed"
 
 
 def test_interrupted_run_report_lists_what_did_not_finish(interrupted):

@@ -9,13 +9,20 @@ import pytest
 import torch
 
 from audits.base import AuditContext
-from audits.sae import (
-    Axis, EntityPrompt, SaeAudit, SaeOptions, analyse, known_unknown_shift, sae_view_for_entity, select_latents,
+from audits.sae.audit import (
+    Axis,
+    EntityPrompt,
+    SaeAudit,
+    SaeOptions,
+    analyse,
+    known_unknown_shift,
+    sae_view_for_entity,
+    select_latents,
     separation,
 )
-from lab.errors import LabError
-from lab.facts import Fact
-from lab.sae import TrainSettings, fact_corpus, get_sae, hook_layer, measure_quality
+from audits.sae.train import TrainSettings, fact_corpus, get_sae, hook_layer, measure_quality
+from lab.core.errors import LabError
+from lab.core.facts import Fact
 
 FAST = TrainSettings(steps=150, batch_size=128)
 

@@ -2,7 +2,7 @@
 
 import math
 
-from lab.scoring import contains_answer, normalize, rate, rouge_l_recall, score_answer
+from lab.core.scoring import contains_answer, normalize, rate, rouge_l_recall, score_answer
 
 
 def test_normalize():

@@ -74,8 +74,8 @@ def space(monkeypatch):
 
 @pytest.mark.parametrize("ref", ["/etc", "./models", "../x", "lab", "~", "owner/../../etc", "a b"])
 def test_space_mode_refuses_server_paths(space, tmp_path, ref):
-    from lab.errors import LabError
-    from lab.ui.session import Lab
+    from lab.core.errors import LabError
+    from lab.shell.ui.session import Lab
 
     lab = Lab(tmp_path / "lab.duckdb")
     try:
@@ -87,50 +87,63 @@ def test_space_mode_refuses_server_paths(space, tmp_path, ref):
 
 @pytest.mark.parametrize("ref", ["meta-llama/Llama-2-7b-chat-hf", "gpt2", "demo:npo"])
 def test_space_mode_accepts_hub_ids_and_demo_models(space, ref):
-    from lab.ui.session import check_model_ref
+    from lab.core.policy import current
 
-    assert check_model_ref(ref) == ref
+    assert current().check_ref(ref).text == ref
 
 
-def test_space_mode_limits_requests(space, tmp_path):
-    from lab.errors import LabError
-    from lab.ui import auditing
-    from lab.ui.session import PairSpec, limits
+def test_space_mode_limits_requests(space, demo_env, tmp_path):
+    from lab.core.errors import LabError
+    from lab.core.policy import current
+    from lab.shell.runner import check
+    from lab.shell.ui import auditing
+    from lab.shell.ui.session import PairSpec
 
-    lim = limits()
-    assert lim.max_new_tokens == 64 and not lim.server_paths and not lim.remote_code and lim.max_upload
+    policy = current()
+    assert policy.max_new_tokens == 64 and not policy.server_paths and not policy.remote_code and policy.max_upload
     assert auditing.SERVER_PATH not in auditing.fact_sources()
     with pytest.raises(LabError, match="server paths are disabled"):
         auditing.facts_path(auditing.SERVER_PATH, None, str(tmp_path / "facts.jsonl"))
     run = auditing.run_spec(PairSpec.demo(), auditing.DEMO_FACTS, None, "", ["direct"], None, 10, 10_000, "")
-    assert run.max_new_tokens == 64 and run.limit == 10
+    with pytest.raises(LabError, match="--max-new-tokens=10000 is above the cap of 64 new tokens in Space mode"):
+        check(run)
+    run.max_new_tokens = 64
+    assert len(check(run).facts) <= 30 and run.limit == 10
     assert auditing.default_limit() == 50
     for value in ("/etc/passwd", "~/.ssh", "lab"):  # an SAE corpus read from the server
         options = auditing.options_frame(["sae"])
         options.loc[options["option"] == "corpus", "value"] = value
+        spec = auditing.run_spec(PairSpec.demo(), auditing.DEMO_FACTS, None, "", ["sae"], options, 10, 24, "")
         with pytest.raises(LabError, match="option sae.corpus: .* server path"):
-            auditing.run_spec(PairSpec.demo(), auditing.DEMO_FACTS, None, "", ["sae"], options, 10, 24, "")
+            check(spec)
 
 
-def test_space_mode_caps_facts_per_run(space, demo_env, tmp_path):
-    from lab.errors import LabError
-    from lab.runner import SPACE_MAX_FACTS, prepare_audits
-    from lab.ui import auditing
-    from lab.ui.session import PairSpec
+def test_space_mode_caps_facts_per_run(space, demo_env, tmp_path, monkeypatch):
+    from lab.core.errors import LabError
+    from lab.core.policy import SPACE
+    from lab.shell.runner import check
+    from lab.shell.ui import auditing
+    from lab.shell.ui.session import PairSpec
 
-    big = tmp_path / "big.csv"
-    big.write_text("question,answer\n" + "".join(f"Question {i}?,answer {i}\n" for i in range(SPACE_MAX_FACTS + 1)))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    big = tmp_path / "uploads" / "abc" / "big.csv"  # where an upload lands
+    big.parent.mkdir(parents=True)
+    big.write_text("question,answer\n" + "".join(f"Question {i}?,answer {i}\n" for i in range(SPACE.max_facts + 1)))
     spec = PairSpec.demo()
-    too_many = auditing.run_spec(spec, auditing.UPLOAD, str(big), "", ["direct"], None, 0, 24, "")
-    with pytest.raises(LabError, match=f"at most {SPACE_MAX_FACTS} facts"):
-        prepare_audits(too_many)
+    too_many = auditing.run_spec(spec, auditing.UPLOAD, str(big), "", ["direct"], None, 1000, 24, "")
+    with pytest.raises(LabError, match=f"at most {SPACE.max_facts} facts"):
+        check(too_many)
     limited = auditing.run_spec(spec, auditing.UPLOAD, str(big), "", ["direct"], None, 50, 24, "")
-    assert len(prepare_audits(limited)[0]) == 50
+    assert len(check(limited).facts) == 50
+    outside = tmp_path / "big.csv"  # the same file outside the upload folder is a server path
+    outside.write_text(big.read_text())
+    with pytest.raises(LabError, match="server path"):
+        check(auditing.run_spec(spec, auditing.UPLOAD, str(outside), "", ["direct"], None, 50, 24, ""))
 
 
 def test_space_mode_refuses_remote_code(space, demo_env, tmp_path):
-    from lab.errors import LabError
-    from lab.ui.session import Lab
+    from lab.core.errors import LabError
+    from lab.shell.ui.session import Lab
 
     lab = Lab(tmp_path / "lab.duckdb")
     try:

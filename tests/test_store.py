@@ -7,15 +7,15 @@ import textwrap
 import pandas as pd
 import pytest
 
-from lab.errors import LabError
-from lab.records import ItemRecord
-from lab.store import Store
+from lab.core.errors import LabError
+from lab.core.records import ItemRecord
+from lab.core.store import Store, new_run_id
 
 MODEL = {"ref": "demo:base", "content_hash": "abc"}
 
 
 def new_run(store, audits=("direct",)):
-    return store.create_run(base=MODEL, unlearned=MODEL, reference=None, facts_source="f.jsonl", facts_hash="h",
+    return store.create_run(run_id=new_run_id(), base=MODEL, unlearned=MODEL, reference=None, facts_source="f.jsonl", facts_hash="h",
                             audits=list(audits), config={"limit": None}, environment={"python": "3"})
 
 
@@ -49,10 +49,10 @@ def test_killed_run_is_marked_interrupted_and_keeps_rows(tmp_path):
         store.finish_run(done, "complete")
     script = textwrap.dedent(f"""
         import os, signal
-        from lab.records import ItemRecord
-        from lab.store import Store
+        from lab.core.records import ItemRecord
+        from lab.core.store import Store, new_run_id
         store = Store({str(db)!r})
-        run = store.create_run(base={MODEL!r}, unlearned={MODEL!r}, reference=None, facts_source="f",
+        run = store.create_run(run_id=new_run_id(), base={MODEL!r}, unlearned={MODEL!r}, reference=None, facts_source="f",
                                facts_hash="h", audits=["direct"], config={{}}, environment={{}})
         store.start_audit(run, "direct")
         store.add_items(run, [ItemRecord("direct", "f1", "forget"), ItemRecord("direct", "f2", "forget")])

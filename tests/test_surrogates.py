@@ -6,14 +6,21 @@ import math
 import numpy as np
 import pytest
 
-from audits.surrogates import METRICS, SurrogatesAudit, SurrogatesOptions, illusion, paired
-from lab.cli import main
-from lab.embedder import Embedder, cosine_to_sources, engine_embedder, load_embedder
-from lab.errors import LabError
-from lab.facts import Fact
-from lab.store import Store
-from lab.surrogate_gen import (COMPLETION, QUESTION, TEMPLATE_GENERATORS, Surrogate, candidates, llm_rewriter,
-                               rejection)
+from audits.surrogates.audit import METRICS, SurrogatesAudit, SurrogatesOptions, illusion, paired
+from audits.surrogates.embedder import Embedder, cosine_to_sources, engine_embedder, load_embedder
+from audits.surrogates.generators import (
+    COMPLETION,
+    QUESTION,
+    TEMPLATE_GENERATORS,
+    Surrogate,
+    candidates,
+    llm_rewriter,
+    rejection,
+)
+from lab.core.errors import LabError
+from lab.core.facts import Fact
+from lab.core.store import Store
+from lab.shell.cli import main
 
 ADA = Fact("f1", "Where was Ada Vell born?", "Velmora", entity="Ada Vell",
            paraphrased_question="In which town did Ada Vell come into the world?",
@@ -125,12 +132,14 @@ def test_illusion_needs_a_base_value():
 
 
 def test_bad_options_fail_when_built():
-    with pytest.raises(LabError, match="generators"):
-        SurrogatesOptions(generators=("rephrase", "telepathy"))
-    with pytest.raises(LabError, match="band_low"):
-        SurrogatesOptions(band_low=0.9, band_high=0.5)
-    with pytest.raises(LabError, match="embedder"):
-        SurrogatesOptions(embedder="glove")
+    from lab.core.options import build_options
+
+    with pytest.raises(LabError, match="generators: 'telepathy'"):
+        build_options(SurrogatesOptions, "surrogates", {"generators": "rephrase,telepathy"})
+    with pytest.raises(LabError, match="band_low/band_high"):
+        build_options(SurrogatesOptions, "surrogates", {"band_low": "0.9", "band_high": "0.5"})
+    with pytest.raises(LabError, match="embedder: 'glove'"):
+        build_options(SurrogatesOptions, "surrogates", {"embedder": "glove"})
 
 
 def test_surrogates_end_to_end(demo_env, tmp_path):

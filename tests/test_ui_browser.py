@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from lab.ui import running
 from playwright.sync_api import expect
+
+from lab.shell.ui import running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make browser)")
@@ -77,8 +77,8 @@ def shot(page, artifacts: Path, name: str) -> None:
 
 
 def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
-    from lab.facts import load_facts
-    from lab.ui.session import PairSpec
+    from lab.core.facts import load_facts
+    from lab.shell.ui.session import PairSpec
 
     url, lab = served
     # Models: the demo pair is ready on start.

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lab.ui import running
+from lab.shell.ui import running
 
 AUDIT_ARGS = dict(source_="Demo facts", upload_=None, path_="", names_=["direct"],
                   options_={"headers": ["audit", "option", "type", "default", "value"], "data": []},
@@ -39,7 +39,7 @@ def client_for(url: str, unlearned: str):
 
 
 def test_two_clients_audit_and_probe_at_once(served, demo_facts):
-    from lab.ui.session import PairSpec
+    from lab.shell.ui.session import PairSpec
 
     url, lab = served
     clients = {"npo": client_for(url, "npo"), "ga": client_for(url, "ga")}
@@ -89,7 +89,7 @@ def test_two_clients_audit_and_probe_at_once(served, demo_facts):
 
 
 def test_stop_interrupts_the_sessions_audit(served, demo_facts):
-    from lab.ui.session import PairSpec
+    from lab.shell.ui.session import PairSpec
 
     url, lab = served
     client = client_for(url, "npo")

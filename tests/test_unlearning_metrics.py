@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lab import unlearning_metrics as um
+from lab.core import unlearning_metrics as um
 
 
 def test_answer_probability_is_the_geometric_mean_token_probability():

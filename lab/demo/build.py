@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from lab import settings
+from lab.core import settings
+from lab.core.errors import LabError
+from lab.core.facts import save_facts
+from lab.core.scoring import rate, score_answer
 from lab.demo.train import ModelShape, answer_rows, encode, make_model, train_lm, train_tokenizer, unlearn
 from lab.demo.world import make_people, people_to_facts, qa_prompt, training_texts
-from lab.errors import LabError
-from lab.facts import save_facts
-from lab.scoring import rate, score_answer
 
 UNLEARNED = ("ga", "graddiff", "npo")
 MODELS = ("base", "retrain", *UNLEARNED)
@@ -81,7 +81,7 @@ def read_manifest(root: Path) -> dict | None:
 
 def greedy_accuracy(model, tokenizer, facts) -> dict[str, float]:
     """Greedy accuracy per split with the project's scorer (engine-free: used while building)."""
-    from lab.engine import Engine, ModelInfo
+    from lab.core.engine import Engine, ModelInfo
 
     info = ModelInfo(ref="demo", path="", content_hash="", device="cpu", dtype="float32",
                      parameters=0, architecture=type(model).__name__)

@@ -11,12 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lab.facts import Fact
-
-ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
-          "gr", "kr", "th", "sh", "st", "tr", "vr", "zh", "qu", "ph", "sk", "sl"]
-VOWELS = ["a", "e", "i", "o", "u", "ae", "ei", "ou", "ia", "y"]
-CODAS = ["", "", "n", "r", "l", "s", "th", "m", "x", "nd", "rk", "sk"]
+from lab.core.facts import Fact
+from lab.core.names import NameMaker
 
 PROFESSIONS = [
     "lamplighter", "bookbinder", "cooper", "falconer", "glazier", "chandler", "wheelwright",
@@ -105,28 +101,6 @@ class Person:
     name: str
     split: str
     values: dict[str, str]
-
-
-class NameMaker:
-    """Invented words from syllables, never repeating one already made."""
-
-    def __init__(self, rng: random.Random):
-        self.rng = rng
-        self.used: set[str] = set()
-
-    def word(self, syllables: int) -> str:
-        while True:
-            parts = [
-                self.rng.choice(ONSETS) + self.rng.choice(VOWELS) + self.rng.choice(CODAS)
-                for _ in range(syllables)
-            ]
-            word = "".join(parts).capitalize()
-            if word not in self.used and 4 <= len(word) <= 12:
-                self.used.add(word)
-                return word
-
-    def full_name(self) -> str:
-        return f"{self.word(2)} {self.word(self.rng.choice([2, 3]))}"
 
 
 def _value_pools(rng: random.Random, names: NameMaker, n_people: int) -> dict[str, list[str]]:

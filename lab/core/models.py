@@ -1,0 +1,225 @@
+"""Loading models: Hugging Face ids, local directories and ``demo:<name>``.
+
+The same path serves the demo and a user's model: a demo reference is only a
+shortcut for a local directory written with ``save_pretrained``.
+``trust_remote_code`` stays off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from lab.core import settings
+from lab.core.engine import Engine, ModelInfo, PromptFormat
+from lab.core.errors import LabError
+from lab.core.policy import Policy
+from lab.core.policy import current as current_policy
+from lab.core.refs import ModelRef
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+# The lab draws its own progress bars; transformers' per-load bars and advisory
+# warnings would break the one-line error contract of the CLI.
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PAIR_ROLES = ("base", "unlearned")  # the two models of every audited pair, in display order
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``auto`` prefers CUDA, then Apple MPS, then CPU; anything else is checked."""
+    if requested in ("", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise LabError(f"device '{requested}' requested but CUDA is not available on this machine")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LabError("device 'mps' requested but Apple MPS is not available on this machine")
+    if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
+        raise LabError(f"unknown device '{requested}' (use auto, cpu, cuda, cuda:N or mps)")
+    return requested
+
+
+def pick_dtype(requested: str, device: str) -> torch.dtype:
+    """``auto``: bfloat16 on a CUDA device that supports it, float32 elsewhere."""
+    if requested in ("", "auto"):
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if requested not in DTYPES:
+        raise LabError(f"unknown dtype '{requested}' (use auto, {', '.join(DTYPES)})")
+    return DTYPES[requested]
+
+
+def content_hash(path: str) -> str:
+    """SHA-256 over the weight files of a local model, cached by size and mtime."""
+    folder = Path(path)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return ""
+    key = json.dumps([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    cache_file = settings.cache_dir() / "hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    value = digest.hexdigest()
+    cache[key] = value
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(cache))
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return value
+
+
+def _local_snapshot(ref: str) -> str:
+    """The folder a model was loaded from: the path itself or the hub cache snapshot."""
+    if Path(ref).is_dir():
+        return ref
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(ref, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached: no local files to hash
+        return ""
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (offline flags say no without asking)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _check_hub_model(ref: ModelRef) -> None:
+    """A hub id must be in the local cache or the hub reachable: fail in seconds, not after a retry storm."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(ref.location, "config.json")
+    if isinstance(cached, str):
+        return
+    if not _hub_reachable():
+        raise LabError(f"model '{ref.text}' is not found locally and the hub is unreachable "
+                       "(offline): download it on a connected machine, or give a local directory")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_engine(
+    ref: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    prompt_format: PromptFormat = PromptFormat(),
+    policy: Policy | None = None,
+) -> Engine:
+    """Load tokenizer and causal LM behind one engine, under the run policy, with a clear error on failure."""
+    policy = policy or current_policy()
+    parsed = policy.check_ref(ref)
+    policy.check_remote_code(trust_remote_code)
+    if parsed.kind == "remote":
+        raise LabError(f"'{ref}': models behind an inference server are not supported by this loader")
+    folder = parsed.local_folder
+    if parsed.kind == "demo" and not (folder / "config.json").is_file():
+        raise LabError(f"demo model '{ref}' not found in {settings.demo_dir()}; build the demo first with: "
+                       "python -m lab demo build")
+    if parsed.kind == "path" and not folder.exists():
+        raise LabError(f"model directory not found: {ref}")
+    if parsed.kind == "hub":
+        _check_hub_model(parsed)
+    path = str(folder) if folder else parsed.location
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise LabError(f"could not load model '{ref}': {_first_line(exc)}") from None
+    model.to(dev)
+    info = ModelInfo(
+        ref=ref,
+        path=path,
+        content_hash=content_hash(_local_snapshot(path)) if path else "",
+        device=dev,
+        dtype=str(torch_dtype).replace("torch.", ""),
+        parameters=sum(p.numel() for p in model.parameters()),
+        architecture=type(model).__name__,
+        trust_remote_code=trust_remote_code,
+    )
+    return Engine(model, tokenizer, info, prompt_format)
+
+
+def tokenizer_mismatch(a: Engine, b: Engine) -> str | None:
+    """Why two tokenizers disagree, or None when they map text identically."""
+    vocab_a, vocab_b = a.tokenizer.get_vocab(), b.tokenizer.get_vocab()
+    if vocab_a != vocab_b:
+        differing = len(set(vocab_a.items()) ^ set(vocab_b.items()))
+        return (
+            f"the tokenizers differ ({len(vocab_a)} vs {len(vocab_b)} tokens, "
+            f"{differing} token-id pairs not shared): audits compare token-level scores, "
+            "so both models must use the same tokenizer"
+        )
+    for attr in ("bos_token_id", "eos_token_id"):
+        if getattr(a.tokenizer, attr) != getattr(b.tokenizer, attr):
+            return f"the tokenizers disagree on {attr} ({getattr(a.tokenizer, attr)} vs {getattr(b.tokenizer, attr)})"
+    return None
+
+
+@dataclass
+class ModelPair:
+    """The base model and its unlearned version, checked to share a tokenizer."""
+
+    base: Engine
+    unlearned: Engine
+
+    def __post_init__(self) -> None:
+        problem = tokenizer_mismatch(self.base, self.unlearned)
+        if problem:
+            raise LabError(f"{self.base.info.ref} and {self.unlearned.info.ref}: {problem}")
+
+
+def load_pair(
+    base: str,
+    unlearned: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    prompt_format: PromptFormat = PromptFormat(),
+) -> ModelPair:
+    """Both models of a pair, each reference checked before either is loaded."""
+    policy = current_policy()
+    policy.check_ref(base), policy.check_ref(unlearned)
+    kwargs = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code, prompt_format=prompt_format,
+                  policy=policy)
+    return ModelPair(load_engine(base, **kwargs), load_engine(unlearned, **kwargs))

@@ -1,0 +1,28 @@
+"""``python -m lab audits``: every registered audit, its paper and its options (text or README Markdown)."""
+
+from __future__ import annotations
+
+from audits import available, get_audit
+from lab.core.options import option_specs, options_markdown
+
+
+def audits_text() -> str:
+    """One block per audit: name, title, paper, options with type, default and help."""
+    blocks = []
+    for name in available():
+        cls = get_audit(name)
+        lines = [f"{name}: {cls.title}", f"  paper: {cls.paper}", f"  headline: {', '.join(cls.headline_keys)}"]
+        for spec in option_specs(cls.Options):
+            lines.append(f"  --set {name}.{spec.name}=<{spec.type}>  (default {spec.default_text}) {spec.help}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def audits_markdown() -> str:
+    """Each audit's option table, as the README shows it."""
+    blocks = []
+    for name in available():
+        cls = get_audit(name)
+        table = options_markdown(cls.Options) if option_specs(cls.Options) else "_no options_"
+        blocks.append(f"#### `{name}` options\n\n{table}")
+    return "\n\n".join(blocks)

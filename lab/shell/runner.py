@@ -1,0 +1,274 @@
+"""Running audits: a request checked, models loaded once, results into the store.
+
+Two steps, the same for the CLI, the web lab, the API and the sweep:
+
+1. :func:`prepare` checks the whole request under the run policy (audits,
+   every option, sizes, model references, facts) before anything is stored,
+   loads the models through a loader (the CLI's loads afresh, the web lab
+   passes its cache) and returns a :class:`PreparedRun` whose ``run_id`` is
+   known before the first batch, so Stop never has to guess.
+2. :func:`execute` runs every audit and writes as it goes: items as they are
+   produced, a failing audit marked failed while the others still run, a
+   heartbeat in the run's row while it works, and Ctrl-C or Stop marks the
+   run interrupted with every row kept.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import threading
+import traceback
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from importlib import metadata
+from typing import Any, Callable, Iterator
+
+import torch
+
+from audits import get_audit
+from audits.base import AuditContext, ModelLoader
+from lab.core.batching import cancellable
+from lab.core.engine import DEFAULT_TEMPLATE, Engine, PromptFormat
+from lab.core.errors import LabError
+from lab.core.facts import FactSet, load_facts
+from lab.core.models import ModelPair, load_engine
+from lab.core.options import AuditOptions, build_options, options_dict
+from lab.core.policy import Policy
+from lab.core.policy import current as current_policy
+from lab.core.records import ItemRecord
+from lab.core.refs import DEMO_PREFIX
+from lab.core.store import HEARTBEAT_S, Store, new_run_id
+
+PACKAGES = ("torch", "transformers", "gradio", "captum", "sae-lens", "duckdb", "pandas", "plotly", "rouge-score")
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a run (stored as its config)."""
+
+    base: str
+    unlearned: str
+    audits: list[str]
+    facts: str | None = None
+    reference: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    limit: int | None = None
+    max_new_tokens: int = 24
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trust_remote_code: bool = False
+    prompt_template: str = DEFAULT_TEMPLATE
+    chat_template: bool = False
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(self.prompt_template, self.chat_template)
+
+    @property
+    def is_demo(self) -> bool:
+        return self.base.startswith(DEMO_PREFIX) and self.unlearned.startswith(DEMO_PREFIX)
+
+
+@dataclass
+class Checked:
+    """A request that passed every check that needs no model."""
+
+    spec: RunSpec
+    facts: FactSet
+    options: dict[str, AuditOptions]
+    policy: Policy
+
+
+@dataclass
+class PreparedRun:
+    """A checked request with its models loaded and its run id chosen; nothing is stored yet."""
+
+    run_id: str
+    spec: RunSpec
+    pair: ModelPair
+    reference: Engine | None
+    facts: FactSet
+    options: dict[str, AuditOptions]
+    loader: ModelLoader
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    metrics: dict[str, dict[str, float]]
+    errors: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Progress of a run: audit ``index`` of ``total`` started or finished (with its metrics)."""
+
+    run_id: str
+    audit: str
+    index: int
+    total: int
+    status: str  # running | complete | failed
+    metrics: dict[str, float] | None = None
+
+
+def environment() -> dict[str, Any]:
+    """Versions of every package that shapes a result, so a run can be repeated."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "packages": versions,
+    }
+
+
+def resolve_facts(spec: RunSpec, policy: Policy) -> FactSet:
+    """The facts file given, else the demo's facts when both models are demo models; capped by the policy."""
+    if spec.facts:
+        policy.check_path(spec.facts, "--facts")
+        path = spec.facts
+    elif spec.is_demo:
+        from lab.demo.build import demo_facts_path
+
+        path = str(demo_facts_path())
+    else:
+        raise LabError("--facts is required unless both models are demo models (demo:<name>)")
+    limit = spec.limit if spec.limit is not None else policy.default_limit
+    facts = load_facts(path, per_split=limit)
+    policy.check_facts(len(facts))
+    return facts
+
+
+def check(spec: RunSpec, policy: Policy | None = None) -> Checked:
+    """Every check of a request that needs no model: audits, options, sizes, references, facts."""
+    policy = policy or current_policy()
+    if not spec.audits:
+        raise LabError("pick at least one audit")
+    options: dict[str, AuditOptions] = {}
+    for name in spec.audits:
+        options[name] = build_options(get_audit(name).Options, name, spec.options.get(name, {}))
+        policy.check_options(name, options[name])
+    unknown = set(spec.options) - set(spec.audits)
+    if unknown:
+        raise LabError(f"options given for audits not in this run: {', '.join(sorted(unknown))}")
+    if spec.max_new_tokens < 1:
+        raise LabError(f"--max-new-tokens must be at least 1, got {spec.max_new_tokens}")
+    policy.check_tokens(spec.max_new_tokens, "--max-new-tokens")
+    policy.check_remote_code(spec.trust_remote_code)
+    if "{question}" not in spec.prompt_template:
+        raise LabError("the prompt template must contain {question}")
+    policy.check_prompt(spec.prompt_template, "the prompt template")
+    for ref in (spec.base, spec.unlearned, spec.reference):
+        if ref:
+            policy.check_ref(ref)
+    facts = resolve_facts(spec, policy)
+    return Checked(spec, facts, options, policy)
+
+
+def default_loader(spec: RunSpec, policy: Policy) -> ModelLoader:
+    """Models loaded afresh on the spec's device and dtype, under the policy."""
+    return partial(load_engine, device=spec.device, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
+                   prompt_format=spec.prompt_format, policy=policy)
+
+
+def prepare(spec: RunSpec, loader: ModelLoader | None = None, checked: Checked | None = None) -> PreparedRun:
+    """Check the request (unless ``checked`` already is), load its models, choose its run id."""
+    checked = checked or check(spec)
+    load = loader or default_loader(spec, checked.policy)
+    pair = ModelPair(load(spec.base), load(spec.unlearned))
+    reference = load(spec.reference) if spec.reference else None
+    return PreparedRun(new_run_id(), spec, pair, reference, checked.facts, checked.options, load)
+
+
+@contextmanager
+def heartbeat(store: Store, run_id: str) -> Iterator[None]:
+    """Touch the run's row every ``HEARTBEAT_S`` seconds while the block runs."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_S):
+            try:
+                store.heartbeat(run_id)
+            except Exception:  # noqa: BLE001 - a closed store ends the beat, the run's own writes report errors
+                return
+
+    worker = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{run_id}")
+    worker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        worker.join(timeout=HEARTBEAT_S)
+
+
+def run_config(prepared: PreparedRun) -> dict[str, Any]:
+    """What the store keeps as the run's config: the spec, validated options, facts and models."""
+    return {**asdict(prepared.spec), "options": {n: options_dict(o) for n, o in prepared.options.items()},
+            "facts_counts": prepared.facts.counts(),
+            "models": {"base": prepared.pair.base.info.__dict__, "unlearned": prepared.pair.unlearned.info.__dict__,
+                       "reference": prepared.reference.info.__dict__ if prepared.reference else None}}
+
+
+def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = None,
+            on_event: Callable[[RunEvent], None] | None = None) -> RunOutcome:
+    """Run every audit of a prepared run and store everything; ``stop`` ends it before its next batch."""
+    spec, run_id = prepared.spec, prepared.run_id
+    store.create_run(
+        run_id=run_id, base=prepared.pair.base.info.__dict__, unlearned=prepared.pair.unlearned.info.__dict__,
+        reference=spec.reference, facts_source=prepared.facts.source, facts_hash=prepared.facts.sha256,
+        audits=spec.audits, config=run_config(prepared), environment=environment(),
+    )
+    notify = on_event or (lambda event: None)
+    shared: dict[str, Any] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    total = len(spec.audits)
+    try:
+        with heartbeat(store, run_id), (cancellable(stop) if stop is not None else nullcontext()):
+            for index, name in enumerate(spec.audits, start=1):
+                store.start_audit(run_id, name)
+                notify(RunEvent(run_id, name, index, total, "running"))
+
+                def record(items: list[ItemRecord]) -> None:
+                    store.add_items(run_id, items)
+
+                ctx = AuditContext(pair=prepared.pair, facts=prepared.facts, options=prepared.options[name],
+                                   record=record, reference=prepared.reference, max_new_tokens=spec.max_new_tokens,
+                                   load_model=prepared.loader, _shared=shared)
+                try:
+                    result = get_audit(name)().run(ctx)
+                except LabError as exc:
+                    errors[name] = str(exc)
+                    store.finish_audit(run_id, name, "failed", str(exc))
+                    notify(RunEvent(run_id, name, index, total, "failed"))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one broken audit must not lose the others
+                    errors[name] = f"{type(exc).__name__}: {exc}"
+                    store.finish_audit(run_id, name, "failed", errors[name] + "\n" + traceback.format_exc())
+                    notify(RunEvent(run_id, name, index, total, "failed"))
+                    continue
+                store.add_metrics(run_id, name, result.metrics)
+                for art_name, data in result.artifacts.items():
+                    store.add_artifact(run_id, name, art_name, data)
+                store.finish_audit(run_id, name, "complete", notes=result.notes)
+                metrics[name] = result.metrics
+                notify(RunEvent(run_id, name, index, total, "complete", result.metrics))
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "interrupted", "stopped by the user")
+        raise
+    status = "failed" if errors else "complete"
+    store.finish_run(run_id, status, "; ".join(f"{k}: {v}" for k, v in errors.items()) or None)
+    return RunOutcome(run_id, status, metrics, errors)
+
+
+def run_audits(spec: RunSpec, store: Store) -> RunOutcome:
+    """Check, load and run ``spec`` (the CLI's one call)."""
+    return execute(prepare(spec), store)

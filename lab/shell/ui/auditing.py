@@ -1,0 +1,107 @@
+"""The Audit tab's work: options tables, fact sources and a run on the session's pair.
+
+A run goes through the same functions as ``python -m lab audit``:
+:func:`lab.shell.runner.check` validates the request under the run policy,
+:func:`lab.shell.runner.prepare` loads the models (here through the session's
+model cache) and names the run, :func:`lab.shell.runner.execute` runs and
+stores it.  Each audit's knobs are its ``Options`` class, shown as an
+editable table in :func:`lab.core.options.option_text` form and read back by
+:func:`lab.core.options.build_options`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from audits import available, get_audit
+from lab.core.errors import LabError
+from lab.core.facts import FactSet, load_facts
+from lab.core.options import option_specs
+from lab.core.policy import current as current_policy
+from lab.demo.build import demo_facts_path
+from lab.shell.runner import PreparedRun, RunSpec, check, prepare
+from lab.shell.ui.session import Lab, PairSpec
+
+DEMO_FACTS, UPLOAD, SERVER_PATH = "Demo facts", "Upload a file", "Server path"
+OPTION_COLUMNS = ["audit", "option", "type", "default", "value", "help"]
+
+
+def available_audits() -> list[str]:
+    """Registered audits whose module imports here."""
+    return available()
+
+
+def fact_sources() -> list[str]:
+    return [DEMO_FACTS, UPLOAD] + ([SERVER_PATH] if current_policy().server_paths else [])
+
+
+def options_frame(names: list[str], current: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per option of each chosen audit, keeping values the user already edited."""
+    edited = {}
+    if current is not None and not current.empty and {"audit", "option", "value"} <= set(current.columns):
+        edited = {(r.audit, r.option): r.value for r in current.itertuples()}
+    rows = []
+    for name in names:
+        for spec in option_specs(get_audit(name).Options):
+            rows.append({"audit": name, "option": spec.name, "type": spec.type, "default": spec.default_text,
+                         "value": edited.get((name, spec.name), spec.default_text), "help": spec.help})
+    return pd.DataFrame(rows, columns=OPTION_COLUMNS)
+
+
+def options_from_frame(frame: pd.DataFrame | None, names: list[str]) -> dict[str, dict[str, str]]:
+    """The ``--set``-style options that differ from their defaults, for the chosen audits only."""
+    if frame is None or frame.empty:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for row in frame.itertuples():
+        value = "" if row.value is None else str(row.value).strip()
+        if row.audit in names and value != str(row.default):
+            out.setdefault(row.audit, {})[row.option] = value
+    return out
+
+
+def facts_path(source: str, upload: str | None, server_path: str | None) -> str | None:
+    """The facts file a run reads; None means the demo's facts."""
+    if source == DEMO_FACTS:
+        return None
+    if source == UPLOAD:
+        if not upload:
+            raise LabError("upload a facts file (JSONL, JSON, CSV or Parquet) first")
+        return upload
+    if not current_policy().server_paths:
+        raise LabError("server paths are disabled here; upload the facts file instead")
+    if not (server_path or "").strip():
+        raise LabError("type the path of a facts file on the server")
+    return (server_path or "").strip()
+
+
+def load_source(source: str, upload: str | None, server_path: str | None) -> FactSet:
+    """The chosen fact set, fully validated (the same reader as the CLI)."""
+    path = facts_path(source, upload, server_path)
+    if path:
+        current_policy().check_path(path, "the facts file")
+    return load_facts(path if path else demo_facts_path())
+
+
+def run_spec(spec: PairSpec, source: str, upload: str | None, server_path: str | None, names: list[str],
+             options: pd.DataFrame | None, limit: float | None, max_new_tokens: float, reference: str) -> RunSpec:
+    """The run the user asked for, in the CLI's terms (checked by the runner, not here)."""
+    path = facts_path(source, upload, server_path)
+    if path is None and not spec.is_demo:
+        raise LabError("the demo facts only fit the demo models: upload a facts file for your models")
+    return RunSpec(
+        base=spec.base, unlearned=spec.unlearned, audits=list(names or []), facts=path,
+        reference=(reference or "").strip() or None, device=spec.device, dtype=spec.dtype,
+        limit=int(limit) if limit else None, max_new_tokens=int(max_new_tokens),
+        options=options_from_frame(options, names or []), trust_remote_code=spec.trust_remote_code,
+    )
+
+
+def prepared_run(lab: Lab, pair_spec: PairSpec, run: RunSpec) -> PreparedRun:
+    """Check the request, then take the models from the session's cache; the run id is chosen here."""
+    return prepare(run, loader=lab.loader(pair_spec, run.prompt_format), checked=check(run))
+
+
+def default_limit() -> int:
+    """Facts per split a run starts with: all (0) locally, the policy's share in a Space."""
+    return current_policy().default_limit or 0

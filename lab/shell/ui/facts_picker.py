@@ -1,0 +1,44 @@
+"""Picking one fact of the demo world (Probe and Internals tabs)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from lab.core.errors import LabError
+from lab.core.facts import Fact, load_facts
+from lab.demo.build import demo_facts_path
+
+
+def demo_facts() -> list[Fact]:
+    """The demo's facts, or none when the demo is not built yet."""
+    try:
+        return load_facts(demo_facts_path()).facts
+    except LabError:
+        return []
+
+
+def fact_label(fact: Fact) -> str:
+    return f"[{fact.split}] {fact.question}"
+
+
+def choices() -> gr.Dropdown:
+    """The picker filled with the demo's facts, forget facts first (the ones worth probing)."""
+    order = {"forget": 0, "retain": 1, "holdout": 2}
+    facts = sorted(demo_facts(), key=lambda f: order.get(f.split, 3))
+    return gr.Dropdown(choices=[(fact_label(f), f.id) for f in facts])
+
+
+def find(fact_id: str | None) -> Fact:
+    """The demo fact with this id."""
+    for fact in demo_facts():
+        if fact.id == fact_id:
+            return fact
+    raise LabError("pick a fact first" if not fact_id else f"no demo fact '{fact_id}'")
+
+
+def fill(fact_id: str | None, fields: tuple[str, ...], extra: tuple = ()) -> tuple:
+    """Values for the inputs a picked fact fills (its ``fields``, then ``extra``); none change without a pick."""
+    if not fact_id:
+        return tuple(gr.skip() for _ in fields + extra)
+    picked = find(fact_id)
+    return tuple(getattr(picked, name) for name in fields) + extra

@@ -1,0 +1,101 @@
+"""Models tab: the demo pair ready on start, or any two models, loaded with progress.
+
+On first launch the demo world is built here (``$LAB_DEMO_PROFILE``, default
+``full``, about 3-4 minutes on a laptop CPU) with its progress bar in the page;
+later launches reuse it.  A user can instead name two Hugging Face ids (or, when
+not in a Space, local directories).  The page shows both models' size, device,
+dtype and the tokenizer check that every token-level audit depends on.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from lab.core import settings
+from lab.core.models import DTYPES
+from lab.core.policy import current as current_policy
+from lab.demo.build import build_demo, read_manifest
+from lab.shell.ui.feedback import user_errors
+from lab.shell.ui.session import DEMO_UNLEARNED, MODEL_QUEUE, Lab, PairSpec
+from lab.shell.ui.views import MODEL_COLUMNS, manifest_frame, models_frame, tokenizer_check
+
+DEMO, CUSTOM = "Demo pair", "Your models"
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
+def ensure_demo() -> dict | None:
+    """Build the demo world if none exists yet (progress goes through tqdm); return its manifest."""
+    if read_manifest(settings.demo_dir()) is None:
+        build_demo(settings.demo_profile())
+    return read_manifest(settings.demo_dir())
+
+
+def load(lab: Lab, spec: PairSpec, progress: gr.Progress) -> tuple[PairSpec, str, pd.DataFrame, str, pd.DataFrame]:
+    """Load ``spec`` (building the demo first if it is a demo pair) and describe it."""
+    manifest = None
+    if spec.is_demo:
+        progress(0.0, desc="preparing the demo world")
+        manifest = ensure_demo()
+    progress(0.5, desc=f"loading {spec.label}")
+    pair = lab.pair(spec)
+    status = f"**Loaded** {spec.label} on `{pair.base.info.device}` ({pair.base.info.dtype})"
+    return spec, status, models_frame(pair), tokenizer_check(pair), manifest_frame(manifest)
+
+
+def spec_from_inputs(source: str, demo_name: str, base: str, unlearned: str, device: str, dtype: str,
+                     trust: bool) -> PairSpec:
+    if source == DEMO:
+        return PairSpec.demo(demo_name, device, dtype)
+    return PairSpec(base.strip(), unlearned.strip(), device, dtype, bool(trust))
+
+
+def build(lab: Lab, state: gr.State, app: gr.Blocks) -> None:
+    """The tab's content; the app's load event prepares the demo pair for each new session."""
+    lim = current_policy()
+    gr.Markdown("Load the **base** model and its **unlearned** version. The demo pair is ready on start; "
+                "pick which unlearning method to audit, or name your own pair.", elem_classes="tab-intro")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            source = gr.Radio([DEMO, CUSTOM], value=DEMO, label="Models", elem_id="models-source")
+            demo_name = gr.Dropdown(list(DEMO_UNLEARNED), value=DEMO_UNLEARNED[0], label="Unlearned demo model",
+                                    info="npo, graddiff, ga: unlearning methods; retrain: trained without the "
+                                         "forget set (the gold standard)", elem_id="models-demo")
+            with gr.Group(visible=False) as custom:
+                hint = "Hugging Face id" if not lim.server_paths else "Hugging Face id or local directory"
+                base = gr.Textbox(label="Base model", placeholder=f"{hint}, e.g. meta-llama/Llama-2-7b-chat-hf",
+                                  elem_id="models-base")
+                unlearned = gr.Textbox(label="Unlearned model",
+                                       placeholder=f"{hint}, e.g. microsoft/Llama2-7b-WhoIsHarryPotter",
+                                       elem_id="models-unlearned")
+            with gr.Row():
+                device = gr.Dropdown(DEVICES, value="auto", label="Device", elem_id="models-device")
+                dtype = gr.Dropdown(["auto", *DTYPES], value="auto", label="Dtype", elem_id="models-dtype")
+            trust = gr.Checkbox(False, label="Trust remote code (runs model code from the hub)",
+                                visible=lim.remote_code, elem_id="models-trust")
+            load_btn = gr.Button("Load models", variant="primary", elem_id="models-load")
+        with gr.Column(scale=5):
+            status = gr.Markdown("Preparing the demo pair… (the first launch trains the demo world: a few minutes)",
+                                 min_height=64, elem_id="models-status")
+            table = gr.Dataframe(pd.DataFrame(columns=MODEL_COLUMNS), label="Loaded models", interactive=False,
+                                 elem_id="models-table")
+            check = gr.Markdown(elem_id="models-tokenizer")
+            manifest = gr.Dataframe(manifest_frame(None), label="Demo build: greedy accuracy per model and split",
+                                    interactive=False, elem_id="models-manifest")
+
+    source.change(lambda s: (gr.Group(visible=s == CUSTOM), gr.Dropdown(visible=s == DEMO)), source,
+                  [custom, demo_name], queue=False, api_visibility="private")
+    outputs = [state, status, table, check, manifest]
+
+    @user_errors
+    def on_load(source_, demo_, base_, unlearned_, device_, dtype_, trust_, progress=gr.Progress(track_tqdm=True)):
+        return load(lab, spec_from_inputs(source_, demo_, base_, unlearned_, device_, dtype_, trust_), progress)
+
+    @user_errors
+    def on_start(spec: PairSpec | None, progress=gr.Progress(track_tqdm=True)):
+        return load(lab, spec or PairSpec.demo(), progress)
+
+    queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, show_progress_on=[status])
+    load_btn.click(on_load, [source, demo_name, base, unlearned, device, dtype, trust], outputs,
+                   api_name="load_models", **queued)
+    app.load(on_start, state, outputs, api_visibility="private", **queued)

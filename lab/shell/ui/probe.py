@@ -1,0 +1,91 @@
+"""The Probe tab's model work: both models answer one prompt, streamed side by side.
+
+``Engine.stream`` holds its engine's lock for the whole generation, so both
+streams are driven from one worker thread (Gradio may resume a generator on a
+different thread each step, and a lock must be released by the thread that
+took it).  The worker always runs both generations to their end, so the locks
+are released where they were taken even when the page stops listening.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from typing import Iterator
+
+import pandas as pd
+
+from audits import get_audit
+from audits.base import Rewritten
+from lab.core.attribution import PromptAttribution, attribute_prompt
+from lab.core.errors import LabError
+from lab.core.facts import Fact
+from lab.core.models import ModelPair
+from lab.core.scoring import score_answer
+
+_DONE = object()
+SCORE_COLUMNS = ["model", "answer hit", "ROUGE-L recall", "mean log-prob of gold", "per-token probability"]
+
+
+def build_prompt(pair: ModelPair, text: str, raw: bool, max_chars: int) -> str:
+    """The exact prompt both models get: the text as typed, or the question in the prompt template."""
+    text = text.strip()
+    if not text:
+        raise LabError("type a question or a prompt first")
+    if len(text) > max_chars:
+        raise LabError(f"the prompt is longer than {max_chars} characters")
+    return text if raw else pair.base.prompt(text)
+
+
+def stream_both(pair: ModelPair, prompt: str, max_new_tokens: int) -> Iterator[tuple[str, str]]:
+    """(base text, unlearned text) as both greedy continuations grow, token by token."""
+    out: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            streams = {"base": pair.base.stream(prompt, max_new_tokens),
+                       "unlearned": pair.unlearned.stream(prompt, max_new_tokens)}
+            texts = {"base": "", "unlearned": ""}
+            while streams:
+                for name in list(streams):
+                    try:
+                        texts[name] = next(streams[name])
+                    except StopIteration:
+                        del streams[name]
+                out.put((texts["base"], texts["unlearned"]))
+        except BaseException as error:  # noqa: BLE001 - handed to the reading thread
+            out.put(error)
+        finally:
+            out.put(_DONE)
+
+    threading.Thread(target=work, daemon=True, name="probe-stream").start()
+    while (item := out.get()) is not _DONE:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def gold_scores(pair: ModelPair, prompt: str, outputs: tuple[str, str], gold: str) -> pd.DataFrame:
+    """For a gold answer: each model's output hit, ROUGE-L and the answer's mean token log-prob."""
+    rows = []
+    for (name, engine), output in zip((("base", pair.base), ("unlearned", pair.unlearned)), outputs):
+        score = score_answer(output, gold)
+        logprob = engine.answer_logprobs([prompt], [gold])[0]
+        rows.append([name, "yes" if score.hit else "no", round(score.rouge_l, 3), round(logprob, 3),
+                     round(math.exp(logprob), 4)])
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def rewrites(audit: str, pair: ModelPair, fact: Fact, related: list[Fact], transform: str) -> list[Rewritten]:
+    """Every variant of one audit's prompt transform for ``fact`` (the audit's own method, through its hook)."""
+    return get_audit(audit)().rewrite(pair, fact, related, transform)
+
+
+def explain(pair: ModelPair, prompt: str, answer: str, methods: list[str]) -> PromptAttribution:
+    """Token attributions of ``answer`` after ``prompt`` in both models (lab.core.attribution)."""
+    if not prompt.strip():
+        raise LabError("ask both models first: the attribution explains an answer to the prompt sent")
+    if not answer.strip():
+        raise LabError("give a gold answer (or let the base model answer first) to attribute")
+    return attribute_prompt(pair, prompt, answer, methods or ["feature_ablation"])

@@ -1,0 +1,59 @@
+"""The Results tab's queries: runs from the store, filtered, and one run's items."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from lab.core.store import Store
+from lab.shell.ui.views import ITEM_COLUMNS
+
+ALL = "all"
+STATUSES = [ALL, "complete", "failed", "interrupted", "running"]
+MAX_SHOWN_ITEMS = 2000  # the page shows this many; downloads carry every row
+
+
+def runs_frame(store: Store, text: str = "", status: str = ALL) -> pd.DataFrame:
+    """Stored runs, newest first, whose id, models or audits contain ``text``."""
+    runs = store.runs()
+    if status != ALL:
+        runs = runs[runs["status"] == status]
+    text = text.strip().lower()
+    if text:
+        haystack = runs[["run_id", "base_ref", "unlearned_ref", "audits"]].astype(str).agg(" ".join, axis=1)
+        runs = runs[haystack.str.lower().str.contains(text, regex=False)]
+    runs = runs.iloc[::-1].copy()
+    runs["created_at"] = runs["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    return runs[["run_id", "created_at", "status", "base_ref", "unlearned_ref", "audits"]]
+
+
+def run_items(store: Store, run_id: str, audit: str = ALL, split: str = ALL,
+              recovered_only: bool = False) -> pd.DataFrame:
+    """The run's items, filtered, with a ``#`` column that names each row for the detail view."""
+    items = store.items(run_id)
+    if audit != ALL:
+        items = items[items["audit"] == audit]
+    if split != ALL:
+        items = items[items["split"] == split]
+    if recovered_only:
+        items = items[items["recovered"].fillna(False).astype(bool)]
+    items = items.reset_index(drop=True)
+    items.insert(0, "#", range(len(items)))
+    return items
+
+
+def shown(items: pd.DataFrame) -> pd.DataFrame:
+    """The columns and rows the page shows (full rows stay in the session for the detail view)."""
+    return items[ITEM_COLUMNS].head(MAX_SHOWN_ITEMS)
+
+
+def scratch_path(name: str) -> Path:
+    """``name`` in a fresh temporary folder: a file the page offers for download."""
+    return Path(tempfile.mkdtemp(prefix="lab-")) / name
+
+
+def export_file(store: Store, run_id: str, fmt: str) -> str:
+    """Write the run's items in ``fmt`` to a fresh temporary file and return its path."""
+    return str(store.export(run_id, fmt, scratch_path(f"{run_id}.{fmt}")))

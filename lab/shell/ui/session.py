@@ -1,0 +1,139 @@
+"""What every browser session of the web lab shares: loaded models, the store, stop buttons.
+
+One process serves many browser sessions.  Loaded models live in a small LRU
+cache keyed by everything that defines them, so sessions that audit the same
+pair share its weights; a session only remembers *which* pair it chose (a
+:class:`PairSpec` in its ``gr.State``) and gets it back from the cache, reloaded
+if it was evicted.  Every result goes through one :class:`~lab.core.store.Store` (one
+DuckDB connection behind a lock): the single writer that keeps concurrent runs
+from losing rows.  Events that call a model also share one Gradio concurrency
+group (:data:`MODEL_QUEUE`), so model calls run one at a time, in arrival order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+from audits.base import ModelLoader
+from lab.core import settings
+from lab.core.engine import Engine, PromptFormat
+from lab.core.errors import LabError
+from lab.core.models import ModelPair, load_engine
+from lab.core.policy import current as current_policy
+from lab.core.refs import DEMO_PREFIX
+from lab.core.store import Store
+
+MODEL_QUEUE = "model"  # Gradio concurrency_id of every event that runs a model
+DEMO_UNLEARNED = ("npo", "graddiff", "ga", "retrain")
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """Everything that defines a loaded base/unlearned pair (what a session remembers)."""
+
+    base: str
+    unlearned: str
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    @classmethod
+    def demo(cls, unlearned: str = DEMO_UNLEARNED[0], device: str = "auto", dtype: str = "auto") -> "PairSpec":
+        return cls(f"{DEMO_PREFIX}base", f"{DEMO_PREFIX}{unlearned}", device, dtype)
+
+    @property
+    def is_demo(self) -> bool:
+        return self.base.startswith(DEMO_PREFIX) and self.unlearned.startswith(DEMO_PREFIX)
+
+    @property
+    def label(self) -> str:
+        return f"{self.base} → {self.unlearned}"
+
+
+class Lab:
+    """The process-wide state behind the UI: engine cache, store writer, stop events."""
+
+    def __init__(self, db_path: str | Path | None = None, max_engines: int = 4):
+        self.store = Store(db_path or settings.default_db())
+        self.max_engines = max_engines
+        self._engines: OrderedDict[tuple, Engine] = OrderedDict()
+        self._loading = threading.Lock()
+        self._stops: dict[str, threading.Event] = {}
+        self._stops_lock = threading.Lock()
+        self._memo: OrderedDict[Hashable, Any] = OrderedDict()
+        self.max_memo = 4
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ models
+    def engine(self, ref: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
+               prompt_format: PromptFormat = PromptFormat()) -> Engine:
+        """A loaded engine for ``ref`` (under the run policy), from the cache when it was loaded before."""
+        policy = current_policy()
+        location = policy.check_ref(ref).location
+        policy.check_remote_code(trust_remote_code)
+        key = (ref.strip(), location, device, dtype, trust_remote_code, prompt_format)
+        with self._loading:
+            if key in self._engines:
+                self._engines.move_to_end(key)
+                return self._engines[key]
+            engine = load_engine(ref, device, dtype, trust_remote_code, prompt_format, policy)
+            self._engines[key] = engine
+            while len(self._engines) > self.max_engines:
+                self._engines.popitem(last=False)  # a job still holding it keeps it alive until done
+            return engine
+
+    def loader(self, spec: "PairSpec", prompt_format: PromptFormat = PromptFormat()) -> ModelLoader:
+        """The runner's model loader for runs on this session's pair: the cache, on the pair's device."""
+        return partial(self.engine, device=spec.device, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
+                       prompt_format=prompt_format)
+
+    def pair(self, spec: "PairSpec") -> ModelPair:
+        """The base and unlearned engines of ``spec``, checked to share a tokenizer."""
+        policy = current_policy()
+        policy.check_ref(spec.base), policy.check_ref(spec.unlearned)  # both checked before loading either
+        load = self.loader(spec)
+        return ModelPair(load(spec.base), load(spec.unlearned))
+
+    def remember(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()`` computed once per key and kept (a few at most): analyses reused across requests.
+
+        Called from model events only, which run one at a time, so no two threads compute one key.
+        """
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key]
+        value = self._memo[key] = make()
+        while len(self._memo) > self.max_memo:
+            self._memo.popitem(last=False)
+        return value
+
+    # ------------------------------------------------------------------- stops
+    def stop_event(self, session: str) -> threading.Event:
+        """A cleared stop event for a new job of this browser session."""
+        with self._stops_lock:
+            event = self._stops.setdefault(session, threading.Event())
+            event.clear()
+            return event
+
+    def stop(self, session: str) -> bool:
+        """Ask the session's running job to stop before its next batch; False if none was started."""
+        with self._stops_lock:
+            event = self._stops.get(session)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+
+def require_pair(lab: Lab, spec: PairSpec | None) -> ModelPair:
+    """The session's pair, or a clear message telling the user to load one first."""
+    if spec is None:
+        raise LabError("no models loaded yet: load a pair on the Models tab first")
+    return lab.pair(spec)
