@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "surrogates": "audits.surrogates.audit:SurrogatesAudit",
     "sae": "audits.sae.audit:SaeAudit",
     "logit_lens": "audits.logit_lens:LogitLensAudit",
+    "multiple_choice": "audits.multiple_choice:MultipleChoiceAudit",
 }
 
 

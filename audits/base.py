@@ -132,8 +132,10 @@ class AuditContext:
 
     @cached_property
     def baseline(self) -> Baseline:
+        """The plain questions (question-answer items) asked to both models, computed once per run."""
         if "baseline" not in self._shared:
-            self._shared["baseline"] = compute_baseline(self.pair, self.facts.facts, self.max_new_tokens)
+            questions = [f for f in self.facts if f.kind == "qa"]
+            self._shared["baseline"] = compute_baseline(self.pair, questions, self.max_new_tokens)
         return self._shared["baseline"]
 
     def model(self, ref: str) -> Engine:
@@ -187,6 +189,7 @@ class Audit:
     recovery_key: ClassVar[str | None] = "recovery_rate"
     # The metric keys every complete run of this audit reports (the registry contract test checks them).
     headline_keys: ClassVar[tuple[str, ...]] = ("recovery_rate",)
+    uses: ClassVar[tuple[str, ...]] = ("qa",)  # item kinds it runs on (lab.core.facts.KINDS); others are not given
     rewrites: ClassVar[tuple[str, ...]] = ()  # prompt transforms offered to the Probe tab (see rewrite)
     has_fact_view: ClassVar[bool] = False  # a per-fact figure for the Internals tab (see fact_view)
 

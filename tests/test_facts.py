@@ -89,9 +89,9 @@ def test_bad_csv_names_line(tmp_path):
 
 
 def test_unsupported_and_missing(tmp_path):
-    (tmp_path / "f.txt").write_text("x")
+    (tmp_path / "f.xml").write_text("x")
     with pytest.raises(LabError, match="unsupported facts format"):
-        load_facts(tmp_path / "f.txt")
+        load_facts(tmp_path / "f.xml")
     with pytest.raises(LabError, match="not found"):
         load_facts(tmp_path / "nope.jsonl")
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")

@@ -179,6 +179,9 @@ def test_json_and_markdown_hold_the_same_content(full):
     assert [s["audit"] for s in data["summary"]] == available()
     for row in data["summary"]:
         cls = get_audit(row["audit"])
+        if row["status"] == "skipped":  # no item of its kinds in the demo: the note says so
+            assert row["verdict"].startswith("skipped: ") and row["audit"] not in metrics
+            continue
         assert row["verdict"] == cls().verdict(metrics[row["audit"]])
         assert row["headline_value"] == (metrics[row["audit"]].get(cls.recovery_key) if cls.recovery_key else None)
         assert row["verdict"] in markdown.replace("\\|", "|")

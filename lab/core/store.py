@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS items (
     logprob_base DOUBLE, logprob_unlearned DOUBLE, recovered BOOLEAN, extra JSON
 );
 CREATE TABLE IF NOT EXISTS metrics (run_id VARCHAR, audit VARCHAR, key VARCHAR, value DOUBLE);
+CREATE TABLE IF NOT EXISTS facts (
+    run_id VARCHAR, fact_id VARCHAR, split VARCHAR, kind VARCHAR, subset VARCHAR, level VARCHAR,
+    probe_type VARCHAR, entity VARCHAR
+);
 CREATE TABLE IF NOT EXISTS artifacts (run_id VARCHAR, audit VARCHAR, name VARCHAR, data JSON);
 """
 ITEM_COLUMNS = list(ItemRecord.__dataclass_fields__)
@@ -75,7 +79,8 @@ ITEM_TYPES = {  # the items table's columns in order, with their SQL types
     "logprob_base": "DOUBLE", "logprob_unlearned": "DOUBLE", "recovered": "BOOLEAN", "extra": "JSON",
 }
 EXPORT_FORMATS = ("parquet", "csv", "json")
-LAB_TABLES = ("runs", "audits", "items", "metrics", "artifacts")
+LAB_TABLES = ("runs", "audits", "items", "metrics", "artifacts", "facts")
+FACT_COLUMNS = ("fact_id", "split", "kind", "subset", "level", "probe_type", "entity")
 HEARTBEAT_S = 5.0  # a working run touches its row this often
 STALE_AFTER_S = 60.0  # a running run silent for longer is dead
 MIGRATIONS = ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat_at TIMESTAMP",
@@ -293,6 +298,21 @@ class Store:
                 self.con.execute(f"INSERT INTO items SELECT {casts} FROM new_items")
             finally:
                 self.con.unregister("new_items")
+
+    def add_facts(self, run_id: str, facts: Iterable[Any]) -> None:
+        """What each fact of the run is (split, kind, subset, level, probe type, entity), for breakdowns."""
+        rows = [[run_id, f.id, f.split, f.kind, f.subset, f.level, f.probe_type, f.entity] for f in facts]
+        if rows:
+            frame = pd.DataFrame(rows, columns=["run_id", *FACT_COLUMNS])
+            with self.lock:
+                self.con.register("new_facts", frame)
+                try:
+                    self.con.execute("INSERT INTO facts SELECT * FROM new_facts")
+                finally:
+                    self.con.unregister("new_facts")
+
+    def facts(self, run_id: str) -> pd.DataFrame:
+        return self._frame(f"SELECT {', '.join(FACT_COLUMNS)} FROM facts WHERE run_id = ?", [run_id])
 
     def add_metrics(self, run_id: str, audit: str, metrics: dict[str, float]) -> None:
         rows = [[run_id, audit, key, None if value is None or not math.isfinite(float(value)) else float(value)]

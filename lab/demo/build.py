@@ -28,6 +28,7 @@ from lab.demo.world import make_people, people_to_facts, qa_prompt, training_tex
 UNLEARNED = ("ga", "graddiff", "npo")
 MODELS = ("base", "retrain", *UNLEARNED)
 FORMAT_VERSION = 1
+OWNER_MARK = ".lab-demo"  # inside every folder the demo build wrote; no other folder is ever replaced
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,23 @@ def greedy_accuracy(model, tokenizer, facts) -> dict[str, float]:
             for split in ("forget", "retain", "holdout")}
 
 
+def owned(folder: Path) -> bool:
+    """A folder the demo build wrote: it carries the lab's mark (or an earlier build's manifest)."""
+    if (folder / OWNER_MARK).is_file():
+        return True
+    manifest = read_manifest(folder)
+    return bool(manifest and "format_version" in manifest and (folder / "models").is_dir())
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse to build into (and so replace) a folder the lab did not write, or a file."""
+    if folder.is_file() or folder.is_symlink():
+        raise LabError(f"refusing to build the demo at {folder}: it is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not owned(folder):
+        raise LabError(f"refusing to build the demo into {folder}: it holds files the lab did not write (no "
+                       f"{OWNER_MARK} mark); choose an empty or new folder")
+
+
 def _matches(root: Path, profile_name: str, seed: int) -> bool:
     existing = read_manifest(root)
     return bool(existing and existing.get("profile") == profile_name and existing.get("seed") == seed
@@ -106,15 +124,25 @@ def build_demo(profile_name: str = "full", out: Path | None = None, seed: int = 
     """
     if profile_name not in PROFILES:
         raise LabError(f"unknown demo profile '{profile_name}' (use {', '.join(PROFILES)})")
-    root = Path(out) if out else settings.demo_dir()
+    root = Path(out).expanduser() if out else settings.demo_dir()
     if not force and _matches(root, profile_name, seed):
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.with_name(root.name + ".lock"), "w") as lock:
+    check_writable(root)
+    check_writable(_staging(root))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(root.with_name(root.name + ".lock"), "a")  # "a": never truncates a file of that name
+    except OSError as exc:
+        raise LabError(f"cannot build the demo at {root}: {exc.strerror or exc}") from None
+    with lock_file as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and _matches(root, profile_name, seed):
             return root
         return _build(PROFILES[profile_name], profile_name, root, seed)
+
+
+def _staging(root: Path) -> Path:
+    return root.with_name(root.name + ".building")
 
 
 def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
@@ -130,9 +158,11 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
     rows_all, rows_kept = encode(tokenizer, texts_all), encode(tokenizer, texts_kept)
     steps = lambda n: profile.epochs * -(-n // profile.batch_size)  # noqa: E731
     total = steps(len(rows_all)) + steps(len(rows_kept)) + sum(profile.unlearn_steps.values())
-    tmp = root.with_name(root.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _staging(root)
+    if tmp.exists():
+        shutil.rmtree(tmp)  # an earlier build's leftover: check_writable saw its mark
     (tmp / "models").mkdir(parents=True)
+    (tmp / OWNER_MARK).write_text("built by the Unlearning Audit Lab (python -m lab demo build)\n")
     bar = tqdm(total=total, desc=f"building demo ({profile_name})", unit="step")
     forget_facts = [f for f in facts if f.split == "forget"]
     retain_facts = [f for f in facts if f.split == "retain"]
@@ -178,6 +208,7 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
         "build_seconds": round(time.time() - started, 1),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    check_writable(root)  # still ours (or empty) before it is replaced
     if root.exists():
         shutil.rmtree(root)
     tmp.rename(root)

@@ -110,7 +110,7 @@ class RunEvent:
     audit: str
     index: int
     total: int
-    status: str  # running | complete | failed
+    status: str  # running | complete | failed | skipped
     metrics: dict[str, float] | None = None
 
 
@@ -226,6 +226,7 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
         reference=spec.reference, facts_source=prepared.facts.source, facts_hash=prepared.facts.sha256,
         audits=spec.audits, config=run_config(prepared), environment=environment(),
     )
+    store.add_facts(run_id, prepared.facts.facts)
     notify = on_event or (lambda event: None)
     shared: dict[str, Any] = {}
     metrics: dict[str, dict[str, float]] = {}
@@ -240,11 +241,20 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
                 def record(items: list[ItemRecord]) -> None:
                     store.add_items(run_id, items)
 
-                ctx = AuditContext(pair=prepared.pair, facts=prepared.facts, options=prepared.options[name],
-                                   record=record, reference=prepared.reference, max_new_tokens=spec.max_new_tokens,
-                                   load_model=prepared.loader, _shared=shared)
                 try:
-                    result = get_audit(name)().run(ctx)
+                    audit = get_audit(name)
+                    facts = prepared.facts.of_kinds(audit.uses)
+                    if not facts.facts:
+                        note = (f"skipped: {name} runs on {', '.join(audit.uses)} items and this fact set has none "
+                                f"(it holds {', '.join(prepared.facts.breakdown()) or 'nothing'})")
+                        store.finish_audit(run_id, name, "skipped", notes=[note])
+                        notify(RunEvent(run_id, name, index, total, "skipped"))
+                        continue
+                    ctx = AuditContext(pair=prepared.pair, facts=facts, options=prepared.options[name],
+                                       record=record, reference=prepared.reference,
+                                       max_new_tokens=spec.max_new_tokens, load_model=prepared.loader,
+                                       _shared=shared)
+                    result = audit().run(ctx)
                 except LabError as exc:
                     errors[name] = str(exc)
                     store.finish_audit(run_id, name, "failed", str(exc))

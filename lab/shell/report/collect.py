@@ -86,11 +86,21 @@ class KillChain:
 
 
 @dataclass
+class Breakdown:
+    """One audit's results per value of a fact attribute (RWKU's level or probe type, a suite's subset)."""
+
+    audit: str
+    by: str  # subset | level | probe_type
+    rows: list[dict[str, Any]]  # split, value, facts, base, unlearned (hit shares), recovered (of targets)
+
+
+@dataclass
 class Report:
     run: dict[str, Any]
     partial: str | None  # why the results are incomplete, or None for a complete run
     audits: list[AuditEntry]
     kill_chain: KillChain
+    breakdowns: list[Breakdown]
     models: dict[str, dict[str, Any] | None]
     facts: dict[str, Any]
     config: dict[str, Any]
@@ -142,6 +152,8 @@ def audit_entry(name: str, status: str, row: dict[str, Any], metrics: dict[str, 
         verdict = "completed; its module is no longer installed, so only the stored metrics are shown"
     elif status == NOT_RUN:
         verdict = "not run: the run stopped before this audit started"
+    elif status == "skipped":
+        verdict = (list(row.get("notes") or []) or ["skipped: nothing in the fact set for this audit"])[0]
     else:
         verdict = f"{status}: {error or 'no result was stored'}"
     figures, figure_error = _figures(audit, artifacts, items) if status == "complete" and audit else ({}, None)
@@ -224,6 +236,39 @@ def kill_chain(items: pd.DataFrame) -> KillChain:
                      _fact_rows(suppressed, questions))
 
 
+# ----------------------------------------------------------------- breakdown
+BREAKDOWN_BY = ("subset", "level", "probe_type")
+
+
+def _share(flags: pd.Series) -> float | None:
+    flags = flags.dropna()
+    return float(flags.astype(bool).mean()) if len(flags) else None
+
+
+def breakdowns(items: pd.DataFrame, facts: pd.DataFrame) -> list[Breakdown]:
+    """Per audit, per fact attribute with two values or more: facts, the share each model answers (any prompt
+    of the audit), and the share of targets recovered.  A fact counts once per group."""
+    if items.empty or facts.empty:
+        return []
+    out = []
+    for by in BREAKDOWN_BY:
+        values = facts[by].replace("", pd.NA).dropna()
+        if values.nunique() < 2:
+            continue
+        merged = items.merge(facts[["fact_id", by]], on="fact_id")
+        merged = merged[merged[by].fillna("") != ""]
+        for audit, group in merged.groupby("audit", sort=False):
+            if group["hit_base"].isna().all() and group["recovered"].isna().all():
+                continue
+            per_fact = group.groupby(["split", by, "fact_id"]).agg(
+                base=("hit_base", "max"), unlearned=("hit_unlearned", "max"), recovered=("recovered", "max"))
+            rows = [{"split": split, "value": value, "facts": len(part), "base": _share(part["base"]),
+                     "unlearned": _share(part["unlearned"]), "recovered": _share(part["recovered"])}
+                    for (split, value), part in per_fact.groupby(level=[0, 1], sort=True)]
+            out.append(Breakdown(str(audit), by, rows))
+    return out
+
+
 # ------------------------------------------------------- run, models, config
 def partial_reason(run: dict[str, Any], audits: list[AuditEntry]) -> str | None:
     """One sentence on why a run's results are incomplete, or None when it completed."""
@@ -285,6 +330,7 @@ def collect(store: Store, run_id: str) -> Report:
         partial=partial_reason(run, audits),
         audits=audits,
         kill_chain=kill_chain(items),
+        breakdowns=breakdowns(items, store.facts(run_id)),
         models=config.get("models") or {"base": {"ref": run["base_ref"], "content_hash": run["base_hash"]},
                                          "unlearned": {"ref": run["unlearned_ref"],
                                                        "content_hash": run["unlearned_hash"]}},

@@ -28,6 +28,7 @@ REPORT_VERSION = 1
 SECTIONS = (
     ("summary", "Executive summary"),
     ("kill-chain", "Kill chain: fact by fact"),
+    ("breakdown", "Breakdown by subset, level and probe type"),
     ("audits", "Audits and figures"),
     ("models", "Models"),
     ("facts", "Facts"),
@@ -64,6 +65,15 @@ KILL_CHAIN_NOTE = ("A forget fact counts as recovered where an audit marked it s
                    "answers right and the unlearned model does not.")
 
 
+BREAKDOWN_NOTE = ("Each audit's items grouped by a fact attribute that takes two values or more: how many facts, the "
+                  "share each model answers right under the audit's prompts, and the share of target facts the "
+                  "audit recovered (n/a where the audit scores no recovery).")
+
+
+def share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def kill_chain_counts(report: Report) -> str:
     chain = report.kill_chain
     return (f"{len(chain.targets)} target forget facts (the base model knows them, the unlearned model misses the "
@@ -87,6 +97,7 @@ def as_data(report: Report) -> dict[str, Any]:
         "summary": [{"audit": a.name, "title": a.title, "status": a.status, "headline_key": a.headline_key,
                      "headline_value": a.headline_value, "verdict": a.verdict} for a in report.audits],
         "kill_chain": {"counts": kill_chain_counts(report), "note": KILL_CHAIN_NOTE, **asdict(report.kill_chain)},
+        "breakdown": {"note": BREAKDOWN_NOTE, "tables": [asdict(b) for b in report.breakdowns]},
         "audits": {a.name: audit(a) for a in report.audits},
         "models": report.models,
         "facts": report.facts,
@@ -150,7 +161,16 @@ def to_markdown(report: Report) -> str:
     out += _fact_table(report.kill_chain.recovered, "Recovered by")
     out += ["", "### Targets no audit recovered", "", ", ".join(report.kill_chain.held) or "_none_", "",
             "### Suppressed retain facts", ""]
-    out += _fact_table(report.kill_chain.suppressed, "Suppressed under") + ["", f"## {titles['audits']}", ""]
+    out += _fact_table(report.kill_chain.suppressed, "Suppressed under") + ["", f"## {titles['breakdown']}", "",
+                                                                         BREAKDOWN_NOTE, ""]
+    for table in report.breakdowns:
+        out += [f"### {table.audit} by {table.by}", ""]
+        out += md_table(["Split", table.by, "Facts", "Base answers", "Unlearned answers", "Targets recovered"],
+                        [[r["split"], r["value"], r["facts"], share(r["base"]), share(r["unlearned"]),
+                          share(r["recovered"])] for r in table.rows]) + [""]
+    if not report.breakdowns:
+        out += ["_The facts have one subset, level and probe type: nothing to break down._", ""]
+    out += [f"## {titles['audits']}", ""]
     for entry in report.audits:
         out += _md_audit(entry)
     out += [f"## {titles['models']}", ""]
@@ -197,7 +217,8 @@ def to_html(report: Report) -> str:
                for a in report.audits}
     return _template().render(
         report=report, sections=SECTIONS, figures=figures, number=number, headline=headline,
-        counts=kill_chain_counts(report), kill_chain_note=KILL_CHAIN_NOTE, scoring=SCORING, model_fields=MODEL_FIELDS,
+        counts=kill_chain_counts(report), kill_chain_note=KILL_CHAIN_NOTE, breakdown_note=BREAKDOWN_NOTE, share=share,
+        scoring=SCORING, model_fields=MODEL_FIELDS,
         config_json=json.dumps(report.config, indent=2, default=str),
         css=(STATIC / "report.css").read_text(encoding="utf-8"),
         plotly_js=get_plotlyjs() if any(figures.values()) else "",

@@ -33,7 +33,10 @@ def build(lab: Lab, state: gr.State) -> None:
             upload = gr.File(label="Facts file (JSONL, JSON, CSV, Parquet; TOFU, MUSE, RWKU)", visible=False,
                              file_types=[".jsonl", ".json", ".csv", ".parquet"], type="filepath",
                              elem_id="audit-facts-file")
-            server_path = gr.Textbox(label="Facts file on the server", visible=False, elem_id="audit-facts-path")
+            server_path = gr.Textbox(label="Facts file or benchmark suite on the server",
+                                     placeholder="/data/facts.jsonl, tofu:/data/TOFU:forget10, muse:/data/muse:news, "
+                                                 "rwku:/data/RWKU, wmdp:/data/wmdp:bio",
+                                     visible=False, elem_id="audit-facts-path")
             facts_info = gr.Markdown(elem_id="audit-facts-info")
             audits = gr.CheckboxGroup(names, value=["direct"] if "direct" in names else [], label="Audits",
                                       elem_id="audit-select")

@@ -71,8 +71,18 @@ def manifest_frame(manifest: dict[str, Any] | None) -> pd.DataFrame:
 
 
 def facts_summary(facts: FactSet) -> str:
+    """What a loaded fact set or suite holds: items per kind and split, its subsets, and what is missing."""
     counts = ", ".join(f"{n} {split}" for split, n in facts.counts().items())
-    lines = [f"**{len(facts)} facts** ({counts}) from `{facts.source.rsplit('/', 1)[-1]}`"]
+    source = facts.source.rsplit("/", 1)[-1] if not facts.suite else facts.source
+    lines = [f"**{len(facts)} facts** ({counts}) from `{source}`" + (f" · suite **{facts.suite}**" if facts.suite
+                                                                       else "")]
+    breakdown = facts.breakdown()
+    if len(breakdown) > 1 or facts.suite:
+        lines += ["", "| kind | forget | retain | holdout |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {kind} | {row['forget']} | {row['retain']} | {row['holdout']} |" for kind, row in breakdown.items()]
+    subsets = facts.subsets()
+    if len(subsets) > 1:
+        lines += ["", "Subsets: " + ", ".join(f"{name} ({n})" for name, n in subsets.items())]
     lines += [f"- ⚠ {w}" for w in facts.warnings]
     return "\n".join(lines)
 
