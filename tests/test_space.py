@@ -151,3 +151,64 @@ def test_space_mode_refuses_remote_code(space, demo_env, tmp_path):
             lab.engine("demo:base", trust_remote_code=True)
     finally:
         lab.close()
+
+
+@pytest.fixture()
+def space_app(demo_env, monkeypatch):
+    """The lab served in Space mode on the tiny demo, driven over HTTP as a visitor would: (client, lab)."""
+    from gradio_client import Client
+
+    from lab.shell.ui import running
+
+    monkeypatch.setenv("LAB_SPACE", "1")
+    monkeypatch.setenv("LAB_DEMO_PROFILE", "tiny")
+    with running(server_name="127.0.0.1", quiet=True) as (url, lab):
+        client = Client(url, verbose=False)
+        status = client.predict("Demo pair", "npo", "", "", "cpu", "auto", False, api_name="/load_models")[0]
+        assert "demo:base → demo:npo" in status
+        yield client, lab
+
+
+def api_error(call) -> str:
+    with pytest.raises(Exception) as caught:
+        call()
+    return str(caught.value)
+
+
+OPTIONS = {"headers": ["audit", "option", "type", "default", "value", "help"], "data": []}
+
+
+def test_a_space_visitor_over_http(space_app, tiny_demo):
+    """Path escapes, remote code and oversized requests through the HTTP API: refused with the rule named,
+    nothing stored, the app keeps serving."""
+    client, lab = space_app
+    before = len(lab.store.runs())
+    for base in (str(tiny_demo / "models" / "base"), "demo:../../etc", "demo:/etc", "../models", "~"):
+        message = api_error(lambda: client.predict("Your models", "npo", base, "demo:npo", "cpu", "auto", False,
+                                                   api_name="/load_models"))
+        assert "disabled in Space mode" in message or "plain name" in message, message
+    message = api_error(lambda: client.predict("Your models", "npo", "demo:base", "demo:npo", "cpu", "auto", True,
+                                               api_name="/load_models"))
+    assert "remote model code is disabled" in message
+
+    def run(options=OPTIONS, reference="", max_new=16, names=("direct",)):
+        return client.predict(source_="Demo facts", upload_=None, path_="", names_=list(names), options_=options,
+                              limit_=2, max_new_=max_new, reference_=reference, api_name="/run_audit")
+
+    assert "server paths are disabled" in api_error(lambda: run(reference="/etc"))
+    attacker = {**OPTIONS, "data": [["reasoning", "attacker", "str", "base", "/tmp", ""]]}
+    assert "server paths are disabled" in api_error(lambda: run(options=attacker, names=("reasoning",)))
+    tokens = {**OPTIONS, "data": [["reasoning", "max_new_tokens", "int", "0", "357", ""]]}
+    assert "above the cap of 64" in api_error(lambda: run(options=tokens, names=("reasoning",)))
+    variants = {**OPTIONS, "data": [["remind", "variants_per_radius", "int", "8", "100", ""]]}
+    assert "above its cap of 8" in api_error(lambda: run(options=variants, names=("remind",)))
+    too_long = api_error(lambda: run(max_new=1000))  # the page's own field limit, or the policy's cap
+    assert "maximum value 64" in too_long or "above the cap of 64 new tokens" in too_long
+    message = api_error(lambda: client.predict(source_="Server path", upload_=None, path_="/etc/passwd",
+                                               names_=["direct"], options_=OPTIONS, limit_=2, max_new_=16,
+                                               reference_="", api_name="/run_audit"))
+    assert "not in the list of choices" in message or "server path" in message
+    assert len(lab.store.runs()) == before  # nothing was stored by any refused request
+    status = run()[0]  # and an honest request still runs
+    runs = lab.store.runs()
+    assert len(runs) == before + 1 and runs.iloc[-1]["status"] == "complete" and runs.iloc[-1]["run_id"] in status

@@ -87,7 +87,7 @@ class KeywordsOptions(AuditOptions):
     captum_check: bool = option(True, "recompute one fact with captum's FeatureAblation and compare")
     retain_control: bool = option(True, "also measure the attribution shift on retain facts (no emphasis there)")
     retain_facts: int = option(120, "known retain facts in that control, evenly spread (0: all)", low=0,
-                               kind="size", space_cap=50)
+                               kind="size", space_cap=120)
 
 
 @dataclass

@@ -74,7 +74,7 @@ class ReasoningOptions(AuditOptions):
     max_new_tokens: int = option(0, "answer length (0: the run's --max-new-tokens)", low=0, kind="tokens")
     retain: bool = option(True, "also probe retain facts for unfair suppression")
     retain_facts: int = option(120, "known retain facts probed, evenly spread (0: all)", low=0, kind="size",
-                               space_cap=50)
+                               space_cap=120)
 
 
 @dataclass(frozen=True)

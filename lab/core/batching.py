@@ -88,22 +88,24 @@ def run_batched(
     results: list[T | None] = [None] * len(lengths)
     pending = plan_batches(lengths, policy)
     bar = tqdm(total=len(lengths), desc=desc, disable=desc is None or len(lengths) < 2, leave=False)
-    while pending:
-        check_cancelled()
-        batch = pending.pop(0)
-        try:
-            outputs = fn(batch)
-        except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
-            if not is_oom(error) or len(batch) == 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            policy.max_tokens = max(1, policy.max_tokens // 2)
-            half = len(batch) // 2
-            pending[:0] = [batch[:half], batch[half:]]
-            continue
-        for index, output in zip(batch, outputs):
-            results[index] = output
-        bar.update(len(batch))
-    bar.close()
+    try:
+        while pending:
+            check_cancelled()
+            batch = pending.pop(0)
+            try:
+                outputs = fn(batch)
+            except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                if not is_oom(error) or len(batch) == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                policy.max_tokens = max(1, policy.max_tokens // 2)
+                half = len(batch) // 2
+                pending[:0] = [batch[:half], batch[half:]]
+                continue
+            for index, output in zip(batch, outputs):
+                results[index] = output
+            bar.update(len(batch))
+    finally:
+        bar.close()  # a stopped run leaves no half-drawn bar before its message
     return results  # type: ignore[return-value]

@@ -59,6 +59,19 @@ def log_unexpected(error: BaseException) -> Path | None:
     return path
 
 
+def route_warnings() -> None:
+    """Python warnings (libraries' advisories) go to the log file, not to stderr: stderr is for one error line."""
+    logging.captureWarnings(True)
+    logger = logging.getLogger("py.warnings")
+    logger.propagate = False
+    if not logger.handlers:
+        try:
+            log_path().parent.mkdir(parents=True, exist_ok=True)
+            logger.addHandler(logging.FileHandler(log_path(), delay=True, encoding="utf-8"))
+        except OSError:
+            logger.addHandler(logging.NullHandler())
+
+
 def describe(error: BaseException) -> str:
     """The one line a user sees for ``error`` (unexpected ones are logged first)."""
     if isinstance(error, LabError):

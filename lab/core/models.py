@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from lab.core import settings
 from lab.core.engine import Engine, ModelInfo, PromptFormat
-from lab.core.errors import LabError
+from lab.core.errors import LabError, is_oom
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
 from lab.core.refs import ModelRef
@@ -164,8 +164,10 @@ def load_engine(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
-        raise LabError(f"could not load model '{ref}': {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - a bad folder fails in many ways (config, weights, tokenizer files)
+        if is_oom(exc):
+            raise
+        raise LabError(f"could not load model '{ref}': {type(exc).__name__}: {_first_line(exc)[:300]}") from None
     model.to(dev)
     info = ModelInfo(
         ref=ref,

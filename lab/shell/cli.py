@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from lab.core import settings
-from lab.core.errors import LabError, describe
+from lab.core.errors import LabError, describe, route_warnings
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE = 0, 2, 3
 
@@ -88,7 +90,7 @@ def _audit(args: argparse.Namespace) -> int:
     ensure_demo_models(spec.base, spec.unlearned, spec.reference)
     prepared = prepare(spec, checked=check(spec))
     with open_store(args.db, read_only=False) as store:
-        outcome = execute(prepared, store)
+        outcome = execute(prepared, store, stop=STOP)
     payload = {"run_id": outcome.run_id, "status": outcome.status,
                "audits": {name: {"metrics": m} for name, m in outcome.metrics.items()},
                "errors": outcome.errors}
@@ -211,8 +213,24 @@ def build_parser() -> Parser:
     return parser
 
 
+STOP = threading.Event()  # set by the first Ctrl-C or SIGTERM: the run stops before its next batch
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM (a container stopping, a CI timeout): the run stops before its next batch, keeps
+    every row written and is stored as interrupted; a second signal stops at once."""
+    if STOP.is_set():
+        raise KeyboardInterrupt
+    STOP.set()
+    print("note: stopping before the next batch (signal again to stop at once)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    route_warnings()
+    main_thread = threading.current_thread() is threading.main_thread()
+    STOP.clear()
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "db", "unset") is None:
@@ -224,3 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one error boundary of the command line
         print(f"error: {describe(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -29,7 +29,7 @@ import torch
 
 from audits import get_audit
 from audits.base import AuditContext, ModelLoader
-from lab.core.batching import cancellable
+from lab.core.batching import Cancelled, cancellable
 from lab.core.engine import DEFAULT_TEMPLATE, Engine, PromptFormat
 from lab.core.errors import LabError
 from lab.core.facts import FactSet, load_facts
@@ -163,14 +163,26 @@ def check(spec: RunSpec, policy: Policy | None = None) -> Checked:
         raise LabError(f"--max-new-tokens must be at least 1, got {spec.max_new_tokens}")
     policy.check_tokens(spec.max_new_tokens, "--max-new-tokens")
     policy.check_remote_code(spec.trust_remote_code)
-    if "{question}" not in spec.prompt_template:
-        raise LabError("the prompt template must contain {question}")
+    check_template(spec.prompt_template)
     policy.check_prompt(spec.prompt_template, "the prompt template")
     for ref in (spec.base, spec.unlearned, spec.reference):
         if ref:
             policy.check_ref(ref)
     facts = resolve_facts(spec, policy)
     return Checked(spec, facts, options, policy)
+
+
+def check_template(template: str) -> None:
+    """A prompt template fills exactly ``{question}``; any other field is a user error, said in one line."""
+    if "{question}" not in template:
+        raise LabError("the prompt template must contain {question}")
+    try:
+        template.format(question="q")
+    except (KeyError, IndexError) as exc:
+        raise LabError(f"the prompt template has a field {{{exc.args[0]}}} that nothing fills: only {{question}} "
+                       "is filled (write {{ and }} for literal braces)") from None
+    except ValueError as exc:
+        raise LabError(f"the prompt template is malformed ({exc}); write {{{{ and }}}} for literal braces") from None
 
 
 def default_loader(spec: RunSpec, policy: Policy) -> ModelLoader:
@@ -221,6 +233,8 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
             on_event: Callable[[RunEvent], None] | None = None) -> RunOutcome:
     """Run every audit of a prepared run and store everything; ``stop`` ends it before its next batch."""
     spec, run_id = prepared.spec, prepared.run_id
+    if stop is not None and stop.is_set():
+        raise Cancelled("stopped before the run started")
     store.create_run(
         run_id=run_id, base=prepared.pair.base.info.__dict__, unlearned=prepared.pair.unlearned.info.__dict__,
         reference=spec.reference, facts_source=prepared.facts.source, facts_hash=prepared.facts.sha256,

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import gradio as gr
 
 from lab.core import settings
+from lab.core.errors import route_warnings
 from lab.core.policy import current as current_policy
 from lab.shell.ui import audit_tab, facts_picker, internals_tab, models_tab, probe_tab, report_tab, results_tab
 from lab.shell.ui.session import Lab
@@ -95,5 +96,6 @@ def running(lab: Lab | None = None, **overrides: Any) -> Iterator[tuple[str, Lab
 
 
 def launch() -> None:
-    """``python app.py``: serve the lab until stopped."""
+    """``python app.py``: serve the lab until stopped (library warnings go to the lab's log file)."""
+    route_warnings()
     start()
