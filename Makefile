@@ -3,29 +3,36 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# Optional extras the tests exercise too (their own requirements files, installed by `make test`).
+EXTRAS := requirements-gpu.txt
 
 .PHONY: run test bench demo browser clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(RUN_STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(RUN_STAMP)
 
-run: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP) requirements-dev.txt $(EXTRAS)
+	$(PY) -m pip install --quiet -r requirements-dev.txt $(addprefix -r ,$(EXTRAS))
+	touch $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	$(PY) app.py
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(PY) -m lab demo build
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || bash scripts/install-chromium.sh
 
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) -m lab bench
 
 clean:

@@ -110,3 +110,42 @@ def test_chat_template_used_only_when_asked(tiny_demo):
     assert prompt == "<s><|user|>Who?<|assistant|>"
     ids = chat.encode(prompt)
     assert ids.count(chat.tokenizer.bos_token_id) == 1  # the template's BOS is not doubled
+
+
+def test_memory_plan_keeps_the_pair_on_the_accelerator_and_moves_the_rest():
+    from lab.core.memory import plan
+
+    gib = 2**30
+    models = [("base", "b", 10 * gib), ("unlearned", "u", 10 * gib), ("reference", "r", 10 * gib),
+              ("reasoning.attacker", "a", 20 * gib)]
+    placements = {p.role: p for p in plan(models, "cuda", free_bytes=40 * gib)}
+    assert placements["base"].device == placements["unlearned"].device == "cuda"
+    assert placements["reference"].device == "cuda"  # 3 x 12 GiB (with the working margin) fit in 40
+    assert placements["reasoning.attacker"].device == "cpu" and "does not fit" in placements["reasoning.attacker"].reason
+    assert {p.device for p in plan(models, "cpu", None)} == {"cpu"}
+
+
+def test_device_map_auto_loads_and_scores_like_a_plain_load(demo_env):
+    from lab.core.models import load_engine
+
+    plain = load_engine("demo:npo", device="cpu")
+    mapped = load_engine("demo:npo", device="cpu", device_map="auto")
+    assert mapped.info.device == "map:auto" and mapped.info.extra["device_map"]
+    prompt = plain.prompt("Where was Ada born?")
+    assert math.isclose(plain.answer_logprobs([prompt], ["Velmora"])[0],
+                        mapped.answer_logprobs([prompt], ["Velmora"])[0], abs_tol=1e-5)
+    assert plain.generate([prompt], 6) == mapped.generate([prompt], 6)
+
+
+def test_the_run_states_its_memory_plan(demo_env, tmp_path):
+    from lab.core.store import Store
+    from lab.shell.runner import RunSpec, execute, prepare
+
+    spec = RunSpec(base="demo:base", unlearned="demo:npo", reference="demo:retrain", audits=["direct"], limit=1,
+                   device="cpu")
+    prepared = prepare(spec)
+    with Store(tmp_path / "p.duckdb") as store:
+        run_id = execute(prepared, store).run_id
+        plan = store.run(run_id)["config"]["memory_plan"]
+    assert [p["role"] for p in plan] == ["base", "unlearned", "reference"]
+    assert all(p["device"] == "cpu" and p["bytes"] > 0 for p in plan)

@@ -10,7 +10,7 @@ import torch
 from audits import get_audit
 from audits.base import AuditContext
 from audits.quantization.audit import QuantizationAudit, QuantizationOptions
-from audits.quantization.rtn import bitsandbytes_available
+from audits.quantization.bnb import bitsandbytes_available
 from lab.core.errors import LabError
 from lab.core.store import Store
 from lab.shell.cli import main
@@ -65,13 +65,32 @@ def test_quantization_audit_on_the_tiny_demo(demo_pair, demo_facts):
 
 
 def test_bad_options_are_user_errors(demo_pair, demo_facts):
-    cases = [QuantizationOptions(backend="gptq"), QuantizationOptions(group_size=-4)]
-    if not bitsandbytes_available():
-        cases.append(QuantizationOptions(backend="bitsandbytes"))
-    for opts in cases:
-        ctx = AuditContext(pair=demo_pair, facts=demo_facts.limited(1), options=opts, record=lambda items: None)
-        with pytest.raises(LabError):
-            QuantizationAudit().run(ctx)
+    from lab.core.options import build_options
+
+    for values, message in (({"backend": "gptq"}, "'gptq' is not one of auto, rtn, bitsandbytes"),
+                            ({"group_size": "-4"}, "group_size must be at least 0"),
+                            ({"backend": "bitsandbytes", "symmetric": "true"}, "apply to backend=rtn only")):
+        with pytest.raises(LabError, match=message):
+            build_options(QuantizationOptions, "quantization", values)
+
+
+
+def test_the_bitsandbytes_backend_runs_the_audit(demo_pair, demo_facts):
+    """The paper's quantizer through the audit (its CPU path here); auto stays on RTN without CUDA."""
+    pytest.importorskip("bitsandbytes", reason="installed by make test from requirements-gpu.txt")
+    from lab.core.options import build_options
+
+    opts = build_options(QuantizationOptions, "quantization", {"backend": "bitsandbytes"})
+    ctx = AuditContext(pair=demo_pair, facts=demo_facts.limited(3), options=opts, record=lambda items: None)
+    result = QuantizationAudit().run(ctx)
+    assert result.notes[0] == "backend: bitsandbytes"
+    for key in ("retention_int8", "retention_int4", "recovery_rate_int8", "recovery_rate_int4"):
+        assert key in result.metrics
+    assert result.metrics["forget_accuracy_base_int8"] >= 0.5  # LLM.int8 keeps the base model's answers
+    auto = build_options(QuantizationOptions, "quantization", {})
+    ctx = AuditContext(pair=demo_pair, facts=demo_facts.limited(1), options=auto, record=lambda items: None)
+    assert QuantizationAudit().run(ctx).notes[0] == ("backend: bitsandbytes (auto)" if bitsandbytes_available()
+                                                     else "backend: rtn (auto)")
 
 
 def test_both_audits_through_the_cli(demo_env, tmp_path):

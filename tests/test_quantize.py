@@ -1,15 +1,16 @@
 """The RTN weight quantizer on hand-checked tensors, and its in-place apply/restore."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
+from audits.quantization.bnb import bitsandbytes_available, load_bitsandbytes
 from audits.quantization.rtn import (
     QuantSpec,
-    bitsandbytes_available,
     fake_quantize,
     identical_share,
-    load_bitsandbytes,
     quantize_groups,
     quantized,
     target_weights,
@@ -145,8 +146,25 @@ def test_changes_below_half_a_step_vanish_after_quantization():
     assert nothing != nothing  # NaN: no weight to compare
 
 
-def test_bitsandbytes_path_refuses_cleanly_without_cuda():
-    if bitsandbytes_available():
-        pytest.skip("CUDA and bitsandbytes present: the refusal path does not apply")
-    with pytest.raises(LabError, match="bitsandbytes backend needs a CUDA device"):
+def test_bitsandbytes_loads_with_the_papers_settings(demo_pair):
+    """bitsandbytes (requirements-gpu.txt) on the CPU: fp4 with float32 compute and bf16 elsewhere at 4 bits,
+    LLM.int8 at 8 bits, as the quantization paper's code loads its models."""
+    pytest.importorskip("bitsandbytes", reason="installed by make test from requirements-gpu.txt")
+    four = load_bitsandbytes(demo_pair.unlearned, 4)
+    config = four.model.config.quantization_config
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "fp4"
+    assert config.bnb_4bit_compute_dtype in (None, torch.float32, "float32")
+    assert type(four.model.model.layers[0].mlp.down_proj).__name__ == "Linear4bit"
+    eight = load_bitsandbytes(demo_pair.unlearned, 8)
+    assert type(eight.model.model.layers[0].mlp.down_proj).__name__ == "Linear8bitLt"
+    prompt = demo_pair.unlearned.prompt("Where was Ada born?")
+    assert all(math.isfinite(e.answer_logprobs([prompt], ["Velmora"])[0]) for e in (four, eight))
+    assert not bitsandbytes_available() or torch.cuda.is_available()  # auto takes it only on CUDA
+
+
+def test_bitsandbytes_path_refuses_cleanly_without_the_package(monkeypatch):
+    from audits.quantization import bnb
+
+    monkeypatch.setattr(bnb, "bitsandbytes_installed", lambda: False)
+    with pytest.raises(LabError, match="needs the bitsandbytes package"):
         load_bitsandbytes(None, 4)  # type: ignore[arg-type]

@@ -27,15 +27,8 @@ import plotly.graph_objects as go
 import torch
 
 from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, pct, recovery_rate
-from audits.quantization.rtn import (
-    QuantSpec,
-    bitsandbytes_available,
-    identical_share,
-    load_bitsandbytes,
-    quantized,
-    target_weights,
-    tied_head,
-)
+from audits.quantization.bnb import bitsandbytes_available, load_bitsandbytes
+from audits.quantization.rtn import QuantSpec, identical_share, quantized, target_weights, tied_head
 from lab.core.errors import LabError
 from lab.core.facts import TRAINED_SPLITS, Fact
 from lab.core.models import ModelPair

@@ -18,15 +18,11 @@ max(w, 0)]`` is split into ``2^b - 1`` steps with an integer zero point.  In
 both cases every weight inside the range is within half a step of its
 quantized value.
 
-Where CUDA and bitsandbytes are present, :func:`load_bitsandbytes` loads a
-model with bitsandbytes 4-bit (nf4/fp4) or 8-bit weights, as the paper's code
-does (``BitsAndBytesConfig(load_in_4bit=True)``).  Neither exists on a CPU
-machine, so that path is kept minimal and is not exercised by the test suite.
+The bitsandbytes path the paper's own code takes is :mod:`audits.quantization.bnb`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -34,10 +30,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from lab.core.engine import Engine
 from lab.core.errors import LabError
 
-BNB_4BIT_TYPES = ("nf4", "fp4")
 
 
 @dataclass(frozen=True)
@@ -146,39 +140,3 @@ def identical_share(a: dict[str, nn.Parameter], b: dict[str, nn.Parameter]) -> f
         equal += int((param.detach() == other.detach().to(param.device)).sum())
         total += param.numel()
     return equal / total if total else float("nan")
-
-
-def bitsandbytes_available() -> bool:
-    """bitsandbytes needs CUDA and the package; the RTN quantizer needs neither."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def load_bitsandbytes(engine: Engine, bits: int, quant_type: str = "fp4") -> Engine:
-    """A second engine on ``engine``'s weights loaded by bitsandbytes in 8-bit or 4-bit (CUDA only).
-
-    This is how the paper's code quantizes (``BitsAndBytesConfig`` defaults:
-    4-bit ``fp4``).  Untested on CPU machines, where bitsandbytes cannot run.
-    """
-    if not bitsandbytes_available():
-        raise LabError("the bitsandbytes backend needs a CUDA device and the bitsandbytes package; "
-                       "use backend=rtn (pure torch, any device)")
-    if bits not in (4, 8) or (bits == 4 and quant_type not in BNB_4BIT_TYPES):
-        raise LabError(f"bitsandbytes loads 8-bit or 4-bit ({', '.join(BNB_4BIT_TYPES)}) weights")
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    config = (BitsAndBytesConfig(load_in_8bit=True) if bits == 8
-              else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
-                                      bnb_4bit_compute_dtype=engine.model.dtype))
-    model = AutoModelForCausalLM.from_pretrained(
-        engine.info.path, quantization_config=config, dtype=engine.model.dtype,
-        device_map={"": engine.device}, trust_remote_code=engine.info.trust_remote_code,
-    )
-    label = f"{bits}-bit {quant_type}" if bits == 4 else "8-bit"
-    info = dataclasses.replace(engine.info, extra={**engine.info.extra, "bitsandbytes": label})
-    return Engine(model, engine.tokenizer, info, engine.prompt_format)

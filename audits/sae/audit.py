@@ -464,6 +464,7 @@ class SaeAudit(Audit):
         """The fact's entity on the known <-> unknown axis; one SAE and axis per pair, facts and options."""
         if not fact.entity.strip():
             raise LabError("the SAE view needs the fact's entity (pick a fact with an entity, or type one)")
+        facts = [f for f in facts if f.kind in self.uses]
         if not facts:
             raise LabError("the SAE view needs a fact set with entities known and unknown to the base model")
         key = ("sae", pair.base.info.ref, pair.unlearned.info.ref, len(facts), repr(options))

@@ -76,17 +76,15 @@ def prompt_tokens(engine: "Engine", prompt: str, answer: str) -> PromptTokens:
     if not answer.strip():
         raise LabError("attribution needs a non-empty target answer")
     ids, target = engine.encode_continuation(prompt, answer)
-    add_special = not engine.prompt_format.use_chat_template  # as Engine.encode
     try:
-        offsets = engine.tokenizer(prompt, add_special_tokens=add_special,
-                                   return_offsets_mapping=True)["offset_mapping"]
+        offsets = engine.encoder.offsets(engine.encoder.joined(prompt, answer))[:len(ids)]
     except NotImplementedError:
         raise LabError("token attribution needs a fast (Rust) tokenizer for character offsets") from None
     special = set(engine.tokenizer.all_special_ids)
-    positions = [i for i, token in enumerate(ids) if token not in special]
+    positions = [i for i, token in enumerate(ids) if token not in special and offsets[i] is not None]
     if len(ids) < 2 or not positions:
         raise LabError(f"prompt too short to attribute (needs two tokens or more): {prompt!r}")
-    spans = [tuple(offsets[i]) for i in positions]
+    spans = [(min(offsets[i][0], len(prompt)), min(offsets[i][1], len(prompt))) for i in positions]
     labels = [prompt[s:e].replace("\n", "\\n") or engine.tokenizer.convert_ids_to_tokens(ids[i])
               for i, (s, e) in zip(positions, spans)]
     return PromptTokens(ids, target, positions, spans, labels)

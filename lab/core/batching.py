@@ -55,11 +55,6 @@ class BatchPolicy:
     max_tokens: int = 8192
     max_rows: int = 128
 
-    @classmethod
-    def for_device(cls, device: str) -> "BatchPolicy":
-        if device.startswith("cuda"):
-            return cls(max_tokens=262_144, max_rows=1024)
-        return cls()
 
 
 def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[list[int]]:

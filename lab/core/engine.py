@@ -1,11 +1,15 @@
-"""Batched inference for one causal LM: the only way audits touch a model.
+"""Batched inference for one causal LM: the only way audits touch a local model.
 
 Four primitives cover every audit: greedy generation (left padding),
 teacher-forced token log-probs of a target after a prefix (right padding),
 per-example losses of raw token rows (REMIND's neighbors), and the residual
 stream at the last prompt token (SAE, logit lens, embeddings).  All of them
-batch through :func:`lab.core.batching.run_batched`.  This class is also the seam
-where another backend (a remote inference server) would plug in.
+batch through :func:`lab.core.batching.run_batched` under a token budget sized
+from the model and the free memory.  Scoring never builds the full logits
+tensor: the backbone's final states of the positions asked about go through
+the output head a chunk at a time (:mod:`lab.core.logprobs`), checked once
+against the model's own logits.  Prompts and ids come from
+:class:`lab.core.prompts.Encoder` (BOS once, continuations, stop tokens).
 """
 
 from __future__ import annotations
@@ -19,18 +23,35 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
-from lab.core.architecture import Architecture, LensReading, discover, lens_readings
+from lab.core.architecture import Architecture, LensReading, discover, layer_count, lens_readings, text_config
 from lab.core.batching import BatchPolicy, run_batched
+from lab.core.logprobs import chunk_rows, gather
+from lab.core.prompts import DEFAULT_TEMPLATE, Encoder, PromptFormat
 
-DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
+__all__ = ["DEFAULT_TEMPLATE", "Engine", "ModelInfo", "PromptFormat", "TokenScores", "batch_policy"]
+CPU_MAX_TOKENS = 8_192  # larger CPU batches measured no faster (compute-bound)
+GPU_MAX_TOKENS = 262_144
+ACTIVATION_BYTES_PER_HIDDEN = 4 * 40  # float32 activations alive per token and hidden unit in a no-grad forward
 
 
-@dataclass(frozen=True)
-class PromptFormat:
-    """How a question becomes a prompt: a plain template, or the chat template."""
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` now (CUDA: the allocator's view; CPU: the system's available memory)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
 
-    template: str = DEFAULT_TEMPLATE
-    use_chat_template: bool = False
+    return int(psutil.virtual_memory().available)
+
+
+def batch_policy(model: PreTrainedModel, device: torch.device) -> BatchPolicy:
+    """A token budget from the model's width and depth and the free memory (a quarter of it)."""
+    if getattr(model, "config", None) is None:  # a bare torch module (tests): the default budget
+        return BatchPolicy()
+    hidden = int(getattr(text_config(model), "hidden_size", 0) or 1024)
+    per_token = hidden * ACTIVATION_BYTES_PER_HIDDEN * max(1, min(layer_count(model), 4))
+    cap = GPU_MAX_TOKENS if device.type == "cuda" else CPU_MAX_TOKENS
+    tokens = int(free_memory(device) * 0.25 // per_token)
+    return BatchPolicy(max_tokens=max(512, min(cap, tokens)), max_rows=1024 if device.type == "cuda" else 128)
 
 
 @dataclass
@@ -83,34 +104,28 @@ class Engine:
         self.tokenizer = tokenizer
         self.info = info
         self.prompt_format = prompt_format
-        self.policy = policy or BatchPolicy.for_device(info.device)
-        self.device = torch.device(info.device)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_id = tokenizer.pad_token_id
+        self.encoder = Encoder(tokenizer, prompt_format)
+        # Inputs go where the input embeddings live (one device, or the first of a device map).
+        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        self.device = embeddings.weight.device if embeddings is not None else torch.device(info.device)
+        self.policy = policy or batch_policy(model, self.device)
         self.lock = threading.RLock()  # one model call at a time per engine
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, question: str) -> str:
         """The prompt for a question under this engine's prompt format."""
-        fmt = self.prompt_format
-        if fmt.use_chat_template and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-            )
-        return fmt.template.format(question=question)
+        return self.encoder.prompt(question)
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt; special tokens are added unless a chat template already did."""
-        add = not self.prompt_format.use_chat_template
-        return self.tokenizer(text, add_special_tokens=add)["input_ids"]
+        """Token ids of a prompt, BOS exactly once (see :mod:`lab.core.prompts`)."""
+        return self.encoder.encode(text)
 
     def encode_continuation(self, prefix: str, target: str) -> tuple[list[int], list[int]]:
-        """Ids of ``prefix`` and of ``target`` as its continuation (space-joined)."""
-        joiner = "" if not prefix or prefix[-1].isspace() or target[:1].isspace() else " "
-        prefix_ids = self.encode(prefix)
-        target_ids = self.tokenizer(joiner + target, add_special_tokens=False)["input_ids"]
-        return prefix_ids, target_ids
+        """Ids of ``prefix`` and of ``target`` as its continuation."""
+        return self.encoder.continuation(prefix, target)
 
     # --------------------------------------------------------------- primitives
     def _pad_right(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,6 +136,49 @@ class Engine:
             ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
             mask[i, : len(row)] = 1
         return ids.to(self.device), mask.to(self.device)
+
+    def _backbone_states(self, ids: torch.Tensor, mask: torch.Tensor, all_layers: bool = False):
+        """The backbone's output (no output head): the final states, or every layer's with ``all_layers``."""
+        backbone = getattr(self.model, self.model.base_model_prefix, None)
+        if backbone is None or backbone is self.model:
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            return out.hidden_states if all_layers else out.hidden_states[-1]
+        out = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=all_layers)
+        return out.hidden_states if all_layers else out.last_hidden_state
+
+    def _logits(self, states: torch.Tensor) -> torch.Tensor:
+        """The output head (and Gemma's final soft-cap) on final states."""
+        logits = self.model.get_output_embeddings()(states)
+        softcap = getattr(text_config(self.model), "final_logit_softcapping", None)
+        return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+    @cached_property
+    def chunked_scoring(self) -> bool:
+        """Whether backbone + head reproduce the model's logits (checked once); if not, full logits are used."""
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if head is None or not getattr(self.model, "base_model_prefix", None):
+            return False
+        vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        ids = torch.arange(min(5, vocab), device=self.device).unsqueeze(0)
+        mask = torch.ones_like(ids)
+        with self.lock, torch.no_grad():
+            reference = self.model(input_ids=ids, attention_mask=mask).logits[0].float()
+            ours = self._logits(self._backbone_states(ids, mask)[0]).float()
+        scale = reference.abs().max().clamp(min=1e-6)
+        agrees = bool(((ours - reference).abs().max() / scale) < 2e-2)
+        self.info.extra["scoring"] = "chunked head" if agrees else "full logits (backbone + head differ)"
+        return agrees
+
+    def _target_columns(self, ids: torch.Tensor, mask: torch.Tensor, wanted: torch.Tensor, targets: torch.Tensor,
+                        distribution: bool) -> torch.Tensor:
+        """[log p(target), argmax match, (mu, sigma)] per wanted position, never the full logits in float32."""
+        predictors = wanted[:, 1:]  # position t - 1 predicts token t
+        if self.chunked_scoring:
+            vocab = int(self.model.get_output_embeddings().weight.shape[0])
+            states = self._backbone_states(ids, mask)[:, :-1][predictors]
+            return gather(states, targets, self._logits, chunk_rows(vocab), distribution)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][predictors]
+        return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1]), distribution)
 
     @torch.no_grad()
     def token_scores(
@@ -137,20 +195,12 @@ class Engine:
 
         def batch_fn(indices: list[int]) -> list[TokenScores]:
             ids, mask = self._pad_right([rows[i] for i in indices])
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
-            # All target positions of the batch at once: position t predicts token t + 1.
+            # The positions that predict a target: t - 1 for every target token t.
             wanted = torch.zeros_like(mask, dtype=torch.bool)
             for j, i in enumerate(indices):
                 wanted[j, starts[i] : len(rows[i])] = True
-            logp = torch.log_softmax(logits[:, :-1][wanted[:, 1:]].float(), dim=-1)
             targets = ids[wanted]
-            columns = [logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1), (logp.argmax(-1) == targets).float()]
-            if distribution:
-                probs = logp.exp()
-                mu = (probs * logp).sum(-1)
-                var = (probs * logp.square()).sum(-1) - mu.square()
-                columns += [mu, var.clamp(min=0).sqrt()]
-            table = torch.stack(columns, dim=1).cpu().numpy()
+            table = self._target_columns(ids, mask, wanted, targets, distribution).cpu().numpy()
             bounds = np.cumsum([0] + [len(rows[i]) - starts[i] for i in indices])
             out = []
             for a, b in zip(bounds[:-1], bounds[1:]):
@@ -179,7 +229,7 @@ class Engine:
 
     def text_scores(self, texts: Sequence[str], distribution: bool = False, desc: str | None = None) -> list[TokenScores]:
         """Log-probs of every token of each text after the first (membership inference)."""
-        rows = [self.tokenizer(t)["input_ids"] for t in texts]
+        rows = [self.encode(t) for t in texts]
         return self.token_scores(rows, [1] * len(rows), distribution=distribution, desc=desc)
 
     def row_losses(self, rows: Sequence[Sequence[int]], desc: str | None = None) -> list[float]:
@@ -205,6 +255,7 @@ class Engine:
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.pad_id,
+                eos_token_id=self.encoder.stop_ids or None,
             )
             return [t.strip() for t in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 
@@ -217,7 +268,8 @@ class Engine:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         ids = torch.as_tensor([self.encode(prompt)], device=self.device)
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                      do_sample=False, pad_token_id=self.pad_id, streamer=streamer)
+                      do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.encoder.stop_ids or None,
+                      streamer=streamer)
         with self.lock:
             worker = threading.Thread(target=self.model.generate, kwargs=kwargs, daemon=True)
             worker.start()
@@ -234,7 +286,7 @@ class Engine:
 
         def batch_fn(indices: list[int]) -> list[torch.Tensor]:
             ids, mask = self._pad_right([encoded[i] for i in indices])
-            states = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            states = self._backbone_states(ids, mask, all_layers=True)
             stacked = torch.stack(states, dim=1)  # [batch, layers + 1, seq, hidden]
             return [stacked[j, :, len(encoded[i]) - 1].float().cpu() for j, i in enumerate(indices)]
 
@@ -253,7 +305,7 @@ class Engine:
 
         def batch_fn(indices: list[int]) -> list[torch.Tensor]:
             ids, mask = self._pad_right([rows[i] for i in indices])
-            states = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+            states = self._backbone_states(ids, mask, all_layers=True)[layer]
             return [states[j, : len(rows[i])].float().cpu() for j, i in enumerate(indices)]
 
         with self.lock:
@@ -273,7 +325,7 @@ class Engine:
 
         def batch_fn(indices: list[int]) -> list[LensReading]:
             ids, mask = self._pad_right([rows[i] for i in indices])
-            hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            hidden = self._backbone_states(ids, mask, all_layers=True)
             spans = [slice(starts[i] - 1, len(rows[i]) - 1) for i in indices]
             picked = torch.stack([torch.cat([h[j, span] for j, span in enumerate(spans)]) for h in hidden],
                                  dim=1)  # [answer positions, layers + 1, hidden]

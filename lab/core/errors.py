@@ -60,16 +60,19 @@ def log_unexpected(error: BaseException) -> Path | None:
 
 
 def route_warnings() -> None:
-    """Python warnings (libraries' advisories) go to the log file, not to stderr: stderr is for one error line."""
+    """Python warnings and libraries' log records go to the log file, not to stderr: stderr is for one error line."""
     logging.captureWarnings(True)
-    logger = logging.getLogger("py.warnings")
-    logger.propagate = False
-    if not logger.handlers:
-        try:
-            log_path().parent.mkdir(parents=True, exist_ok=True)
-            logger.addHandler(logging.FileHandler(log_path(), delay=True, encoding="utf-8"))
-        except OSError:
-            logger.addHandler(logging.NullHandler())
+    root = logging.getLogger()
+    if any(getattr(h, "lab_log", False) for h in root.handlers):
+        return
+    try:
+        log_path().parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(log_path(), delay=True, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.lab_log = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
 
 
 def describe(error: BaseException) -> str:

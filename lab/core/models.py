@@ -143,8 +143,12 @@ def load_engine(
     trust_remote_code: bool = False,
     prompt_format: PromptFormat = PromptFormat(),
     policy: Policy | None = None,
+    device_map: str | None = None,
 ) -> Engine:
-    """Load tokenizer and causal LM behind one engine, under the run policy, with a clear error on failure."""
+    """Load tokenizer and causal LM behind one engine, under the run policy, with a clear error on failure.
+
+    ``device_map="auto"`` lets accelerate spread a model larger than one GPU over the GPUs (and the CPU).
+    """
     policy = policy or current_policy()
     parsed = policy.check_ref(ref)
     policy.check_remote_code(trust_remote_code)
@@ -163,21 +167,26 @@ def load_engine(
     torch_dtype = pick_dtype(dtype, dev)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        placement = {"device_map": device_map} if device_map else {}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                     **placement)
     except Exception as exc:  # noqa: BLE001 - a bad folder fails in many ways (config, weights, tokenizer files)
         if is_oom(exc):
             raise
         raise LabError(f"could not load model '{ref}': {type(exc).__name__}: {_first_line(exc)[:300]}") from None
-    model.to(dev)
+    if not device_map:
+        model.to(dev)
     info = ModelInfo(
         ref=ref,
         path=path,
         content_hash=content_hash(_local_snapshot(path)) if path else "",
-        device=dev,
+        device=f"map:{device_map}" if device_map else dev,
         dtype=str(torch_dtype).replace("torch.", ""),
         parameters=sum(p.numel() for p in model.parameters()),
         architecture=type(model).__name__,
         trust_remote_code=trust_remote_code,
+        extra={"device_map": {k: str(v) for k, v in getattr(model, "hf_device_map", {"": dev}).items()}}
+        if device_map else {},
     )
     return Engine(model, tokenizer, info, prompt_format)
 

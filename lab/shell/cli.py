@@ -81,6 +81,7 @@ def _audit(args: argparse.Namespace) -> int:
         reference=args.reference, device=args.device, dtype=args.dtype, limit=args.limit,
         max_new_tokens=args.max_new_tokens, options=parse_sets(args.set or []),
         trust_remote_code=args.trust_remote_code, chat_template=args.chat_template,
+        system_prompt=args.system_prompt or "", device_map=args.device_map,
     )
     if args.prompt_template:
         spec.prompt_template = args.prompt_template.replace("\\n", "\n")
@@ -143,6 +144,16 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gpucheck(args: argparse.Namespace) -> int:
+    from lab.shell.bench import demo_for
+    from lab.shell.gpucheck import run
+
+    result = run(args.shape, Path(args.out), demo_for(quick=True), args.limit)
+    print(f"wrote {args.out}: scoring {result['scoring']['tokens_per_s']:,.0f} tokens/s, suite "
+          f"{result['suite']['status']} in {result['suite']['total_s']:.0f} s")
+    return EXIT_OK
+
+
 def _audits(args: argparse.Namespace) -> int:
     from lab.shell.catalog import audits_markdown, audits_text
 
@@ -179,6 +190,9 @@ def build_parser() -> Parser:
     audit.add_argument("--set", action="append", metavar="AUDIT.OPTION=VALUE", help="set an audit option")
     audit.add_argument("--prompt-template", help="prompt template with {question} (default: QA format)")
     audit.add_argument("--chat-template", action="store_true", help="use the tokenizer's chat template")
+    audit.add_argument("--system-prompt", help="system prompt for --chat-template (folded into the user turn "
+                       "where the template has no system role)")
+    audit.add_argument("--device-map", choices=["auto"], help="spread each model over the GPUs (accelerate)")
     audit.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     audit.set_defaults(func=_audit)
 
@@ -206,6 +220,12 @@ def build_parser() -> Parser:
     bench.add_argument("--json", help="write the results as JSON here")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     bench.set_defaults(func=_bench)
+
+    gpu = sub.add_parser("gpucheck", help="the GPU check: 1B-shaped random pair, throughput, MFU, the suite")
+    gpu.add_argument("--shape", choices=["llama-3.2-1b", "tiny"], default="llama-3.2-1b")
+    gpu.add_argument("--out", default="gpu_check.json")
+    gpu.add_argument("--limit", type=int, default=10, help="facts per split in the audit suite")
+    gpu.set_defaults(func=_gpucheck)
 
     catalog = sub.add_parser("audits", help="list the audits and their options")
     catalog.add_argument("--markdown", action="store_true", help="as the README's Markdown tables")

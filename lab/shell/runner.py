@@ -21,7 +21,6 @@ import threading
 import traceback
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from importlib import metadata
 from typing import Any, Callable, Iterator
 
@@ -33,8 +32,11 @@ from lab.core.batching import Cancelled, cancellable
 from lab.core.engine import DEFAULT_TEMPLATE, Engine, PromptFormat
 from lab.core.errors import LabError
 from lab.core.facts import FactSet, load_facts
-from lab.core.models import ModelPair, load_engine
-from lab.core.options import AuditOptions, build_options, options_dict
+from lab.core.engine import free_memory
+from lab.core.memory import Placement, plan, weights_bytes
+from lab.core.memory import describe as describe_plan
+from lab.core.models import ModelPair, load_engine, pick_device, pick_dtype
+from lab.core.options import AuditOptions, build_options, option_specs, option_text, options_dict
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
 from lab.core.records import ItemRecord
@@ -61,10 +63,12 @@ class RunSpec:
     trust_remote_code: bool = False
     prompt_template: str = DEFAULT_TEMPLATE
     chat_template: bool = False
+    system_prompt: str = ""
+    device_map: str | None = None  # "auto": accelerate spreads each model over the GPUs (and the CPU)
 
     @property
     def prompt_format(self) -> PromptFormat:
-        return PromptFormat(self.prompt_template, self.chat_template)
+        return PromptFormat(self.prompt_template, self.chat_template, self.system_prompt)
 
     @property
     def is_demo(self) -> bool:
@@ -92,6 +96,7 @@ class PreparedRun:
     facts: FactSet
     options: dict[str, AuditOptions]
     loader: ModelLoader
+    placements: list[Placement] = field(default_factory=list)
 
 
 @dataclass
@@ -165,6 +170,9 @@ def check(spec: RunSpec, policy: Policy | None = None) -> Checked:
     policy.check_remote_code(spec.trust_remote_code)
     check_template(spec.prompt_template)
     policy.check_prompt(spec.prompt_template, "the prompt template")
+    policy.check_prompt(spec.system_prompt, "the system prompt")
+    if spec.device_map not in (None, "auto"):
+        raise LabError(f"--device-map takes auto, got '{spec.device_map}'")
     for ref in (spec.base, spec.unlearned, spec.reference):
         if ref:
             policy.check_ref(ref)
@@ -185,19 +193,40 @@ def check_template(template: str) -> None:
         raise LabError(f"the prompt template is malformed ({exc}); write {{{{ and }}}} for literal braces") from None
 
 
-def default_loader(spec: RunSpec, policy: Policy) -> ModelLoader:
-    """Models loaded afresh on the spec's device and dtype, under the policy."""
-    return partial(load_engine, device=spec.device, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
-                   prompt_format=spec.prompt_format, policy=policy)
+def memory_plan(spec: RunSpec, checked: Checked) -> list[Placement]:
+    """Where each model of the run goes (lab.core.memory): the pair, the reference, and option-named models."""
+    device = pick_device(spec.device)
+    extra = [(f"{audit}.{s.name}", option_text(getattr(options, s.name)))
+             for audit, options in checked.options.items() for s in option_specs(type(options))
+             if s.kind == "model" and s.names_reference(getattr(options, s.name))]
+    models = [("base", spec.base), ("unlearned", spec.unlearned)]
+    models += ([("reference", spec.reference)] if spec.reference else []) + extra
+    dtype = str(pick_dtype(spec.dtype, device)).replace("torch.", "")
+    sized = [(role, ref, weights_bytes(checked.policy.check_ref(ref).local_folder, dtype)) for role, ref in models]
+    free = free_memory(torch.device(device)) if device.startswith("cuda") else None
+    return plan(sized, device, free)
+
+
+def default_loader(spec: RunSpec, policy: Policy, placements: list[Placement]) -> ModelLoader:
+    """Models loaded afresh where the memory plan puts them, in the spec's dtype, under the policy."""
+    where = {p.ref: p.device for p in placements}
+
+    def load(ref: str) -> Engine:
+        return load_engine(ref, device=where.get(ref, spec.device), dtype=spec.dtype,
+                           trust_remote_code=spec.trust_remote_code, prompt_format=spec.prompt_format, policy=policy,
+                           device_map=spec.device_map)
+
+    return load
 
 
 def prepare(spec: RunSpec, loader: ModelLoader | None = None, checked: Checked | None = None) -> PreparedRun:
-    """Check the request (unless ``checked`` already is), load its models, choose its run id."""
+    """Check the request (unless ``checked`` already is), plan memory, load its models, choose its run id."""
     checked = checked or check(spec)
-    load = loader or default_loader(spec, checked.policy)
+    placements = memory_plan(spec, checked)
+    load = loader or default_loader(spec, checked.policy, placements)
     pair = ModelPair(load(spec.base), load(spec.unlearned))
     reference = load(spec.reference) if spec.reference else None
-    return PreparedRun(new_run_id(), spec, pair, reference, checked.facts, checked.options, load)
+    return PreparedRun(new_run_id(), spec, pair, reference, checked.facts, checked.options, load, placements)
 
 
 @contextmanager
@@ -224,7 +253,7 @@ def heartbeat(store: Store, run_id: str) -> Iterator[None]:
 def run_config(prepared: PreparedRun) -> dict[str, Any]:
     """What the store keeps as the run's config: the spec, validated options, facts and models."""
     return {**asdict(prepared.spec), "options": {n: options_dict(o) for n, o in prepared.options.items()},
-            "facts_counts": prepared.facts.counts(),
+            "facts_counts": prepared.facts.counts(), "memory_plan": describe_plan(prepared.placements),
             "models": {"base": prepared.pair.base.info.__dict__, "unlearned": prepared.pair.unlearned.info.__dict__,
                        "reference": prepared.reference.info.__dict__ if prepared.reference else None}}
 

@@ -1,0 +1,122 @@
+"""How a question becomes token ids, the same way for every tokenizer family.
+
+Three rules that only show with real checkpoints:
+
+- BOS exactly once.  A tokenizer that adds BOS by default (Llama, Mistral,
+  Gemma, Phi-3) gets it in front of every prompt, raw completions included;
+  a chat template that already writes it (``<s>[INST]``, ``<bos>``,
+  ``<|begin_of_text|>``) is not given a second one; tokenizers without BOS
+  (GPT-2, Qwen, OPT's ``</s>`` aside) get none.
+- Answers are tokenized as continuations, the way lm-evaluation-harness does:
+  prompt and answer are encoded together and split where the prompt's own
+  tokens end, so a SentencePiece tokenizer's leading-space marker is not
+  doubled and a byte-level BPE's space stays on the answer.
+- Generation stops at EOS and at the end-of-turn tokens chat models use.
+
+The chat template can carry a system prompt; a template that refuses the
+system role (Gemma's) gets it at the head of the user's turn instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from transformers import PreTrainedTokenizerBase
+
+DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
+# End-of-turn tokens of chat families (Llama-3, ChatML/Qwen, Gemma, Phi-3, GPT-style): generation stops at them.
+END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a question becomes a prompt: a plain template, or the tokenizer's chat template (with a system prompt)."""
+
+    template: str = DEFAULT_TEMPLATE
+    use_chat_template: bool = False
+    system_prompt: str = ""
+
+
+class Encoder:
+    """A tokenizer and a prompt format: prompts, ids, continuations and stop tokens."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_format: PromptFormat):
+        self.tokenizer = tokenizer
+        self.format = prompt_format
+
+    # ------------------------------------------------------------------ prompts
+    def prompt(self, question: str) -> str:
+        """The prompt for a question under this format."""
+        fmt = self.format
+        if fmt.use_chat_template and getattr(self.tokenizer, "chat_template", None):
+            return self._chat(question)
+        return fmt.template.format(question=question)
+
+    def _chat(self, question: str) -> str:
+        system = self.format.system_prompt.strip()
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - jinja raises TemplateError for a refused system role
+            if not system:
+                raise
+            merged = [{"role": "user", "content": f"{system}\n\n{question}"}]
+            return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+
+    # ---------------------------------------------------------------------- ids
+    @cached_property
+    def adds_bos(self) -> bool:
+        """Whether this tokenizer puts BOS in front of an encoded text by default."""
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            return False
+        plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        default = self.tokenizer("a")["input_ids"]
+        return bool(default) and default[0] == bos and (not plain or plain[0] != bos)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt with BOS exactly once (when the tokenizer uses one), no EOS."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if self.adds_bos and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
+        return ids
+
+    def continuation(self, prefix: str, target: str) -> tuple[list[int], list[int]]:
+        """Ids of ``prefix`` and of ``target`` as its continuation (joined by a space when neither has one).
+
+        Encoded together and split at the prefix's own tokens (lm-evaluation-harness's rule); trailing
+        spaces of the prefix move to the target.  Where a token spans the boundary, the split follows
+        the character offsets: tokens that start in the target belong to it.
+        """
+        context = prefix.rstrip(" ")
+        text = self.joined(prefix, target)
+        context_ids = self.encode(context)
+        whole = self.encode(text)
+        if len(whole) > len(context_ids) and whole[:len(context_ids)] == context_ids:
+            return context_ids, whole[len(context_ids):]
+        offsets = self.offsets(text)
+        cut = next((i for i, span in enumerate(offsets) if span and span[1] > len(context)), len(whole))
+        cut = min(max(cut, 1), len(whole) - 1)
+        return whole[:cut], whole[cut:]
+
+    @staticmethod
+    def joined(prefix: str, target: str) -> str:
+        """The text a prompt and its answer make together: a space between, unless either side has one."""
+        joiner = "" if not prefix or prefix[-1].isspace() or target[:1].isspace() else " "
+        return prefix + joiner + target
+
+    def offsets(self, text: str) -> list[tuple[int, int] | None]:
+        """Character span of every id :meth:`encode` gives for ``text`` (None for a BOS put in front)."""
+        spans = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        extra = len(self.encode(text)) - len(spans)
+        return [None] * extra + [tuple(s) for s in spans]
+
+    @cached_property
+    def stop_ids(self) -> list[int]:
+        """EOS and every end-of-turn token this vocabulary has."""
+        ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        vocab = self.tokenizer.get_vocab()
+        ids += [vocab[t] for t in END_OF_TURN if t in vocab]
+        return list(dict.fromkeys(ids))
