@@ -11,8 +11,8 @@ the UI and the API cannot differ.  Every refusal names the limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
 
 from lab.core import settings
 from lab.core.errors import LabError
@@ -90,11 +90,24 @@ class Policy:
         return value
 
     # ------------------------------------------------------------------ options
-    def check_options(self, audit: str, options: AuditOptions) -> None:
-        """Every option that sets a size, a length, a model or a path, by what its declaration says it is."""
+    def check_options(self, audit: str, options: AuditOptions, given: Iterable[str] | None = None) -> AuditOptions:
+        """Every option that sets a size, a length, a model or a path, by what its declaration says it is.
+
+        A value the request set (named in ``given``; all of them when ``given`` is None) above a cap is
+        refused; a default above a cap (the reference's 200-token generations in a Space) is lowered to it.
+        Returns the options to run with.
+        """
+        explicit = None if given is None else set(given)
+        lowered = {}
         for spec in option_specs(type(options)):
             value: Any = getattr(options, spec.name)
             what = f"{audit}.{spec.name}"
+            cap = self.max_new_tokens if spec.kind == "tokens" else (
+                (spec.space_cap if spec.space_cap is not None else self.size_cap) if self.space else None)
+            if spec.kind in ("tokens", "size") and value is not None and cap is not None and int(value) > cap \
+                    and explicit is not None and spec.name not in explicit:
+                lowered[spec.name] = cap
+                continue
             if spec.kind == "tokens":
                 self.check_tokens(int(value), what)
             elif spec.kind == "size" and value is not None:
@@ -103,6 +116,7 @@ class Policy:
                 self.check_ref(option_text(value))
             elif spec.kind == "path" and spec.names_reference(value):
                 self.check_path(option_text(value), f"option {what}")
+        return replace(options, **lowered) if lowered else options
 
 
 LOCAL = Policy(space=False, max_new_tokens=4096, max_prompt_chars=100_000, max_upload=None, max_upload_bytes=None,

@@ -159,8 +159,8 @@ def check(spec: RunSpec, policy: Policy | None = None) -> Checked:
         raise LabError("pick at least one audit")
     options: dict[str, AuditOptions] = {}
     for name in spec.audits:
-        options[name] = build_options(get_audit(name).Options, name, spec.options.get(name, {}))
-        policy.check_options(name, options[name])
+        given = spec.options.get(name, {})
+        options[name] = policy.check_options(name, build_options(get_audit(name).Options, name, given), given)
     unknown = set(spec.options) - set(spec.audits)
     if unknown:
         raise LabError(f"options given for audits not in this run: {', '.join(sorted(unknown))}")
