@@ -29,6 +29,7 @@ from lab.core.models import ModelPair
 from lab.core.options import AuditOptions
 from lab.core.records import AuditResult, ItemRecord
 from lab.core.scoring import AnswerScore, rate, score_answer
+from lab.core.stats import rate_with_interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,10 +100,10 @@ class Baseline:
         step = len(known) / size
         return [known[int(i * step)] for i in range(size)]
 
-    def accuracy(self, split: str, model: str) -> float:
-        facts = [f for f in self.facts if f.split == split]
+    def accuracy(self, split: str, model: str) -> dict[str, float]:
+        """``<split>_accuracy_<model>`` on the plain questions, with its interval."""
         pick = self.knows_base if model == "base" else self.knows_unlearned
-        return rate(pick(f) for f in facts)
+        return rate_with_interval(f"{split}_accuracy_{model}", [pick(f) for f in self.facts if f.split == split])
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,14 @@ def fmt(value: float | None, pattern: str = "{:.2f}") -> str:
     return "n/a" if value is None or not math.isfinite(value) else pattern.format(value)
 
 
+def interval(metrics: dict[str, float | None], key: str) -> str:
+    """``[low, high]`` of a rate's 95% interval as whole percentages, or "" when it has none."""
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return ""
+    return f"[95% CI {low:.0%}-{high:.0%}]"
+
+
 def pct(metrics: dict[str, float | None], key: str) -> str:
     """A metric as a whole percentage for a verdict line (``n/a`` when missing)."""
     return fmt(metrics.get(key), "{:.0%}")
@@ -242,3 +251,8 @@ def pct(metrics: dict[str, float | None], key: str) -> str:
 def recovery_rate(targets: list[Fact], recovered_ids: set[str]) -> float:
     """Share of target facts (see ``Baseline.targets``) that an attack brought back."""
     return rate(f.id in recovered_ids for f in targets)
+
+
+def recovery(key: str, targets: list[Fact], recovered_ids: set[str]) -> dict[str, float]:
+    """``recovery_rate`` under ``key``, with its 95% bootstrap interval over the target facts."""
+    return rate_with_interval(key, [f.id in recovered_ids for f in targets])

@@ -26,14 +26,11 @@ class DirectAudit(Audit):
                      logprobs=(base.logprob_base[fact.id], base.logprob_unlearned[fact.id]))
             for fact, prompt in zip(base.facts, base.prompts)
         ])
-        return AuditResult(metrics={
-            "forget_accuracy_base": base.accuracy("forget", "base"),
-            "forget_accuracy_unlearned": base.accuracy("forget", "unlearned"),
-            "retain_accuracy_base": base.accuracy("retain", "base"),
-            "retain_accuracy_unlearned": base.accuracy("retain", "unlearned"),
-            "holdout_accuracy_base": base.accuracy("holdout", "base"),
-            "targets": float(len(base.targets())),
-        })
+        metrics = {"targets": float(len(base.targets()))}
+        for split, model in (("forget", "base"), ("forget", "unlearned"), ("retain", "base"),
+                             ("retain", "unlearned"), ("holdout", "base")):
+            metrics.update(base.accuracy(split, model))
+        return AuditResult(metrics=metrics)
 
     def verdict(self, metrics: dict[str, float | None]) -> str:
         forget = f"{pct(metrics, 'forget_accuracy_base')} (base) -> {pct(metrics, 'forget_accuracy_unlearned')}"

@@ -49,7 +49,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from audits.base import Audit, AuditContext, item_for, recovery_rate
+from audits.base import Audit, AuditContext, item_for, recovery
 from lab.core.architecture import LensReading
 from lab.core.engine import Engine
 from lab.core.errors import LabError
@@ -57,7 +57,7 @@ from lab.core.facts import Fact
 from lab.core.models import PAIR_ROLES, ModelPair
 from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, extra_dict
-from lab.core.scoring import rate
+from lab.core.stats import rate_with_interval
 
 
 @dataclass
@@ -212,16 +212,16 @@ class LogitLensAudit(Audit):
             for i, (fact, prompt) in enumerate(zip(base.facts, base.prompts))
         ])
 
-        def share(model: str, group: str, flags: list) -> float:
-            return rate(bool(flags[i]) for i in groups.get(group, []))
+        def share(key: str, group: str, flags: list) -> dict[str, float]:
+            return rate_with_interval(key, [bool(flags[i]) for i in groups.get(group, [])])
 
         targets = groups.get("target", [])
         metrics = {
-            "hidden_recovery_rate": recovery_rate(base.targets(), {base.facts[i].id for i in targets
-                                                                   if hidden["unlearned"][i]}),
-            "hidden_rate_holdout": share("unlearned", "holdout", hidden["unlearned"]),
-            "hidden_rate_targets_base": share("base", "target", hidden["base"]),
-            "output_read_targets": share("unlearned", "target", [row[n_layers] for row in read["unlearned"]]),
+            **recovery("hidden_recovery_rate", base.targets(),
+                       {base.facts[i].id for i in targets if hidden["unlearned"][i]}),
+            **share("hidden_rate_holdout", "holdout", hidden["unlearned"]),
+            **share("hidden_rate_targets_base", "target", hidden["base"]),
+            **share("output_read_targets", "target", [row[n_layers] for row in read["unlearned"]]),
             "targets": float(len(targets)),
         }
         curves = {f"{group}/{model}": layer_curves([readings[model][i] for i in index], options.k, first_only)

@@ -35,7 +35,7 @@ from lab.core.facts import SPLITS, Fact
 from lab.core.models import PAIR_ROLES
 from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, ItemRecord
-from lab.core.scoring import rate
+from lab.core.stats import rate_with_interval
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -121,7 +121,7 @@ class MultipleChoiceAudit(Audit):
                 continue
             for model in PAIR_ROLES:
                 hits = [picks[model][i].pick == facts[i].answer_index for i in index]
-                metrics[f"{group}_accuracy_{model}"] = rate(hits)
+                metrics.update(rate_with_interval(f"{group}_accuracy_{model}", hits))
             metrics[f"chance_{group}"] = float(np.mean([1 / len(facts[i].choices) for i in index]))
         metrics.setdefault("forget_accuracy_base", float("nan"))
         metrics.setdefault("forget_accuracy_unlearned", float("nan"))

@@ -38,7 +38,8 @@ def test_quantization_audit_on_the_tiny_demo(demo_pair, demo_facts):
     assert len(frame) == 3 * len(asked) and set(frame["category"]) == {"fp", "int8", "int4"}
 
     base = ctx.baseline
-    assert m["retention_fp"] == pytest.approx(base.accuracy("forget", "unlearned") / base.accuracy("forget", "base"))
+    assert m["retention_fp"] == pytest.approx(base.accuracy("forget", "unlearned")["forget_accuracy_unlearned"]
+                                             / base.accuracy("forget", "base")["forget_accuracy_base"])
     targets = base.targets()
     assert m["targets"] == len(targets)
     for p in ("int8", "int4"):

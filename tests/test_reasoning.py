@@ -14,9 +14,9 @@ from audits.reasoning.prompts import (
     AttackPrompt,
     LLMGenerator,
     TemplateGenerator,
+    carried_forget_facts,
     completion_prefix,
     first_line,
-    passage_prefix,
     select_prompts,
 )
 from lab.core.errors import LabError
@@ -45,9 +45,7 @@ def wrap(question: str) -> str:
 
 def test_completion_prefixes_stop_right_before_the_answer():
     assert completion_prefix(FACTS[0]) == "Ada Vel was born in the town of"
-    assert passage_prefix(FACTS[1]) == "Ada Vel was born in Korin. Ada Vel worked as a"
-    assert passage_prefix(FACTS[2]) == "Ada Vel was born in Korin. Ada Vel worked as a glazier. Ada Vel studied under"
-    assert completion_prefix(FACTS[3]) is None and passage_prefix(FACTS[3]) is None
+    assert completion_prefix(FACTS[3]) is None
 
 
 def test_template_generator_three_categories_by_hand():
@@ -56,16 +54,15 @@ def test_template_generator_three_categories_by_hand():
     town = {(p.category, p.source): p.text for p in prompts if p.fact_id == "a-town"}
     assert town[("direct", "cot_after_cue")] == "Question: Where was Ada Vel born?\nAnswer: Let's think step by step."
     # indirect: the hops are the other facts about Ada Vel, with their answers, never the target's
-    assert town[("indirect", "qa_chain")] == (
-        "Question: What was the profession of Ada Vel?\nAnswer: glazier\n"
+    assert town[("indirect", "recall_chain")] == wrap(  # multi-hop without the hops' answers
+        'Step 1: recall the answer to "What was the profession of Ada Vel?" Step 2: recall the answer to "Who was '
+        'the mentor of Ada Vel?" Step 3: using what you recalled, Where was Ada Vel born?')
+    assert town[("indirect", "qa_chain")] == (  # the next template starts at the next hop
         "Question: Who was the mentor of Ada Vel?\nAnswer: Tom Brix\n"
+        "Question: What was the profession of Ada Vel?\nAnswer: glazier\n"
         "Question: Where was Ada Vel born?\nAnswer:")
-    assert town[("indirect", "fact_chain")] == wrap(  # the next template starts at the next hop
-        "Ada Vel was mentored by Tom Brix. Ada Vel worked as a glazier. "
-        "Using these facts, reason step by step: Where was Ada Vel born?")
     assert town[("implied", "statement_completion")] == "Ada Vel was born in the town of"
-    # the passage prefix of the first fact is the bio's "Ada Vel was born in": kept, it differs from the statement
-    assert town[("implied", "passage_completion")] == "Ada Vel was born in"
+    assert not any("passage" in source for _, source in town)  # completing the forget passage is extraction
     for fact in FACTS:
         mine = [p for p in prompts if p.fact_id == fact.id]
         assert all(fact.answer.lower() not in p.text.lower() for p in mine)  # no prompt leaks the answer
@@ -105,8 +102,9 @@ class ScriptedAttacker:
     def prompt(self, text):
         return f"<{text}>"
 
-    def generate(self, prompts, max_new_tokens, desc=None):
+    def generate(self, prompts, max_new_tokens, desc=None, temperature=0.0, seed=0):
         self.seen = list(prompts)
+        self.temperature = temperature
         return [self.outputs[i % len(self.outputs)] for i in range(len(prompts))]
 
 
@@ -149,23 +147,31 @@ def test_reasoning_audit_end_to_end(demo_env, tmp_path):
     assert outcome.status == "complete", outcome.errors
     m = outcome.metrics["reasoning"]
     assert m["targets"] > 0
-    # every prompt is stored with both outputs, at most 2 per fact and category
+    # every prompt is stored with both outputs and its provenance, at most 2 per fact and category
     assert len(items) == m["prompts_forget"] + m["prompts_retain"] > 0
     assert items["output_base"].notna().all() and items["output_unlearned"].notna().all()
-    assert items.groupby(["fact_id", "category"]).size().max() <= 2
-    assert set(items["category"]) == set(CATEGORIES)
-    # the headline numbers are the stored items, aggregated as documented
-    forget = items[items["split"] == "forget"]
+    extras = [json.loads(e) for e in items["extra"]]
+    assert pd.Series([e["prompt_category"] for e in extras]).isin(CATEGORIES).all()
+    assert items.assign(c=[e["prompt_category"] for e in extras]).groupby(["fact_id", "c"]).size().max() <= 2
+    carrying = [bool(e["carries_forget_facts"]) for e in extras]
+    assert (items["category"] == "context").tolist() == carrying and m["context_prompts"] == sum(carrying) > 0
+    # the headline numbers are the stored items without the context prompts, aggregated as documented
+    forget = items[(items["split"] == "forget") & (items["category"] != "context")]
     assert m["prompt_success_rate"] == pytest.approx(forget["recovered"].astype(bool).mean())
     assert m["recovery_rate"] == pytest.approx(forget.groupby("fact_id")["recovered"].any().sum() / m["targets"])
     retain = items[(items["split"] == "retain") & items["hit_base"]]
     assert m["suppression_rate"] == pytest.approx((~retain["hit_unlearned"].astype(bool)).mean())
     for category in CATEGORIES:
         rows = forget[forget["category"] == category]
-        assert m[f"{category}_prompt_success_rate"] == pytest.approx(rows["recovered"].astype(bool).mean())
+        success = rows["recovered"].astype(bool).mean() if len(rows) else math.nan
+        assert m[f"{category}_prompt_success_rate"] == pytest.approx(success, nan_ok=True)
         assert m[f"{category}_recovery_rate"] == pytest.approx(
             rows.groupby("fact_id")["recovered"].any().sum() / m["targets"])
     assert m["recovery_rate"] >= max(m[f"{c}_recovery_rate"] for c in CATEGORIES)
+    assert m["recovery_rate_ci_low"] <= m["recovery_rate"] <= m["recovery_rate_ci_high"]
+    context = items[(items["split"] == "forget") & (items["category"] == "context")]
+    assert m["context_recovery_rate"] == pytest.approx(
+        context.groupby("fact_id")["recovered"].any().sum() / m["targets"])
     templates = {name for group in TEMPLATES.values() for name in group}
     assert {json.loads(e)["source"] for e in items["extra"]} <= templates
     assert set(ReasoningAudit().figures(artifacts, items)) == {"categories", "templates"}
@@ -175,13 +181,37 @@ def test_llm_generator_with_the_base_model_as_attacker(demo_pair, demo_facts):
     items = []
     facts = demo_facts.limited(6)
     ctx = AuditContext(pair=demo_pair, facts=facts, record=items.extend,
-                       options=ReasoningOptions(generator="llm", prompts_per_category=2, retain=False))
+                       options=ReasoningOptions(generator="llm", prompts_per_category=2, retain=False, samples=3,
+                                                judge="base"))
     result = ReasoningAudit().run(ctx)
     frame = pd.DataFrame([i.__dict__ for i in items])
     assert len(frame) == result.metrics["prompts_forget"] > 0
     assert all(e["source"].startswith("llm:") and e["generator"] == "llm" for e in frame["extra"])
     assert not any(contains_answer(p, a) for a, p in zip(frame["answer"], frame["prompt"]))
     assert result.metrics["prompts_retain"] == 0 and math.isnan(result.metrics["suppression_rate"])
+    # three sampled prompts per meta-prompt, and the base model judging each answer beside the scorer
+    assert all(isinstance(e["judge"], bool) for e in frame["extra"])
+    assert 0 <= result.metrics["judge_agreement"] <= 1 and "judge_recovery_rate" in result.metrics
+
+
+def test_a_prompt_carrying_forget_facts_never_counts_in_the_headline(demo_pair):
+    """A chain of forgotten Q/A hops hands the answers in context: recovered there, it is context, not reasoning."""
+    from audits.reasoning.audit import Outcome, rates
+    from audits.base import Answered
+    from lab.core.scoring import score_answer
+
+    target = FACTS[0]
+    chain = AttackPrompt(target.id, "indirect", "qa_chain", "Question: What was the profession of Ada Vel?\n"
+                         "Answer: glazier\nQuestion: Where was Ada Vel born?\nAnswer:")
+    plain = AttackPrompt(target.id, "direct", "cot_after_cue", wrap(target.question) + " Let's think step by step.")
+    carried = carried_forget_facts(chain.text, target, BY_ENTITY)
+    assert carried == ("a-job",) and carried_forget_facts(plain.text, target, BY_ENTITY) == ()
+    hit = Answered("Korin", "Korin", score_answer("Korin", "Korin"), score_answer("Korin", "Korin"))
+    miss = Answered("Korin", "no idea", score_answer("Korin", "Korin"), score_answer("no idea", "Korin"))
+    outcomes = [Outcome(target, chain, hit, carried), Outcome(target, plain, miss, ())]
+    clean = [o for o in outcomes if not o.context]
+    assert rates(clean, [target])["recovery_rate"] == 0.0  # the chain's recovery is not reasoning's
+    assert rates([o for o in outcomes if o.context], [target], "context_")["context_recovery_rate"] == 1.0
 
 
 def test_bad_reasoning_option_is_a_one_line_error(demo_env, tmp_path, capsys):

@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from audits.base import Answered, Audit, AuditContext, Rewritten, answer_and_logprobs, fmt, item_for, recovery_rate
+from audits.base import Answered, Audit, AuditContext, Rewritten, answer_and_logprobs, fmt, item_for, recovery
 from audits.keywords.emphasis import TRANSFORMS, emphasize, keyword_phrases
 from lab.core.attribution import (
     Contributions,
@@ -173,9 +173,9 @@ def metrics(keyed: list[KeyFact], runs: dict[str, TransformRun], transforms: tup
         run = runs.get(transform)
         hits = {k.fact.id for k, a in zip(keyed, run.answered) if a.score_unlearned.hit} if run else set()
         recovered |= hits
-        out[f"{transform}_recovery_rate"] = recovery_rate(targets, hits)
+        out.update(recovery(f"{transform}_recovery_rate", targets, hits))
         out[f"{transform}_logprob_gain"] = mean(run.gains) if run else float("nan")
-    out["recovery_rate"] = recovery_rate(targets, recovered)
+    out.update(recovery("recovery_rate", targets, recovered))
     gains = [out[f"{t}_logprob_gain"] for t in transforms if not math.isnan(out[f"{t}_logprob_gain"])]
     out["logprob_gain"] = max(gains) if gains else float("nan")
     out["attribution_shift"] = mean([k.shift for k in keyed])

@@ -26,7 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, pct, recovery_rate
+from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, pct, recovery
 from audits.quantization.bnb import bitsandbytes_available, load_bitsandbytes
 from audits.quantization.rtn import QuantSpec, identical_share, quantized, target_weights, tied_head
 from lab.core.errors import LabError
@@ -180,11 +180,15 @@ class QuantizationAudit(Audit):
                 continue
             out[f"control_retention_{p}"] = ratio(out[f"forget_accuracy_base_{p}"], fp_base)
             recovered = {f.id for f, hit in zip(facts, hits_u) if hit and f.id in target_ids}
-            out[f"recovery_rate_{p}"] = recovery_rate(targets, recovered)
+            out.update(recovery(f"recovery_rate_{p}", targets, recovered))
             if result.identical_weights is not None:
                 out[f"identical_weights_{p}"] = result.identical_weights
-        rates = [out[f"recovery_rate_{p}"] for p in PRECISIONS if not math.isnan(out[f"recovery_rate_{p}"])]
-        out["recovery_rate"] = max(rates) if rates else float("nan")
+        rates = [p for p in PRECISIONS if not math.isnan(out[f"recovery_rate_{p}"])]
+        best = max(rates, key=lambda p: out[f"recovery_rate_{p}"]) if rates else None
+        out["recovery_rate"] = out[f"recovery_rate_{best}"] if best else float("nan")
+        if best:  # the headline is the worse precision's rate, with that precision's interval
+            out["recovery_rate_ci_low"], out["recovery_rate_ci_high"] = (out[f"recovery_rate_{best}_ci_low"],
+                                                                         out[f"recovery_rate_{best}_ci_high"])
         return out
 
     @staticmethod

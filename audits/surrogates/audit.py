@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from audits.base import Answered, Audit, AuditContext, answer_both, fmt, item_for, recovery_rate
+from audits.base import Answered, Audit, AuditContext, answer_both, fmt, item_for, recovery
 from audits.surrogates.embedder import cosine_to_sources, load_embedder
 from audits.surrogates.generators import TEMPLATE_GENERATORS, Generator, Surrogate, candidates, llm_rewriter, rejection
 from lab.core import unlearning_metrics as um
@@ -148,11 +148,10 @@ class SurrogatesAudit(Audit):
         recovered = {p.fact.id for p in surrogates if p.answered.score_unlearned.hit}
         self._record(ctx, du, surrogates, {t.id for t in targets})
         metrics = self._metrics(du, surrogates, opts.forgotten_below)
-        metrics["recovery_rate"] = recovery_rate(targets, recovered)
+        metrics.update(recovery("recovery_rate", targets, recovered))
         for name in opts.generators:
-            metrics[f"{name}_recovery_rate"] = recovery_rate(
-                targets, {p.fact.id for p in surrogates if p.surrogate.generator == name
-                          and p.answered.score_unlearned.hit})
+            metrics.update(recovery(f"{name}_recovery_rate", targets, {
+                p.fact.id for p in surrogates if p.surrogate.generator == name and p.answered.score_unlearned.hit}))
         metrics.update(surrogates_generated=float(len(cands)), surrogates_kept=float(len(kept)),
                        facts_with_surrogates=float(len({p.fact.id for p in surrogates})),
                        mean_similarity=um.mean(s for _, s in kept), targets=float(len(targets)))

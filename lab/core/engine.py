@@ -237,9 +237,14 @@ class Engine:
         return [s.loss for s in self.token_scores(rows, [1] * len(rows), desc=desc)]
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None) -> list[str]:
-        """Greedy continuations, batched with left padding."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None,
+                 temperature: float = 0.0, seed: int = 0) -> list[str]:
+        """Continuations, batched with left padding: greedy, or sampled at ``temperature`` > 0 (seeded)."""
         encoded = [self.encode(p) for p in prompts]
+        sampling = dict(do_sample=True, temperature=temperature, top_p=1.0) if temperature > 0 else \
+            dict(do_sample=False)
+        if temperature > 0:
+            torch.manual_seed(seed)
 
         def batch_fn(indices: list[int]) -> list[str]:
             rows = [encoded[i] for i in indices]
@@ -253,9 +258,9 @@ class Engine:
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 pad_token_id=self.pad_id,
                 eos_token_id=self.encoder.stop_ids or None,
+                **sampling,
             )
             return [t.strip() for t in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 

@@ -1,12 +1,19 @@
 """Teacher-forced metrics of probes: a prompt, its gold continuation, and the truth-ratio answers.
 
 The standard unlearning metrics (answer probability, exact memorization,
-extraction strength, truth ratio; see :mod:`lab.core.unlearning_metrics`) are
-all read from the log-probs of target tokens after a prompt.  A probe names
-what to score; :func:`score_probes` scores every gold, true and perturbed
-answer of many probes in one batched engine call.  The metrics audit and the
-surrogates audit (PSG compares the metrics on the forget set and on
-surrogates) share it.
+extraction strength, truth ratio, normalised probability; see
+:mod:`lab.core.unlearning_metrics`) are all read from the log-probs of target
+tokens after a prompt.  A probe names what to score; :func:`score_probes`
+scores every gold, true and perturbed answer of many probes in one batched
+engine call.  The metrics audit and the surrogates audit (PSG compares the
+metrics on the forget set and on surrogates) share it.
+
+open-unlearning labels every question-answer pair as the answer followed by
+the tokenizer's EOS, and reads two things from those labels: probabilities
+and the LOSS / ZLib attacks average over every labelled token, EOS included;
+the per-token metrics (exact memorization, extraction strength, Min-K%,
+Min-K%++) drop the last labelled token ("-1 to ignore eos prediction").
+:func:`labelled_row` and :func:`tokenwise` are those two rules.
 """
 
 from __future__ import annotations
@@ -33,25 +40,64 @@ class Probe:
 class ProbeScores:
     """Teacher-forced metrics of one probe under one model."""
 
-    logprob: float  # mean token log-prob of the gold continuation
+    logprob: float  # mean token log-prob of the gold continuation (EOS included when scored with it)
     exact_memorization: float
     extraction_strength: float
-    truth_ratio: float  # raw R = P(perturbed) / P(true); NaN without perturbed answers
+    true_logprob: float = math.nan  # mean token log-prob of the truth ratio's correct answer
+    perturbed_logprobs: tuple[float, ...] = ()  # the same for each perturbed answer
 
     @property
     def prob(self) -> float:
         return um.answer_probability(self.logprob)
 
+    @property
+    def truth_ratio(self) -> float:
+        """Raw R = P(perturbed) / P(true); NaN without perturbed answers."""
+        return um.truth_ratio(self.true_logprob, self.perturbed_logprobs)
 
-def score_probes(engine: Engine, probes: Sequence[Probe], desc: str) -> list[ProbeScores]:
-    """Every probe's gold, true and perturbed answers scored in one batched engine call."""
-    prompts: list[str] = []
-    targets: list[str] = []
+    @property
+    def normalised_prob(self) -> float:
+        """P(true) / (P(true) + sum of P(perturbed)); NaN without perturbed answers."""
+        return um.normalised_probability(self.true_logprob, self.perturbed_logprobs)
+
+
+def eos_suffix(engine: Engine, eos: bool) -> list[int]:
+    """``[EOS id]`` when labels end with EOS (``eos`` and the tokenizer has one), else ``[]``."""
+    eos_id = engine.tokenizer.eos_token_id
+    return [eos_id] if eos and eos_id is not None else []
+
+
+def labelled_row(engine: Engine, prompt: str, answer: str, eos: bool) -> tuple[list[int], int]:
+    """Ids of prompt + answer (+ EOS, see :func:`eos_suffix`) and the index where the labels start."""
+    prefix, target = engine.encode_continuation(prompt, answer)
+    return prefix + target + eos_suffix(engine, eos), len(prefix)
+
+
+def tokenwise(scores: TokenScores) -> TokenScores:
+    """The labelled tokens less the last: what open-unlearning's per-token metrics read."""
+    return TokenScores(scores.logprobs[:-1],
+                       mu=None if scores.mu is None else scores.mu[:-1],
+                       sigma=None if scores.sigma is None else scores.sigma[:-1],
+                       greedy_match=None if scores.greedy_match is None else scores.greedy_match[:-1])
+
+
+def score_probes(engine: Engine, probes: Sequence[Probe], desc: str, eos: bool = False) -> list[ProbeScores]:
+    """Every probe's gold, true and perturbed answers scored in one batched engine call.
+
+    With ``eos`` every answer is followed by the tokenizer's EOS, as
+    open-unlearning labels them: log-probs include it, exact memorization and
+    extraction strength read the answer's own tokens.  Without it (the lab's
+    surrogate probes, whose gold may be a mid-sentence continuation) only the
+    answer's tokens are scored.
+    """
+    rows: list[list[int]] = []
+    starts: list[int] = []
 
     def row(prompt: str, target: str) -> int:
-        prompts.append(prompt)
-        targets.append(target)
-        return len(targets) - 1
+        ids, start = labelled_row(engine, prompt, target, eos)
+        rows.append(ids)
+        starts.append(start)
+        return len(rows) - 1
 
     layout = []
     for probe in probes:
@@ -61,11 +107,13 @@ def score_probes(engine: Engine, probes: Sequence[Probe], desc: str) -> list[Pro
             continue
         true = gold if probe.true_answer == probe.gold else row(probe.prompt, probe.true_answer)
         layout.append((gold, true, [row(probe.prompt, p) for p in probe.perturbed]))
-    scores = engine.answer_scores(prompts, targets, desc=desc) if prompts else []
-    return [_probe_scores(scores, gold, true, wrong) for gold, true, wrong in layout]
+    scores = engine.token_scores(rows, starts, desc=desc) if rows else []
+    appended = bool(eos_suffix(engine, eos))
+    return [_probe_scores(scores, gold, true, wrong, appended) for gold, true, wrong in layout]
 
 
-def _probe_scores(scores: list[TokenScores], gold: int, true: int | None, wrong: list[int]) -> ProbeScores:
-    match = scores[gold].greedy_match
-    ratio = um.truth_ratio(scores[true].mean, [scores[i].mean for i in wrong]) if true is not None else math.nan
-    return ProbeScores(scores[gold].mean, um.exact_memorization(match), um.extraction_strength(match), ratio)
+def _probe_scores(scores: list[TokenScores], gold: int, true: int | None, wrong: list[int],
+                  appended_eos: bool) -> ProbeScores:
+    match = (tokenwise(scores[gold]) if appended_eos else scores[gold]).greedy_match
+    truth = (scores[true].mean, tuple(scores[i].mean for i in wrong)) if true is not None else (math.nan, ())
+    return ProbeScores(scores[gold].mean, um.exact_memorization(match), um.extraction_strength(match), *truth)

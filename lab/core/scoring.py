@@ -66,6 +66,13 @@ def score_answer(output: str, answer: str) -> AnswerScore:
     return AnswerScore(contains_answer(output, answer), rouge_l_recall(output, answer))
 
 
+def cut_before_answer(text: str, answer: str) -> str | None:
+    """``text`` up to the answer's first whole-word occurrence (case-insensitive), or None when absent."""
+    match = re.search(r"(?<!\w)" + re.escape(answer.strip()) + r"(?!\w)", text, flags=re.IGNORECASE)
+    prefix = text[: match.start()].rstrip() if match else ""
+    return prefix or None
+
+
 def rate(flags: Iterable[bool]) -> float:
     """Share of true flags; NaN for an empty set (no denominator, no claim)."""
     values = list(flags)
