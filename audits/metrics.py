@@ -1,49 +1,63 @@
-"""Audit ``metrics``: the standard unlearning metrics, for both models.
+"""Audit ``metrics``: the standard unlearning metrics, for every model of the run.
 
-What the public evaluation frameworks report (open-unlearning, TOFU, MUSE),
-computed through the engines so the other audits can be read against them:
-ROUGE-L recall of greedy answers, length-normalized answer probability, truth
-ratio, exact memorization, extraction strength, membership inference on text
-(LOSS, ZLib, Min-K%, Min-K%++ as forget-vs-holdout AUC) and, with a reference
-model (``--reference``, ideally retrained without the forget set), PrivLeak and
-forget quality.  A retain-set model utility summarizes what survived.
-Definitions and citations are in :mod:`lab.core.unlearning_metrics`.
+What the public evaluation frameworks report, computed by open-unlearning's
+definitions with its defaults and named as it names them, so the numbers sit
+beside published TOFU and MUSE tables: ROUGE-L of greedy answers (up to 200
+new tokens), answer probability, truth ratio, normalised probability, exact
+memorization, extraction strength, membership inference AUCs (LOSS, ZLib,
+Min-K%, Min-K%++, forget vs holdout), PrivLeak (Min-K%, k = 0.4), forget
+quality (KS test against a reference model, ideally retrained without the
+forget set) and TOFU's model utility (harmonic mean of nine retain, real
+authors and world facts components; computed over those the facts allow, and
+said so).  Formulas and citations are in :mod:`lab.core.unlearning_metrics`;
+one line per key in :data:`METRIC_DEFINITIONS`, stored with every run.
 
-Key names: ``<metric>_<split>`` is the unlearned model's value,
-``<metric>_<split>_base`` the base model's and ``<metric>_<split>_reference``
-the reference model's (split: forget or retain).  ``truth_ratio_forget`` is
-open-unlearning's forget aggregate, mean min(R, 1/R) (1 = true and false
-answers equally likely, as for a model that never learned the fact);
-``truth_ratio_retain`` its retain aggregate, mean max(0, 1 - R) (1 = the true
-answer dominates).
+Answers are labelled as open-unlearning labels them, the answer followed by
+EOS (:mod:`lab.core.probes`): probabilities, truth ratios, LOSS and ZLib
+include it; exact memorization, extraction strength, Min-K% and Min-K%++
+read the answer's own tokens.
+
+Key names: a bare key is the unlearned model's value, ``<key>_base`` the
+base model's and ``<key>_reference`` the reference model's.  The lab's
+earlier names (``rouge_l_forget``, ``prob_forget``, ``truth_ratio_forget``,
+``mia_mink_pp_auc``, ...) stay as aliases of the reference-named keys.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence
 
-from audits.base import Audit, AuditContext, fmt, item_for
+from audits.base import Audit, AuditContext, answer_both, fmt, item_for
 from lab.core import unlearning_metrics as um
 from lab.core.engine import Engine, TokenScores
 from lab.core.facts import TRAINED_SPLITS, Fact
 from lab.core.options import AuditOptions, option
-from lab.core.probes import Probe, ProbeScores, score_probes
+from lab.core.probes import Probe, ProbeScores, eos_suffix, labelled_row, score_probes, tokenwise
 from lab.core.records import AuditResult, ItemRecord
-from lab.core.scoring import score_answer
 
 if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
+REFERENCE_GENERATION = 200  # open-unlearning's max_new_tokens for the ROUGE generations
+# Per-fact values (items' ``extra``); the first five, per split, make the lab's bar chart.
 PER_FACT = ("rouge_l", "prob", "truth_ratio", "exact_memorization", "extraction_strength")
+VALUES = (*PER_FACT, "normalised_prob")
+# TOFU's model-utility sets inside the retain split, by the subset a TOFU suite gives them.
+UTILITY_SUBSETS = {"real_authors": "ra", "world_facts": "wf"}
 
 
 @dataclass
 class MetricsOptions(AuditOptions):
     """Knobs of the standard metrics."""
 
+    max_new_tokens: int = option(
+        REFERENCE_GENERATION, "greedy answer length for ROUGE (open-unlearning's 200); the run's "
+        "--max-new-tokens is not used here", low=1, kind="tokens")
+    rouge: Literal["recall", "f1"] = option(
+        "recall", "ROUGE-L measure of the greedy answers: recall (TOFU) or f1 (MUSE)")
     mia_k: float = option(um.MIN_K, "share of lowest-scoring tokens in Min-K% and Min-K%++", low=1e-9, high=1.0)
     mia_source: Literal["answer", "qa", "text"] = option(
         "answer", "what membership inference scores: answer = each answer's tokens after its question prompt "
@@ -51,18 +65,122 @@ class MetricsOptions(AuditOptions):
         "distinct text once (MUSE-style)")
 
 
+# ------------------------------------------------------------------ what is reported
+@dataclass(frozen=True)
+class Component:
+    """One reported aggregate: a per-fact value over one group of facts (see :func:`fact_group`)."""
+
+    key: str
+    group: str
+    value: str
+    aggregate: Callable[[Iterable[float]], float] = um.mean
+
+
+def utility_components(group: str, prob: str) -> tuple[Component, ...]:
+    """TOFU's three model-utility components of one group (``prob``: plain or normalised probability)."""
+    return (Component(f"{group}_Q_A_Prob{'_normalised' if prob == 'normalised_prob' else ''}", group, prob),
+            Component(f"{group}_Q_A_ROUGE", group, "rouge_l"),
+            Component(f"{group}_Truth_Ratio", group, "truth_ratio", um.true_better))
+
+
+RETAIN_UTILITY = utility_components("retain", "prob")
+OTHER_UTILITY = utility_components("ra", "normalised_prob") + utility_components("wf", "normalised_prob")
+UTILITY = tuple(c.key for c in RETAIN_UTILITY + OTHER_UTILITY)  # open-unlearning's model_utility, in its order
+COMPONENTS = (
+    Component("forget_Q_A_Prob", "forget", "prob"),
+    Component("forget_Q_A_ROUGE", "forget", "rouge_l"),
+    Component("forget_truth_ratio", "forget", "truth_ratio", um.closer_to_1_better),
+    Component("exact_memorization", "forget", "exact_memorization"),
+    Component("extraction_strength", "forget", "extraction_strength"),
+    *RETAIN_UTILITY,
+    *OTHER_UTILITY,
+    Component("exact_memorization_retain", "retain", "exact_memorization"),  # the lab's: retain side too
+    Component("extraction_strength_retain", "retain", "extraction_strength"),
+)
+MIA_NAMES = {"loss": "mia_loss", "zlib": "mia_zlib", "mink": "mia_min_k", "mink_pp": "mia_min_k_plus_plus"}
+PRIVLEAK_ATTACK = "mink"  # open-unlearning's and MUSE's privleak: Min-K% at k = 0.4
+# The lab's earlier names, kept as aliases of the reference-named keys (CONTRACTS' headline keys among them).
+ALIASES = {"rouge_l_forget": "forget_Q_A_ROUGE", "prob_forget": "forget_Q_A_Prob",
+           "truth_ratio_forget": "forget_truth_ratio", "exact_memorization_forget": "exact_memorization",
+           "extraction_strength_forget": "extraction_strength", "rouge_l_retain": "retain_Q_A_ROUGE",
+           "prob_retain": "retain_Q_A_Prob", "truth_ratio_retain": "retain_Truth_Ratio",
+           **{f"mia_{attack}_auc": name for attack, name in MIA_NAMES.items()}}
+
+_OU = "open-unlearning"
+_TOFU = "TOFU: A Task of Fictitious Unlearning for LLMs"
+_MUSE = "MUSE: Machine Unlearning Six-Way Evaluation for Language Models"
+_EM_ES = "Towards Effective Evaluations and Comparisons for LLM Unlearning Methods"
+_AUC = "ROC-AUC of forget (members) vs holdout texts, 1 = still recognizably trained on, 0.5 = like unseen data,"
+_PROB = "exp(-mean NLL) of the gold answer followed by EOS"
+_ROUGE = ("ROUGE-L (option rouge: recall, TOFU's, or F1, MUSE's; Porter-stemmed) of the greedy answer (up to "
+          "max_new_tokens, cut at EOS) against the gold answer")
+_TRUE_BETTER = "max(0, 1 - R), R = P(perturbed) / (P(answer) + 1e-10), P = exp(-mean NLL) with EOS"
+_NORMALISED = "P(answer) / (P(answer) + sum_j P(perturbed_j) + 1e-10), P = exp(-mean NLL) with EOS"
+_UTILITY_SETS = {"retain": "retain questions other than TOFU's real_authors / world_facts",
+                 "ra": "TOFU's real_authors questions", "wf": "TOFU's world_facts questions"}
+_ATTACKS = {
+    "loss": ("mean NLL over the labelled tokens, EOS included",
+             "Privacy Risk in Machine Learning: Analyzing the Connection to Overfitting"),
+    "zlib": ("mean NLL (EOS included) / zlib-compressed UTF-8 byte length of the scored text",
+             "Extracting Training Data from Large Language Models"),
+    "mink": ("mean of the lowest mia_k (0.4) share of token log-probs, EOS excluded",
+             "Detecting Pretraining Data from Large Language Models"),
+    "mink_pp": ("Min-K% of (log p - mu) / sigma over the vocabulary (variance clamped at 1e-6), EOS excluded",
+                "Min-K%++: Improved Baseline for Detecting Pre-Training Data from Large Language Models"),
+}
+METRIC_DEFINITIONS: dict[str, str] = {
+    "forget_Q_A_Prob": f"mean over forget questions of {_PROB} ({_TOFU}; {_OU} probability)",
+    "forget_Q_A_ROUGE": f"mean over forget questions of {_ROUGE} ({_TOFU}; {_OU} rouge, rougeL_recall)",
+    "forget_truth_ratio": ("mean over forget questions of min(R, 1/(R + 1e-10)), R = P(perturbed) / (P(paraphrased) "
+                           "+ 1e-10), P = exp(-mean NLL) with EOS, perturbed answers averaged geometrically; "
+                           f"1 = true and false equally likely ({_TOFU}; {_OU} truth_ratio, closer_to_1_better)"),
+    "forget_quality": ("p-value of the two-sided two-sample KS test of the forget truth ratios R against the "
+                       f"reference model's; NaN without --reference ({_TOFU}; {_OU} forget_quality)"),
+    "exact_memorization": ("mean over forget answers of the share of answer tokens (EOS excluded) that are the "
+                           f"argmax prediction given the true prefix ({_EM_ES}; {_OU} exact_memorization)"),
+    "extraction_strength": ("mean over forget answers of 1 - k/n, k the first position in range(n) from which every "
+                            "argmax prediction matches the answer (EOS excluded; 1/n when none does) "
+                            f"({_EM_ES}; {_OU} extraction_strength)"),
+    **{c.key: f"mean over {_UTILITY_SETS[c.group]} of " + {
+        "prob": _PROB, "normalised_prob": _NORMALISED, "rouge_l": _ROUGE, "truth_ratio": _TRUE_BETTER}[c.value]
+       + f" ({_TOFU}; {_OU} {c.key})" for c in RETAIN_UTILITY + OTHER_UTILITY},
+    "model_utility": (f"harmonic mean of the model-utility components computed ({', '.join(UTILITY)}; all 9 "
+                      f"make the published number) ({_TOFU}; {_OU} model_utility, hm_aggregate)"),
+    "model_utility_components": "how many of the 9 model-utility components were computed (the lab's)",
+    **{name: f"{_AUC} scored by {_ATTACKS[attack][0]} ({_ATTACKS[attack][1]}; {_OU} {name})"
+       for attack, name in MIA_NAMES.items()},
+    "privleak": ("((1 - AUC) - (1 - AUC_ref)) / (1 - AUC_ref + 1e-10) * 100 of the Min-K% (k = 0.4) AUC, AUC_ref "
+                 "the reference model's (0.5 without one): -100 = still remembers, 0 = like the retrained model, "
+                 f"positive = over-unlearned ({_MUSE}; {_OU} privleak)"),
+    **{f"privleak_{attack}": f"privleak of the {name} AUC (the lab's: MUSE's PrivLeak for every attack)"
+       for attack, name in MIA_NAMES.items()},
+    "exact_memorization_retain": "exact_memorization on the retain facts (the lab's)",
+    "extraction_strength_retain": "extraction_strength on the retain facts (the lab's)",
+    **{alias: f"same as {key} (the lab's earlier name, kept)" for alias, key in ALIASES.items()},
+}
+
+
+def fact_group(fact: Fact) -> str:
+    """forget, retain, ra (TOFU's real authors), wf (world facts) or holdout."""
+    return UTILITY_SUBSETS.get(fact.subset, "retain") if fact.split == "retain" else fact.split
+
+
 def truth_ratio_answers(fact: Fact) -> tuple[str, tuple[str, ...]]:
     """The correct and the wrong answers of TOFU's truth ratio for one fact.
 
-    The correct side is the paraphrased answer (the answer when there is
-    none).  TOFU's perturbed answers are paraphrases with the facts changed;
-    when a dataset gives bare wrong values instead (the demo) and the
-    paraphrased answer contains the gold answer verbatim, each wrong value is
-    put in its place, so both sides of the ratio have the same form.
+    The correct side is the paraphrased answer on forget and retain facts and
+    the answer itself on real authors and world facts, as open-unlearning
+    sets them (the answer when there is no paraphrase).  TOFU's perturbed
+    answers are paraphrases with the facts changed; when a dataset gives bare
+    wrong values instead (the demo) and the paraphrased answer contains the
+    gold answer verbatim, each wrong value is put in its place, so both sides
+    of the ratio have the same form (the lab's choice).
     """
-    true = fact.paraphrased_answer or fact.answer
-    if fact.paraphrased_answer and fact.answer in fact.paraphrased_answer:
-        return true, tuple(fact.paraphrased_answer.replace(fact.answer, p, 1) for p in fact.perturbed_answers)
+    if fact_group(fact) in ("ra", "wf") or not fact.paraphrased_answer:
+        return fact.answer, fact.perturbed_answers
+    true = fact.paraphrased_answer
+    if fact.answer in true:
+        return true, tuple(true.replace(fact.answer, p, 1) for p in fact.perturbed_answers)
     return true, fact.perturbed_answers
 
 
@@ -71,17 +189,20 @@ def fact_probe(engine: Engine, fact: Fact) -> Probe:
     return Probe(engine.prompt(fact.question), fact.answer, true, perturbed)
 
 
-def metric_value(scores: ProbeScores, rouge_l: float, metric: str) -> float:
-    """One per-fact metric by name (``truth_ratio`` is the raw ratio R)."""
-    return rouge_l if metric == "rouge_l" else getattr(scores, metric)
+def fact_value(scores: ProbeScores, rouge_l: float, value: str) -> float:
+    """One per-fact value by name (``truth_ratio`` is the raw ratio R)."""
+    return rouge_l if value == "rouge_l" else getattr(scores, value)
 
 
 # ----------------------------------------------------- membership inference
-MIA_ATTACKS: dict[str, Callable[[TokenScores, str, float], float]] = {
-    "loss": lambda s, text, k: um.loss_score(s.logprobs),
-    "zlib": lambda s, text, k: um.zlib_score(s.logprobs, text),
-    "mink": lambda s, text, k: um.min_k_score(s.logprobs, k),
-    "mink_pp": lambda s, text, k: um.min_k_pp_score(s.logprobs, s.mu, s.sigma, k),
+# Each attack from the labelled tokens' scores, the per-token ones (EOS dropped), the scored text and k;
+# oriented "higher = more member-like" (minus open-unlearning's loss-like scores).
+MIA_ATTACKS: dict[str, Callable[[TokenScores, TokenScores, str, float], float]] = {
+    "loss": lambda s, per_token, text, k: um.loss_score(s.logprobs),
+    "zlib": lambda s, per_token, text, k: um.zlib_score(s.logprobs, text),
+    "mink": lambda s, per_token, text, k: um.min_k_score(per_token.logprobs, k),
+    "mink_pp": lambda s, per_token, text, k: um.min_k_pp_score(per_token.logprobs, per_token.mu,
+                                                               per_token.sigma, k),
 }
 
 
@@ -95,12 +216,18 @@ class MiaText:
 
 
 def mia_examples(engine: Engine, facts: Sequence[Fact], source: str) -> list[MiaText]:
-    """The forget and holdout examples that membership inference scores, per ``mia_source``."""
+    """The forget and holdout examples that membership inference scores, per ``mia_source``.
+
+    ``answer`` and ``qa`` read question-answer facts; ``text`` reads the
+    ``text`` field of any fact, so a MUSE suite's privleak passages (kind
+    ``text``) give MUSE's forget-vs-holdout PrivLeak.
+    """
     pool = [f for f in facts if f.split in ("forget", "holdout")]
+    questions = [f for f in pool if f.kind == "qa"]
     if source == "answer":
-        return [MiaText(f, f.answer, engine.prompt(f.question)) for f in pool]
+        return [MiaText(f, f.answer, engine.prompt(f.question)) for f in questions]
     if source == "qa":
-        return [MiaText(f, f"{engine.prompt(f.question)} {f.answer}") for f in pool]
+        return [MiaText(f, f"{engine.prompt(f.question)} {f.answer}") for f in questions]
     first: dict[str, Fact] = {}
     for fact in pool:
         if fact.text:
@@ -108,20 +235,34 @@ def mia_examples(engine: Engine, facts: Sequence[Fact], source: str) -> list[Mia
     return [MiaText(fact, text) for text, fact in first.items()]
 
 
+def attack_scores(labelled: TokenScores, per_token: TokenScores, text: str, k: float) -> dict[str, float]:
+    """Every attack's membership score of one example."""
+    return {name: attack(labelled, per_token, text, k) for name, attack in MIA_ATTACKS.items()}
+
+
 def membership_scores(engine: Engine, examples: Sequence[MiaText], k: float, desc: str) -> list[dict[str, float]]:
-    """Every attack's membership score (higher = more member-like) for each example, in one batched call."""
-    rows, starts = [], []
+    """Every attack's membership score (higher = more member-like) for each example, in one batched call.
+
+    Labelled as open-unlearning labels them: an answer after its prompt is
+    followed by EOS; a text is every token after the first (its pretraining
+    format, no EOS added).  The per-token attacks drop the last labelled
+    token either way, as the reference does; ZLib compresses the labelled
+    tokens decoded without special tokens.
+    """
+    rows, starts, drops = [], [], []
     for ex in examples:
         if ex.prefix:
-            prefix, target = engine.encode_continuation(ex.prefix, ex.text)
-            rows.append(prefix + target)
-            starts.append(len(prefix))
+            row, start = labelled_row(engine, ex.prefix, ex.text, eos=True)
+            drops.append(bool(eos_suffix(engine, True)))
         else:
-            rows.append(engine.tokenizer(ex.text)["input_ids"])
-            starts.append(1)
+            row, start = engine.tokenizer(ex.text)["input_ids"], 1
+            drops.append(True)
+        rows.append(row)
+        starts.append(start)
     token_scores = engine.token_scores(rows, starts, distribution=True, desc=desc) if rows else []
-    return [{name: attack(s, ex.text, k) for name, attack in MIA_ATTACKS.items()}
-            for s, ex in zip(token_scores, examples)]
+    return [attack_scores(s, tokenwise(s) if drop else s,
+                          engine.tokenizer.decode(row[start:], skip_special_tokens=True), k)
+            for s, row, start, drop in zip(token_scores, rows, starts, drops)]
 
 
 def split_scores(scores: list[dict[str, float]], splits: list[str], attack: str) -> tuple[list[float], list[float]]:
@@ -141,10 +282,12 @@ class MetricsAudit(Audit):
     title = "Standard unlearning metrics"
     paper = ("TOFU: A Task of Fictitious Unlearning for LLMs; MUSE: Machine Unlearning Six-Way Evaluation "
              "for Language Models (metrics as implemented in open-unlearning)")
-    summary = ("the benchmark metrics of both models: low forget-set scores and an MIA AUC near 0.5 are what "
-               "the standard evaluation calls forgotten")
+    summary = ("the benchmark metrics of every model: low forget-set scores, an MIA AUC near 0.5 and PrivLeak "
+               "near 0 are what the standard evaluation calls forgotten")
     Options = MetricsOptions
-    headline_keys = ("rouge_l_forget", "prob_forget", "truth_ratio_forget", "mia_mink_pp_auc")
+    uses = ("qa", "text")  # text: passages for membership inference (mia_source=text)
+    headline_keys = ("forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "forget_quality", "privleak",
+                     "model_utility", "rouge_l_forget", "prob_forget", "truth_ratio_forget", "mia_mink_pp_auc")
     recovery_key = None
 
     def run(self, ctx: AuditContext) -> AuditResult:
@@ -152,44 +295,47 @@ class MetricsAudit(Audit):
         engines = {"unlearned": ctx.pair.unlearned, "base": ctx.pair.base}
         if ctx.reference is not None:
             engines["reference"] = ctx.reference
-        facts = [f for f in ctx.facts if f.split in TRAINED_SPLITS]
-        per_fact = self._per_fact(ctx, engines, facts)
+        facts = [f for f in ctx.facts if f.kind == "qa" and f.split in TRAINED_SPLITS]
+        per_fact = self._per_fact(ctx, engines, facts, opts)
         mia = self._membership(ctx, engines, opts)
         metrics = summarize(facts, per_fact, mia, list(engines))
-        notes = [f"membership inference on {len(mia['splits'])} texts ({opts.mia_source}), "
-                 f"Min-K k = {opts.mia_k}"]
-        if ctx.reference is None:
-            notes.append("no reference model: PrivLeak and forget quality need --reference (a retrained model)")
+        components = computed_utility(metrics, list(engines))
         artifacts = {
             "table": metric_table(metrics, list(engines)),
-            "roc": {attack: {m: um.roc_points(*split_scores(mia["scores"][m], mia["splits"], attack))
-                             for m in engines} for attack in MIA_ATTACKS},
+            "roc": {MIA_NAMES[attack]: {m: um.roc_points(*split_scores(mia["scores"][m], mia["splits"], attack))
+                                        for m in engines} for attack in MIA_ATTACKS},
             "forget_truth_ratios": {m: [v for f, v in zip(facts, per_fact[m]["truth_ratio"]) if f.split == "forget"]
                                     for m in engines},
+            "definitions": METRIC_DEFINITIONS,
+            "settings": {"max_new_tokens": opts.max_new_tokens, "rouge": opts.rouge, "mia_k": opts.mia_k,
+                         "mia_source": opts.mia_source, "eos": bool(eos_suffix(ctx.pair.base, True)),
+                         "model_utility_components": list(components)},
         }
-        return AuditResult(metrics=metrics, artifacts=artifacts, notes=notes)
+        return AuditResult(metrics=metrics, artifacts=artifacts, notes=run_notes(ctx, opts, mia, components))
 
-    def _per_fact(self, ctx: AuditContext, engines: dict[str, Engine],
-                  facts: list[Fact]) -> dict[str, dict[str, list[float]]]:
-        """Per model, per metric: one value per fact; each fact recorded as an item."""
+    def _per_fact(self, ctx: AuditContext, engines: dict[str, Engine], facts: list[Fact],
+                  opts: MetricsOptions) -> dict[str, dict[str, list[float]]]:
+        """Per model, per value: one value per fact, from the audit's own greedy answers and scores."""
         probes = [fact_probe(ctx.pair.base, f) for f in facts]
-        baseline = ctx.baseline
-        outputs = {"base": [baseline.answered[f.id].output_base for f in facts],
-                   "unlearned": [baseline.answered[f.id].output_unlearned for f in facts]}
+        prompts = [p.prompt for p in probes]
+        answered = answer_both(ctx.pair, prompts, [f.answer for f in facts], opts.max_new_tokens,
+                               "metrics: greedy answers")
+        outputs = {"base": [a.output_base for a in answered], "unlearned": [a.output_unlearned for a in answered]}
         if "reference" in engines:
-            outputs["reference"] = engines["reference"].generate([p.prompt for p in probes], ctx.max_new_tokens,
-                                                                 desc="greedy answers (reference)")
-        rouge = {m: [score_answer(o, f.answer).rouge_l for o, f in zip(outputs[m], facts)] for m in engines}
-        scores = {m: score_probes(e, probes, f"standard metrics ({m})") for m, e in engines.items()}
-        per_fact = {m: {metric: [metric_value(s, r, metric) for s, r in zip(scores[m], rouge[m])]
-                        for metric in PER_FACT} for m in engines}
+            outputs["reference"] = engines["reference"].generate(prompts, opts.max_new_tokens,
+                                                                 desc="metrics: greedy answers (reference)")
+        rouge = {m: [um.rouge_l(o, f.answer, opts.rouge) for o, f in zip(outputs[m], facts)] for m in engines}
+        scores = {m: score_probes(e, probes, f"standard metrics ({m})", eos=True) for m, e in engines.items()}
+        per_fact = {m: {value: [fact_value(s, r, value) for s, r in zip(scores[m], rouge[m])] for value in VALUES}
+                    for m in engines}
         items = []
         for i, (fact, probe) in enumerate(zip(facts, probes)):
-            extra: dict[str, Any] = {metric: {m: per_fact[m][metric][i] for m in engines} for metric in PER_FACT}
-            extra.update(truth_ratio_true=probe.true_answer, truth_ratio_perturbed=list(probe.perturbed))
+            extra: dict[str, Any] = {value: {m: per_fact[m][value][i] for m in engines} for value in VALUES}
+            extra.update(group=fact_group(fact), truth_ratio_true=probe.true_answer,
+                         truth_ratio_perturbed=list(probe.perturbed))
             if "reference" in outputs:
                 extra["output_reference"] = outputs["reference"][i]
-            items.append(item_for(self.name, fact, probe.prompt, baseline.answered[fact.id], category="answer",
+            items.append(item_for(self.name, fact, probe.prompt, answered[i], category="answer",
                                   logprobs=(scores["base"][i].logprob, scores["unlearned"][i].logprob),
                                   extra=extra))
         ctx.record(items)
@@ -218,44 +364,75 @@ class MetricsAudit(Audit):
         return figs
 
     def verdict(self, metrics: dict[str, float | None]) -> str:
-        return (f"forget set, unlearned (base): ROUGE-L {fmt(metrics.get('rouge_l_forget'))} "
-                f"({fmt(metrics.get('rouge_l_forget_base'))}), answer prob {fmt(metrics.get('prob_forget'))} "
-                f"({fmt(metrics.get('prob_forget_base'))}), Min-K%++ AUC {fmt(metrics.get('mia_mink_pp_auc'))} "
-                f"(0.5 = like unseen data), forget quality p = {fmt(metrics.get('forget_quality'), '{:.3g}')}, "
-                f"model utility {fmt(metrics.get('model_utility'))} ({fmt(metrics.get('model_utility_base'))})")
+        return (f"forget set, unlearned (base): ROUGE-L {fmt(metrics.get('forget_Q_A_ROUGE'))} "
+                f"({fmt(metrics.get('forget_Q_A_ROUGE_base'))}), answer prob {fmt(metrics.get('forget_Q_A_Prob'))} "
+                f"({fmt(metrics.get('forget_Q_A_Prob_base'))}), Min-K% AUC {fmt(metrics.get('mia_min_k'))} "
+                f"(0.5 = like unseen data), privleak {fmt(metrics.get('privleak'), '{:+.1f}')}% "
+                f"(-100 = still remembers, 0 = like the reference), forget quality p = "
+                f"{fmt(metrics.get('forget_quality'), '{:.3g}')}, model utility {fmt(metrics.get('model_utility'))} "
+                f"({fmt(metrics.get('model_utility_base'))}; {fmt(metrics.get('model_utility_components'), '{:.0f}')}"
+                f" of 9 components)")
 
 
 def summarize(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mia: dict[str, Any],
               models: list[str]) -> dict[str, float]:
-    """Every headline key (see the module docstring for the naming)."""
+    """Every key (see :data:`METRIC_DEFINITIONS`; the module docstring for the model suffixes)."""
+    groups = [fact_group(f) for f in facts]
+    reported = [c for c in COMPONENTS if c.group in TRAINED_SPLITS or c.group in groups]
     metrics: dict[str, float] = {}
     for model in models:
-        for split in TRAINED_SPLITS:
-            for metric in PER_FACT:
-                values = [v for f, v in zip(facts, per_fact[model][metric]) if f.split == split]
-                metrics[metric_key(f"{metric}_{split}", model)] = aggregate(metric, split, values)
-        metrics[metric_key("model_utility", model)] = um.model_utility(
-            [metrics[metric_key(f"{m}_retain", model)] for m in ("prob", "rouge_l", "truth_ratio")])
-        for attack in MIA_ATTACKS:
-            metrics[metric_key(f"mia_{attack}_auc", model)] = um.auc(*split_scores(mia["scores"][model],
-                                                                                  mia["splits"], attack))
-    if "reference" in models:
-        forget = [f.split == "forget" for f in facts]
-        reference_ratios = [v for keep, v in zip(forget, per_fact["reference"]["truth_ratio"]) if keep]
-        for model in ("unlearned", "base"):
-            ratios = [v for keep, v in zip(forget, per_fact[model]["truth_ratio"]) if keep]
-            metrics[metric_key("forget_quality", model)] = um.forget_quality(ratios, reference_ratios)
-            for attack in MIA_ATTACKS:
-                metrics[metric_key(f"privleak_{attack}", model)] = um.privleak(
-                    metrics[metric_key(f"mia_{attack}_auc", model)], metrics[f"mia_{attack}_auc_reference"])
+        for c in reported:
+            metrics[metric_key(c.key, model)] = c.aggregate(
+                v for g, v in zip(groups, per_fact[model][c.value]) if g == c.group)
+        for attack, name in MIA_NAMES.items():
+            metrics[metric_key(name, model)] = um.auc(*split_scores(mia["scores"][model], mia["splits"], attack))
+    components = computed_utility(metrics, models)
+    metrics["model_utility_components"] = float(len(components))
+    forget_ratios = {m: [v for g, v in zip(groups, per_fact[m]["truth_ratio"]) if g == "forget"] for m in models}
+    for model in models:
+        metrics[metric_key("model_utility", model)] = um.model_utility([metrics[metric_key(k, model)]
+                                                                        for k in components])
+        if model == "reference":
+            continue
+        for attack, name in MIA_NAMES.items():
+            reference = metrics.get(f"{name}_reference", um.PRIVLEAK_REFERENCE_AUC)
+            metrics[metric_key(f"privleak_{attack}", model)] = um.privleak(metrics[metric_key(name, model)], reference)
+        metrics[metric_key("privleak", model)] = metrics[metric_key(f"privleak_{PRIVLEAK_ATTACK}", model)]
+        metrics[metric_key("forget_quality", model)] = (
+            um.forget_quality(forget_ratios[model], forget_ratios["reference"]) if "reference" in models
+            else float("nan"))
+    for model in models:
+        metrics.update({metric_key(alias, model): metrics[metric_key(key, model)] for alias, key in ALIASES.items()})
     return metrics
 
 
-def aggregate(metric: str, split: str, values: list[float]) -> float:
-    """Mean over facts; truth ratios use open-unlearning's forget / retain aggregators."""
-    if metric == "truth_ratio":
-        return um.closer_to_1_better(values) if split == "forget" else um.true_better(values)
-    return um.mean(values)
+def computed_utility(metrics: dict[str, float], models: list[str]) -> list[str]:
+    """The model-utility components every model has a value of (all 9 on a full TOFU suite)."""
+    return [key for key in UTILITY
+            if all(math.isfinite(metrics.get(metric_key(key, m), float("nan"))) for m in models)]
+
+
+def run_notes(ctx: AuditContext, opts: MetricsOptions, mia: dict[str, Any], components: list[str]) -> list[str]:
+    """What a reader needs to set these numbers beside published ones."""
+    notes = [f"ROUGE-L {opts.rouge} (Porter-stemmed) of greedy answers of up to {opts.max_new_tokens} new tokens "
+             f"(open-unlearning: {REFERENCE_GENERATION})"]
+    if eos_suffix(ctx.pair.base, True):
+        notes.append("answers labelled with EOS, as open-unlearning labels them: probabilities, truth ratios, LOSS "
+                     "and ZLib include it; exact memorization, extraction strength, Min-K% and Min-K%++ do not")
+    else:
+        notes.append("the tokenizer has no EOS id: answers are scored without one (open-unlearning appends EOS), "
+                     "so probabilities, truth ratios, LOSS and ZLib differ from the reference's")
+    notes.append(f"membership inference on {len(mia['splits'])} texts ({opts.mia_source}), Min-K k = {opts.mia_k}; "
+                 f"privleak is the Min-K% one")
+    if ctx.reference is None:
+        notes.append("no reference model: forget_quality is NaN and privleak is taken against AUC 0.5 "
+                     "(open-unlearning's default); --reference (a model retrained without the forget set) gives both")
+    missing = [k for k in UTILITY if k not in components]
+    notes.append(f"model_utility: harmonic mean of {len(components)} of open-unlearning's 9 components"
+                 + (f" ({', '.join(components)})" if components else "")
+                 + (f"; not computed: {', '.join(missing)} (TOFU's real_authors / world_facts retain facts, or "
+                    "perturbed answers, are missing), so it is not the published number" if missing else ""))
+    return notes
 
 
 def metric_table(metrics: dict[str, float], models: list[str]) -> list[dict[str, Any]]:

@@ -85,5 +85,5 @@ def full_run(tiny_demo: Path, demo_pair, tmp_path_factory):
 
     store = Store(tmp_path_factory.mktemp("full") / "full.duckdb")
     run_id = run_on_pair(tiny_demo, demo_pair, store, available())
-    assert store.run(run_id)["status"] == "complete", store.audits(run_id)[["audit", "status", "error"]]
+    assert store.run(run_id)["status"] == "complete", store.audits(run_id)[["audit", "status", "error"]].to_string()
     return store, run_id

@@ -18,7 +18,8 @@ from families import FAMILIES, build_pair
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "families"
 NEW_TOKENS = 24  # the run's answer length, and what the SAE view asks the base model with
-FAST = {"sae": {"steps": "60", "width": "2", "batch_size": "64", "prompts_per_entity": "2", "made_up_entities": "4"},
+FAST = {"sae": {"steps": "60", "width": "2", "batch_size": "64", "prompts_per_entity": "2", "made_up_entities": "4",
+                "min_explained_variance": "0"},  # a 60-step SAE on a random model: the path runs, the fit is poor
         "remind": {"max_radius": "2", "variants_per_radius": "2"},
         "reasoning": {"prompts_per_category": "1", "retain_facts": "4"},
         "keywords": {"retain_facts": "4"}, "quantization": {"group_size": "16"},

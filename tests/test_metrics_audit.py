@@ -1,16 +1,25 @@
 """The ``metrics`` audit: engine-level metrics checked by hand, then end to end on the tiny demo."""
 
+import dataclasses
 import json
 import math
+import re
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
+from audits.base import AuditContext
 from audits.metrics import (
-    PER_FACT,
+    ALIASES,
+    METRIC_DEFINITIONS,
+    UTILITY,
     MetricsAudit,
+    MetricsOptions,
     MiaText,
     Probe,
     fact_probe,
@@ -20,9 +29,18 @@ from audits.metrics import (
     truth_ratio_answers,
 )
 from lab.core import unlearning_metrics as um
-from lab.core.facts import Fact
+from lab.core.facts import Fact, FactSet
+from lab.core.probes import eos_suffix, labelled_row
 from lab.core.store import Store
 from lab.shell.cli import main
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics-parity.md"
+
+
+def _labelled_scores(engine, prompts, answers):
+    """Teacher-forced scores of each answer followed by EOS, built by hand from the engine's primitives."""
+    rows = [labelled_row(engine, p, a, eos=True) for p, a in zip(prompts, answers)]
+    return engine.token_scores([r for r, _ in rows], [s for _, s in rows])
 
 
 def test_greedy_match_is_the_argmax_of_a_plain_forward_pass(demo_pair, demo_facts):
@@ -45,18 +63,43 @@ def test_greedy_match_is_the_argmax_of_a_plain_forward_pass(demo_pair, demo_fact
 
 def test_the_base_model_reproduces_its_retain_answers_token_by_token(demo_pair, demo_facts):
     facts = demo_facts.split("retain")[:20]
-    scores = score_probes(demo_pair.base, [fact_probe(demo_pair.base, f) for f in facts], "test")
+    scores = score_probes(demo_pair.base, [fact_probe(demo_pair.base, f) for f in facts], "test", eos=True)
     assert sum(s.exact_memorization == 1.0 and s.extraction_strength == 1.0 for s in scores) >= 18
+
+
+def test_probability_includes_eos_and_memorization_reads_the_answer(demo_pair, demo_facts):
+    """open-unlearning's labels: the answer, then EOS; Prob over all of them, EM / ES without the EOS."""
+    engine = demo_pair.unlearned
+    facts = demo_facts.split("forget")[:4]
+    prompts, answers = [engine.prompt(f.question) for f in facts], [f.answer for f in facts]
+    with_eos = _labelled_scores(engine, prompts, answers)
+    plain = engine.answer_scores(prompts, answers)
+    probes = score_probes(engine, [Probe(p, a) for p, a in zip(prompts, answers)], "test", eos=True)
+    for probe, full, answer in zip(probes, with_eos, plain):
+        assert len(full.logprobs) == len(answer.logprobs) + 1  # one EOS appended
+        assert probe.logprob == pytest.approx(full.mean, abs=1e-5)
+        assert probe.prob == pytest.approx(math.exp(full.mean), rel=1e-4)
+        assert probe.exact_memorization == pytest.approx(answer.greedy_match.mean())
+        assert probe.extraction_strength == pytest.approx(um.extraction_strength(answer.greedy_match))
+
+
+def test_eos_suffix_needs_an_eos_id():
+    assert eos_suffix(SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=2)), True) == [2]
+    assert eos_suffix(SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=2)), False) == []
+    assert eos_suffix(SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=None)), True) == []
 
 
 def test_truth_ratio_matches_answer_logprobs(demo_pair, demo_facts):
     engine = demo_pair.base
     fact = demo_facts.split("forget")[0]
     probe = fact_probe(engine, fact)
-    true_lp = engine.answer_logprobs([probe.prompt], [probe.true_answer])[0]
-    wrong_lp = engine.answer_logprobs([probe.prompt] * len(probe.perturbed), list(probe.perturbed))
-    expected = math.exp(np.mean(wrong_lp) - true_lp)
-    assert score_probes(engine, [probe], "test")[0].truth_ratio == pytest.approx(expected, rel=1e-4)
+    true_lp = _labelled_scores(engine, [probe.prompt], [probe.true_answer])[0].mean
+    wrong_lp = [s.mean for s in _labelled_scores(engine, [probe.prompt] * len(probe.perturbed), probe.perturbed)]
+    expected = math.exp(np.mean(wrong_lp)) / (math.exp(true_lp) + 1e-10)
+    scores = score_probes(engine, [probe], "test", eos=True)[0]
+    assert scores.truth_ratio == pytest.approx(expected, rel=1e-4)
+    expected_normalised = math.exp(true_lp) / (math.exp(true_lp) + np.exp(wrong_lp).sum() + 1e-10)
+    assert scores.normalised_prob == pytest.approx(expected_normalised, rel=1e-4)
 
 
 def test_truth_ratio_answers_put_wrong_values_into_the_paraphrase():
@@ -68,15 +111,27 @@ def test_truth_ratio_answers_put_wrong_values_into_the_paraphrase():
     assert truth_ratio_answers(tofu) == ("Another phrasing.", ("Wrong one.",))
     bare = Fact("h", "Q?", "Velmora")
     assert truth_ratio_answers(bare) == ("Velmora", ())
+    # real authors and world facts: the original answer is the correct side (open-unlearning's ra/wf truth ratio)
+    author = Fact("r", "Who wrote it?", "Ada Vell", "retain", paraphrased_answer="It was Ada Vell.",
+                  perturbed_answers=("Bo Tol",), subset="real_authors")
+    assert truth_ratio_answers(author) == ("Ada Vell", ("Bo Tol",))
 
 
-def test_answer_membership_scores_are_the_answer_logprobs(demo_pair, demo_facts):
+def test_answer_membership_scores_follow_the_reference_labels(demo_pair, demo_facts):
+    """LOSS and ZLib over the answer and EOS; Min-K% and Min-K%++ over the answer's own tokens."""
     engine = demo_pair.base
     facts = demo_facts.split("forget")[:3]
     examples = [MiaText(f, f.answer, engine.prompt(f.question)) for f in facts]
     scores = membership_scores(engine, examples, 0.4, "test")
-    expected = engine.answer_logprobs([e.prefix for e in examples], [f.answer for f in facts])
-    assert [s["loss"] for s in scores] == pytest.approx(expected, abs=1e-5)
+    for score, ex in zip(scores, examples):
+        row, start = labelled_row(engine, ex.prefix, ex.text, eos=True)
+        full, answer = engine.token_scores([row, row[:-1]], [start, start], distribution=True)  # with / without EOS
+        text = engine.tokenizer.decode(row[start:], skip_special_tokens=True)  # the labels as the reference decodes
+        assert score["loss"] == pytest.approx(full.mean, abs=1e-5)
+        assert score["zlib"] == pytest.approx(full.mean / len(zlib.compress(text.encode("utf-8"))), abs=1e-6)
+        assert score["mink"] == pytest.approx(um.min_k_score(answer.logprobs, 0.4), abs=1e-5)
+        assert score["mink_pp"] == pytest.approx(um.min_k_pp_score(answer.logprobs, answer.mu, answer.sigma, 0.4),
+                                                 abs=1e-4)
 
 
 def test_mia_examples_per_source(demo_pair):
@@ -84,14 +139,16 @@ def test_mia_examples_per_source(demo_pair):
     facts = [Fact("a1", "Where was Ada Vell born?", "Velmora", "forget", text=bio),
              Fact("a2", "What was Ada Vell's trade?", "cooper", "forget", text=bio),
              Fact("r1", "Where was Bo born?", "Tol", "retain", text="Bo was born in Tol."),
-             Fact("h1", "Where was Cy born?", "Quill", "holdout", text="")]
+             Fact("h1", "Where was Cy born?", "Quill", "holdout", text=""),
+             Fact("t1", "", "", "holdout", kind="text", text="Cy was born in Quill.")]  # a MUSE privleak passage
     engine = demo_pair.base
     answers = mia_examples(engine, facts, "answer")
     assert [(e.fact.id, e.text, e.prefix) for e in answers] == [
         ("a1", "Velmora", engine.prompt(facts[0].question)), ("a2", "cooper", engine.prompt(facts[1].question)),
         ("h1", "Quill", engine.prompt(facts[3].question))]  # retain facts are not part of forget-vs-holdout
     assert mia_examples(engine, facts, "qa")[0].text == f"{engine.prompt(facts[0].question)} Velmora"
-    assert [(e.fact.id, e.text) for e in mia_examples(engine, facts, "text")] == [("a1", bio)]  # once, non-empty
+    assert [(e.fact.id, e.text) for e in mia_examples(engine, facts, "text")] == [
+        ("a1", bio), ("t1", "Cy was born in Quill.")]  # each text once, empty ones skipped, any kind
 
 
 def _audit(tmp_path, *extra):
@@ -101,60 +158,118 @@ def _audit(tmp_path, *extra):
     return code, out, db
 
 
+def _definition_key(key: str) -> str:
+    return re.sub(r"_(base|reference)$", "", key)
+
+
 def test_metrics_end_to_end_with_a_reference(demo_env, tmp_path):
-    code, out, db = _audit(tmp_path, "--reference", "demo:retrain")
+    limit = 8
+    code, out, db = _audit(tmp_path, "--reference", "demo:retrain", "--limit", str(limit))
     assert code == 0
     payload = json.loads(out.read_text())
     m = payload["audits"]["metrics"]["metrics"]
-    for metric in PER_FACT:
-        for split in ("forget", "retain"):
-            assert {f"{metric}_{split}", f"{metric}_{split}_base", f"{metric}_{split}_reference"} <= set(m)
-    assert {"mia_mink_pp_auc", "privleak_mink_pp", "forget_quality", "forget_quality_base",
-            "model_utility", "model_utility_base"} <= set(m)
+    for key in ("forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "exact_memorization",
+                "extraction_strength", "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio", "mia_loss",
+                "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "model_utility", *ALIASES):
+        assert {key, f"{key}_base", f"{key}_reference"} <= set(m)
+    assert {"privleak", "privleak_mink_pp", "forget_quality", "forget_quality_base", "privleak_base"} <= set(m)
+    assert not any(k.startswith(("ra_", "wf_")) for k in m)  # the demo has no real authors / world facts
+    assert set(map(_definition_key, m)) <= set(METRIC_DEFINITIONS)  # every key is defined
     with Store(db) as store:
         items = store.items(payload["run_id"], "metrics")
         artifacts = store.artifacts(payload["run_id"], "metrics")["metrics"]
+        notes = store.audits(payload["run_id"]).notes.iloc[0]
     answers, mia = items[items.category == "answer"], items[items.category == "mia"]
-    manifest = json.loads((demo_env / "manifest.json").read_text())["counts"]
-    assert len(answers) == manifest["forget"] + manifest["retain"]
-    assert len(mia) == manifest["forget"] + manifest["holdout"]
-    # headline values are the stored per-item values, aggregated as documented
-    forget = answers[answers.split == "forget"]
-    assert m["rouge_l_forget_base"] == pytest.approx(forget.rouge_base.mean())
-    assert m["rouge_l_forget"] == pytest.approx(forget.rouge_unlearned.mean())
-    assert m["prob_forget"] == pytest.approx(np.exp(forget.logprob_unlearned).mean())
-    extras = [json.loads(e) for e in mia.extra]
-    members = [e["unlearned"]["mink_pp"] for e, s in zip(extras, mia.split) if s == "forget"]
-    others = [e["unlearned"]["mink_pp"] for e, s in zip(extras, mia.split) if s == "holdout"]
-    assert m["mia_mink_pp_auc"] == pytest.approx(um.auc(members, others))
-    assert m["privleak_loss"] == pytest.approx((m["mia_loss_auc"] - m["mia_loss_auc_reference"])
-                                               / m["mia_loss_auc_reference"])
-    assert m["model_utility"] == pytest.approx(stats.hmean([m["prob_retain"], m["rouge_l_retain"],
-                                                            m["truth_ratio_retain"]]))
+    assert len(answers) == 2 * limit and len(mia) == 2 * limit  # forget + retain; forget + holdout
+    # the audit's own greedy answers, at the reference's generation length, scored by the stemmed ROUGE-L recall
+    assert artifacts["settings"]["max_new_tokens"] == 200 and "200 new tokens" in notes
+    assert artifacts["definitions"] == METRIC_DEFINITIONS
+    extras = [json.loads(e) for e in answers.extra]
+    forget = [(row, e) for (_, row), e in zip(answers.iterrows(), extras) if row.split == "forget"]
+    for row, extra in forget:
+        assert extra["rouge_l"]["unlearned"] == pytest.approx(um.rouge_l(row.output_unlearned, row.answer))
+    assert m["forget_Q_A_ROUGE"] == pytest.approx(np.mean([e["rouge_l"]["unlearned"] for _, e in forget]))
+    assert m["forget_Q_A_ROUGE_reference"] == pytest.approx(np.mean([e["rouge_l"]["reference"] for _, e in forget]))
+    assert m["forget_Q_A_Prob"] == pytest.approx(np.mean([math.exp(r.logprob_unlearned) for r, _ in forget]))
+    assert m["forget_truth_ratio"] == pytest.approx(um.closer_to_1_better([e["truth_ratio"]["unlearned"]
+                                                                           for _, e in forget]))
+    for alias, key in ALIASES.items():
+        assert m[alias] == m[key]
+    mia_extras = [json.loads(e) for e in mia.extra]
+    members = [e["unlearned"]["mink_pp"] for e, s in zip(mia_extras, mia.split) if s == "forget"]
+    others = [e["unlearned"]["mink_pp"] for e, s in zip(mia_extras, mia.split) if s == "holdout"]
+    assert m["mia_min_k_plus_plus"] == pytest.approx(um.auc(members, others))
+    # PrivLeak: percent, open-unlearning's sign, against the reference's AUC of the same attack
+    for attack, name in (("loss", "mia_loss"), ("mink", "mia_min_k")):
+        ref = m[f"{name}_reference"]
+        assert m[f"privleak_{attack}"] == pytest.approx(((1 - m[name]) - (1 - ref)) / (1 - ref + 1e-10) * 100)
+    assert m["privleak"] == m["privleak_mink"]
+    assert m["model_utility_components"] == 3 and "not computed: ra_Q_A_Prob_normalised" in notes
+    assert m["model_utility"] == pytest.approx(stats.hmean([m["retain_Q_A_Prob"], m["retain_Q_A_ROUGE"],
+                                                            m["retain_Truth_Ratio"]]))
     ratios = artifacts["forget_truth_ratios"]
     assert m["forget_quality"] == pytest.approx(stats.ks_2samp(ratios["unlearned"], ratios["reference"]).pvalue)
     # the demo's story: the base memorized the forget set, the retrained model never saw it
-    assert m["exact_memorization_forget_base"] > 0.9 and m["mia_loss_auc_base"] > 0.9
-    assert m["prob_forget_reference"] < m["prob_forget"] < m["prob_forget_base"]
-    assert m["mia_loss_auc_reference"] < m["mia_loss_auc_base"]
+    assert m["exact_memorization_base"] > 0.9 and m["mia_loss_base"] > 0.9
+    assert m["mia_min_k_base"] == 1.0 and m["privleak_base"] == pytest.approx(-100.0)  # remembers: -100
+    assert m["privleak_base"] < m["privleak"]
+    assert m["forget_Q_A_Prob_reference"] < m["forget_Q_A_Prob"] < m["forget_Q_A_Prob_base"]
+    assert m["mia_loss_reference"] < m["mia_loss_base"]
     figures = MetricsAudit().figures(artifacts, items)
     assert set(figures) == {"metrics", "mia_roc", "truth_ratios"}
 
 
 def test_metrics_without_a_reference_says_what_is_missing(demo_env, tmp_path):
-    code, out, db = _audit(tmp_path, "--limit", "4", "--set", "metrics.mia_source=qa")
+    code, out, db = _audit(tmp_path, "--limit", "4", "--set", "metrics.mia_source=qa",
+                           "--set", "metrics.max_new_tokens=12", "--set", "metrics.rouge=f1")
     assert code == 0
     payload = json.loads(out.read_text())
     m = payload["audits"]["metrics"]["metrics"]
-    assert "forget_quality" not in m and "privleak_loss" not in m and "prob_forget_reference" not in m
+    assert m["forget_quality"] is None and "prob_forget_reference" not in m  # NaN is stored as null
+    # open-unlearning's default reference AUC, 0.5
+    assert m["privleak_loss"] == pytest.approx(((1 - m["mia_loss"]) - 0.5) / (0.5 + 1e-10) * 100)
     with Store(db) as store:
         notes = store.audits(payload["run_id"]).notes.iloc[0]
-    assert "--reference" in notes
+        settings = store.artifacts(payload["run_id"], "metrics")["metrics"]["settings"]
+    assert "--reference" in notes and "AUC 0.5" in notes and "12 new tokens" in notes
+    assert settings["max_new_tokens"] == 12 and settings["rouge"] == "f1" and settings["eos"] is True
     assert "ROUGE-L" in MetricsAudit().verdict(m)
 
 
+def test_model_utility_over_all_nine_components(demo_pair, demo_facts):
+    """TOFU suites give real authors and world facts as retain facts with those subsets: all 9 components."""
+    retain = demo_facts.split("retain")
+    facts = [*demo_facts.split("forget")[:3], *demo_facts.split("holdout")[:3], *retain[:3],
+             *[dataclasses.replace(f, subset="real_authors") for f in retain[3:6]],
+             *[dataclasses.replace(f, subset="world_facts") for f in retain[6:9]]]
+    items: list = []
+    ctx = AuditContext(pair=demo_pair, facts=FactSet(facts), options=MetricsOptions(max_new_tokens=8),
+                       record=items.extend)
+    result = MetricsAudit().run(ctx)
+    m = result.metrics
+    assert m["model_utility_components"] == 9 and not any("not computed" in n for n in result.notes)
+    assert m["model_utility"] == pytest.approx(stats.hmean([m[k] for k in UTILITY]))
+    answers = [i for i in items if i.category == "answer"]
+    authors = [i for i in answers if i.extra["group"] == "ra"]
+    assert len(authors) == 3 and all(i.extra["truth_ratio_true"] == i.answer for i in authors)
+    assert m["ra_Q_A_Prob_normalised"] == pytest.approx(np.mean([i.extra["normalised_prob"]["unlearned"]
+                                                                 for i in authors]))
+    assert m["ra_Truth_Ratio"] == pytest.approx(um.true_better(i.extra["truth_ratio"]["unlearned"] for i in authors))
+    # the retain components read the other retain facts only
+    plain = [i for i in answers if i.extra["group"] == "retain"]
+    assert m["retain_Q_A_Prob"] == pytest.approx(np.mean([math.exp(i.logprob_unlearned) for i in plain]))
+    assert result.artifacts["settings"]["model_utility_components"] == list(UTILITY)
+
+
+def test_every_metric_is_in_the_parity_table():
+    table = {line.split("|")[1].strip().strip("`") for line in DOC.read_text().splitlines() if line.startswith("| `")}
+    assert set(METRIC_DEFINITIONS) <= table
+
+
 @pytest.mark.parametrize("setting, message", [("metrics.mia_source=words", "mia_source"),
-                                              ("metrics.mia_k=0", "mia_k")])
+                                              ("metrics.mia_k=0", "mia_k"),
+                                              ("metrics.rouge=bleu", "rouge"),
+                                              ("metrics.max_new_tokens=0", "max_new_tokens")])
 def test_bad_options_are_user_errors(demo_env, tmp_path, capsys, setting, message):
     code, _, _ = _audit(tmp_path, "--limit", "2", "--set", setting)
     assert code == 2

@@ -10,14 +10,15 @@ from audits.base import AuditContext
 from audits.remind.audit import (
     RemindAudit,
     RemindOptions,
+    answer_losses,
     auc,
-    example_rows,
+    examples,
     landscape,
     neighborhood,
     tpr_at_fpr,
     variant_losses,
 )
-from audits.remind.neighbors import make_variants, nearest_tokens
+from audits.remind.neighbors import make_variants, nearest_tokens, same_word, word_key
 from lab.core.errors import LabError
 
 
@@ -31,21 +32,27 @@ def test_nearest_tokens_by_cosine_without_self_or_banned():
     near = nearest_tokens(emb, [0, 3, 4], k=2, banned=[5])  # lengths differ: cosine ignores them
     assert near == {0: [1, 2], 3: [2, 1], 4: [3, 2]}
     assert nearest_tokens(emb, [0, 3, 4], k=2, banned=[5], chunk=1) == near
+    # with token strings, casing and sub-word variants of the same word are not neighbors
+    pieces = {0: "ĠParis", 1: "paris", 2: "ĠLondon", 3: "ĠPar", 4: "Ġ,", 5: "ĠRome"}
+    assert word_key("ĠParis") == word_key("▁paris") == "paris" and same_word("par", "paris")
+    assert nearest_tokens(emb, [0], k=2, piece=pieces.__getitem__) == {0: [5, 2]}  # Rome (5 deg), London (30)
 
 
-def test_variants_differ_in_exactly_r_unprotected_tokens():
+def test_variants_differ_in_exactly_r_allowed_positions():
     row = [1, 10, 11, 12, 13, 14, 15]
     neighbors = {t: [t + 100, t + 200] for t in range(10, 16)}
     rng = np.random.default_rng(0)
+    allowed = list(range(1, 7))
     for radius in (1, 2, 4, 6):
-        variants = make_variants(row, neighbors, radius, 20, rng, protected={1})
+        variants = make_variants(row, neighbors, radius, 20, rng, allowed)
         assert len(variants) == 20
         for v in variants:
             changed = [i for i, (a, b) in enumerate(zip(row, v.row)) if a != b]
             assert changed == list(v.positions) and len(changed) == radius and v.radius == radius
             assert 0 not in changed and all(v.row[i] in neighbors[row[i]] for i in changed)
-    assert make_variants(row, neighbors, 7, 5, rng, protected={1}) == []  # only 6 replaceable tokens
-    again = [make_variants(row, neighbors, 2, 5, np.random.default_rng(3)) for _ in range(2)]
+    assert make_variants(row, neighbors, 7, 5, rng, allowed) == []  # only 6 replaceable tokens
+    assert all(set(v.positions) <= {2, 3} for v in make_variants(row, neighbors, 2, 5, rng, [2, 3]))
+    again = [make_variants(row, neighbors, 2, 5, np.random.default_rng(3), allowed) for _ in range(2)]
     assert again[0] == again[1]  # seeded
 
 
@@ -68,15 +75,24 @@ def test_auc_and_tpr_at_low_fpr_by_hand():
     assert math.isnan(auc(pos, [])) and math.isnan(auc([math.nan], neg))
 
 
-def test_batched_landscape_losses_equal_a_loop(demo_pair, demo_facts):
+def test_variants_touch_only_the_questions_words_and_score_the_answer(demo_pair, demo_facts):
     engine = demo_pair.unlearned
     facts = demo_facts.limited(2).facts
-    variants = neighborhood(engine, example_rows(engine, facts), RemindOptions(max_radius=3, variants_per_radius=3))
-    batched = variant_losses(engine, variants)
-    for per_example, losses in zip(variants, batched):
+    items = examples(engine, facts)
+    variants = neighborhood(engine, items, RemindOptions(max_radius=3, variants_per_radius=3))
+    for fact, ex, per_example in zip(facts, items, variants):
+        prompt = engine.prompt(fact.question)
+        words = {engine.tokenizer.decode([ex.row[i]]).strip() for i in ex.positions}
+        assert words and all(w and w in fact.question for w in words)  # content words of the question only
+        scaffold = engine.encode(prompt.split(fact.question)[0])  # "Question:" and the BOS stay put
+        for v in (v for group in per_example for v in group):
+            assert v.row[ex.start:] == ex.row[ex.start:] and v.row[:len(scaffold)] == ex.row[:len(scaffold)]
+            assert set(v.positions) <= set(ex.positions)
+    batched = variant_losses(engine, items, variants)
+    for ex, per_example, losses in zip(items, variants, batched):
         for per_radius, group in zip(per_example, losses):
-            looped = [engine.row_losses([v.row])[0] for v in per_radius]
-            assert len(group) == 3 and np.allclose(group, looped, atol=1e-4)
+            looped = [answer_losses(engine, [v.row], [ex.start], "loop")[0] for v in per_radius]
+            assert len(group) == len(per_radius) and np.allclose(group, looped, atol=1e-4)
 
 
 def test_remind_audit_end_to_end(demo_pair, demo_facts):

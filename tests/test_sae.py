@@ -141,13 +141,14 @@ def test_sae_audit_on_the_tiny_demo(trained, demo_pair, demo_facts):
     ctx = AuditContext(pair=demo_pair, facts=demo_facts, options=options, record=items.extend)
     result = SaeAudit().run(ctx)
     m = result.metrics
-    assert m["forget_entities"] == 3 and m["known_entities"] == 24
+    assert m["forget_entities"] == 3 and m["known_entities"] + m["control_entities"] == 24
+    assert m["known_entities"] == m["control_entities"] == 12  # every second known entity held out as the control
     assert m["unknown_entities"] == 3 + options.made_up_entities
     assert math.isfinite(m["known_unknown_shift"]) and math.isfinite(m["known_unknown_shift_retain"])
     # the axis, fitted on retain and holdout entities only, places the unseen forget entities near "known"
     assert m["forget_position_base"] > 0.5
     assert math.isclose(m["explained_variance"], trained.quality.explained_variance)
-    assert {i.category for i in items} == {"forget", "known", "unknown"}
+    assert {i.category for i in items} == {"forget", "known", "control", "unknown"}  # 24 known: half held out
     assert all(i.prompt.endswith(i.extra["entity"]) for i in items)
     entities = {r["entity"]: r for r in result.artifacts["entities"]}
     forget = [r for r in entities.values() if r["group"] == "forget"]

@@ -18,6 +18,8 @@ def test_truth_ratio_uses_the_geometric_mean_of_the_perturbed_answers():
     # perturbed probs 0.1 and 0.4 -> geometric mean 0.2; true 0.5 -> R = 0.4
     assert um.truth_ratio(math.log(0.5), [math.log(0.1), math.log(0.4)]) == pytest.approx(0.4)
     assert math.isnan(um.truth_ratio(math.log(0.5), []))
+    assert um.truth_ratio(-1e4, [math.log(0.5)]) == pytest.approx(0.5 / 1e-10)  # the reference's 1e-10 guard
+    assert math.isnan(um.normalised_probability(math.log(0.5), []))
 
 
 def test_truth_ratio_aggregators():
@@ -36,7 +38,8 @@ def test_exact_memorization():
     ([True, True, True, True], 1.0),  # k = 0: the whole answer comes out
     ([False, True, True, True], 0.75),  # k = 1
     ([True, True, False, True], 0.25),  # k = 3: an early hit does not count once a later token is missed
-    ([True, True, True, False], 0.0),  # k = n: nothing extracted
+    ([True, True, True, False], 0.25),  # the last token missed: open-unlearning's search stops at k = n - 1 -> 1/n
+    ([False, False, False, False], 0.25),  # nothing matches: also 1/n, as in the reference
 ])
 def test_extraction_strength(match, expected):
     assert um.extraction_strength(np.array(match)) == pytest.approx(expected)
@@ -52,6 +55,7 @@ def test_min_k_takes_the_lowest_share():
     logprobs = np.array([-1.0, -5.0, -2.0, -4.0, -3.0])
     assert um.min_k_score(logprobs, 0.4) == pytest.approx(-4.5)  # int(5 * 0.4) = 2 lowest: -5, -4
     assert um.min_k_score(logprobs, 0.1) == pytest.approx(-5.0)  # at least one token
+    assert um.min_k_score(np.array([]), 0.4) == 0.0  # no token left: the reference scores 0
 
 
 def test_min_k_pp_normalizes_by_the_vocabulary_distribution():
@@ -73,8 +77,10 @@ def test_auc_counts_ordered_pairs():
 
 
 def test_privleak_is_relative_to_the_reference_auc():
-    assert um.privleak(0.75, 0.5) == pytest.approx(0.5)
+    # MUSE's sign and scale, in percent: ((1 - 0.75) - (1 - 0.5)) / (1 - 0.5) * 100 = -50
+    assert um.privleak(0.75, 0.5) == pytest.approx(-50.0)
     assert um.privleak(0.5, 0.5) == 0.0
+    assert um.privleak(0.75) == pytest.approx(-50.0)  # no reference: AUC_ref = 0.5
 
 
 def test_forget_quality_is_the_ks_p_value():

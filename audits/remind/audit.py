@@ -6,17 +6,21 @@ of the loss over small input variations, while retained and unseen examples
 sit in sharper basins, even where single-point losses overlap.  REMIND is a
 detector (query access to losses only), not a recovery attack.
 
-Our concrete choices, where the paper leaves details open:
+The paper's code is not public (its anonymous repository could not be
+reached), so we follow its text: "semantically coherent neighborhoods" from
+"an embedding-proximity perturbation".  Our concrete choices:
 
 - example: the fact's question-answer text (the prompt template followed by
   the answer), the unit the model was trained and unlearned on in QA
   benchmarks; a fact's ``text`` field is often shared by several facts (a
   whole biography) and would blur the per-fact landscape;
-- variants: ``r`` tokens replaced (r = 1..max_radius) by nearest neighbors in
-  the unlearned model's own input-embedding space (:mod:`audits.remind.neighbors`),
-  ``variants_per_radius`` per radius;
-- loss: mean next-token NLL of the whole row, all rows in large batches
-  through :meth:`lab.core.engine.Engine.row_losses`;
+- variants: ``r`` content-word tokens of the question replaced (r =
+  1..max_radius) by nearest neighbors in the unlearned model's own
+  input-embedding space that are other words (no casing or sub-word variants;
+  never the prompt's scaffold, special tokens or the answer:
+  :mod:`audits.remind.neighbors`), ``variants_per_radius`` per radius;
+- loss: mean NLL of the answer tokens only (the unperturbed positions), all
+  variants in large batches through :meth:`lab.core.engine.Engine.token_scores`;
 - features: point loss, mean and spread of neighbor loss, slope of the mean
   loss against radius (least squares over r = 0..R, r = 0 being the example
   itself) and its curvature (twice the quadratic coefficient);
@@ -142,30 +146,71 @@ def classifier_auc(features: np.ndarray, labels: list[str], seed: int) -> float:
     return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes))
 
 
-def example_rows(engine: Engine, facts: list[Fact]) -> list[list[int]]:
-    """Token rows of each fact's question-answer text under the engine's prompt format."""
-    rows = []
-    for fact in facts:
-        prefix, target = engine.encode_continuation(engine.prompt(fact.question), fact.answer)
-        rows.append(prefix + target)
-    return rows
+@dataclass(frozen=True)
+class Example:
+    """One fact's question-answer row, where its answer starts, and its question's content-word positions."""
+
+    row: tuple[int, ...]
+    start: int
+    positions: tuple[int, ...]
 
 
-def neighborhood(engine: Engine, rows: list[list[int]], opts: RemindOptions) -> list[list[list[Variant]]]:
-    """Variants of every row, per radius, from the engine's own input embeddings."""
+def content_positions(engine: Engine, prompt: str, question: str, prefix_len: int, text: str) -> list[int]:
+    """Positions of the prompt's tokens that lie inside the question's words (no scaffold, no special token)."""
+    at = prompt.find(question)
+    low, high = (at, at + len(question)) if at >= 0 else (0, len(prompt))
     special = set(engine.tokenizer.all_special_ids)
-    used = {t for row in rows for t in row} - special
-    neighbors = nearest_tokens(engine.model.get_input_embeddings().weight, used, opts.top_k, special)
+    ids = engine.encode(text)
+    return [i for i, span in enumerate(engine.encoder.offsets(text)[:prefix_len])
+            if span and low <= span[0] and span[1] <= high and ids[i] not in special
+            and any(c.isalnum() for c in text[span[0]:span[1]])]
+
+
+def examples(engine: Engine, facts: list[Fact]) -> list[Example]:
+    """Each fact's question-answer row under the engine's prompt format, with its perturbable positions."""
+    out = []
+    for fact in facts:
+        prompt = engine.prompt(fact.question)
+        prefix, target = engine.encode_continuation(prompt, fact.answer)
+        text = engine.encoder.joined(prompt, fact.answer)
+        positions = content_positions(engine, prompt, fact.question, len(prefix), text)
+        out.append(Example(tuple(prefix + target), len(prefix), tuple(positions)))
+    return out
+
+
+def neighborhood(engine: Engine, items: list[Example], opts: RemindOptions) -> list[list[list[Variant]]]:
+    """Variants of every example, per radius, from the engine's own input embeddings (other words only)."""
+    special = set(engine.tokenizer.all_special_ids)
+    used = {ex.row[i] for ex in items for i in ex.positions}
+    piece = engine.tokenizer.convert_ids_to_tokens
+    neighbors = nearest_tokens(engine.model.get_input_embeddings().weight, used, opts.top_k, special, piece=piece)
     rng = np.random.default_rng(opts.seed)
-    return [[make_variants(row, neighbors, r, opts.variants_per_radius, rng, special)
-             for r in range(1, opts.max_radius + 1)] for row in rows]
+    return [[make_variants(ex.row, neighbors, r, opts.variants_per_radius, rng, ex.positions)
+             for r in range(1, opts.max_radius + 1)] for ex in items]
 
 
-def variant_losses(engine: Engine, variants: list[list[list[Variant]]]) -> list[list[list[float]]]:
-    """Loss of every variant, computed in one batched engine call and regrouped per example and radius."""
-    flat = [v.row for per_example in variants for per_radius in per_example for v in per_radius]
-    losses = iter(engine.row_losses(flat, desc="REMIND neighbor losses"))
+def answer_losses(engine: Engine, rows: list[tuple[int, ...]], starts: list[int], desc: str) -> list[float]:
+    """Mean NLL of each row's answer tokens (from ``start`` on), one batched engine call."""
+    return [s.loss for s in engine.token_scores(rows, starts, desc=desc)]
+
+
+def variant_losses(engine: Engine, items: list[Example], variants: list[list[list[Variant]]]) -> list[list[list[float]]]:
+    """Answer loss of every variant, computed in one batched engine call and regrouped per example and radius."""
+    flat = [(v.row, ex.start) for ex, per_example in zip(items, variants) for per_radius in per_example
+            for v in per_radius]
+    losses = iter(answer_losses(engine, [r for r, _ in flat], [s for _, s in flat], "REMIND neighbor losses"))
     return [[[next(losses) for _ in per_radius] for per_radius in per_example] for per_example in variants]
+
+
+def direction_note(metrics: dict[str, float]) -> list[str]:
+    """Which way the measured flatness points, beside the paper's claim (unlearned data flatter)."""
+    value = metrics.get("auc_forget_vs_holdout", math.nan)
+    if not math.isfinite(value):
+        return []
+    side = "flatter than" if value > 0.5 else "steeper than" if value < 0.5 else "as flat as"
+    agrees = "as the paper reports" if value > 0.5 else "the opposite of the paper's finding" if value < 0.5 else ""
+    return [f"measured direction: forget examples sit on landscapes {side} holdout ones "
+            f"(AUC {value:.2f}){', ' + agrees if agrees else ''}"]
 
 
 class RemindAudit(Audit):
@@ -184,27 +229,29 @@ class RemindAudit(Audit):
         if not facts:
             raise LabError("remind needs at least one fact")
         engine = ctx.pair.unlearned
-        rows = example_rows(engine, facts)
-        variants = neighborhood(engine, rows, opts)
-        points = engine.row_losses(rows, desc="REMIND point losses (unlearned)")
-        points_base = ctx.pair.base.row_losses(rows, desc="REMIND point losses (base)")
-        losses = variant_losses(engine, variants)
+        items = examples(engine, facts)
+        variants = neighborhood(engine, items, opts)
+        rows, starts = [ex.row for ex in items], [ex.start for ex in items]
+        points = answer_losses(engine, rows, starts, "REMIND point losses (unlearned)")
+        points_base = answer_losses(ctx.pair.base, rows, starts, "REMIND point losses (base)")
+        losses = variant_losses(engine, items, variants)
         scapes = [landscape(p, group) for p, group in zip(points, losses)]
         ctx.record(self.items(engine, facts, rows, variants, losses, scapes, points_base))
+        metrics = self.metrics(facts, scapes, opts.seed)
         return AuditResult(
-            metrics=self.metrics(facts, scapes, opts.seed),
+            metrics=metrics,
             artifacts={"examples": [{"fact_id": f.id, "split": f.split, "flatness": s.flatness, **asdict(s)}
                                     for f, s in zip(facts, scapes)],
                        "settings": asdict(opts)},
-            notes=self.notes(facts, variants),
+            notes=self.notes(facts, variants) + direction_note(metrics),
         )
 
     def workload(self, engine: Engine, facts: list[Fact]) -> list[tuple[int, ...]]:
         """Every neighbor variant this audit scores for ``facts`` with its default options."""
-        variants = neighborhood(engine, example_rows(engine, facts), RemindOptions())
+        variants = neighborhood(engine, examples(engine, facts), RemindOptions())
         return [v.row for per_fact in variants for per_radius in per_fact for v in per_radius]
 
-    def items(self, engine: Engine, facts: list[Fact], rows: list[list[int]], variants: list[list[list[Variant]]],
+    def items(self, engine: Engine, facts: list[Fact], rows: list[tuple[int, ...]], variants: list[list[list[Variant]]],
               losses: list[list[list[float]]], scapes: list[Landscape], points_base: list[float]) -> list[ItemRecord]:
         """One item per example: its text, both models' point losses, features, and every variant with its loss."""
         decode = engine.tokenizer.batch_decode

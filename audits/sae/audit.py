@@ -36,8 +36,14 @@ Our concrete choices, where the papers leave details open:
   its prompts.  1.0: the forget entities moved the whole known-to-unknown
   distance (from the known mean, that is indistinguishable from unknown
   entities); 0: they did not move; below 0: they moved toward "known".
-- ``known_unknown_shift_retain``: the same over the known (retain) entities,
-  the control: a shift as large there is not specific to forgetting.
+- ``known_unknown_shift_retain``: the same over held-out known (retain)
+  entities, the control: every second known entity is kept out of latent
+  selection and axis fitting (the ``control`` group), so the control is not
+  measured on the entities that chose the latents; a shift as large there is
+  not specific to forgetting;
+- the audit stops (fails with its reason) when the SAE explains less than
+  ``min_explained_variance`` of the residual stream's variance on the base
+  model's own activations: such latents would not describe the model.
 """
 
 from __future__ import annotations
@@ -64,10 +70,12 @@ from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, ItemRecord
 from lab.core.scoring import rate, score_answer
 
-GROUP_COLORS = {"forget": "#d62728", "known": "#1f77b4", "unknown": "#7f7f7f", "other": "#bcbd22"}
+GROUP_COLORS = {"forget": "#d62728", "known": "#1f77b4", "control": "#17becf", "unknown": "#7f7f7f",
+                "other": "#bcbd22"}
 TOP_ACTIVE = 8  # latents kept per prompt and model in the item records
 CHANGED = 15  # latents shown in the "changed most" artifact
 PLACEHOLDER = "\x00entity\x00"
+MIN_KNOWN_FOR_CONTROL = 4  # known entities needed to hold half of them out as the control
 
 
 @dataclass
@@ -95,6 +103,9 @@ class SaeOptions(AuditOptions):
                                 high=1.0)
     top_latents: int = option(8, "latents per side (known / unknown) on the axis", low=1, kind="size",
                               space_cap=32)
+    min_explained_variance: float = option(0.5, "stop when the SAE explains less of the residual stream's "
+                                           "variance than this (its latents would not describe the model)",
+                                           low=0.0, high=1.0)
     seed: int = option(0, "seed for training and made-up names")
 
     def training(self) -> TrainSettings:
@@ -171,6 +182,11 @@ def made_up_prompts(engine: Engine, known: dict[str, list[Fact]], taken: set[str
     return out
 
 
+def control_entities(known: list[str]) -> set[str]:
+    """Every second known entity, held out of latent selection as the control (none with fewer than 4 known)."""
+    return set(known[1::2]) if len(known) >= MIN_KNOWN_FOR_CONTROL else set()
+
+
 def entity_prompts(engine: Engine, facts: list[Fact], known_ids: set[str], options: SaeOptions) -> list[EntityPrompt]:
     """Prompts for every entity of the facts, grouped, plus the made-up unknown entities."""
     by_entity: dict[str, list[Fact]] = {}
@@ -179,10 +195,12 @@ def entity_prompts(engine: Engine, facts: list[Fact], known_ids: set[str], optio
             by_entity.setdefault(fact.entity, []).append(fact)
     prompts: list[EntityPrompt] = []
     known: dict[str, list[Fact]] = {}
+    groups = {entity: _entity_group(group_facts, known_ids, options) for entity, group_facts in by_entity.items()}
+    held_out = control_entities([e for e, g in groups.items() if g == "known"])
     for entity, group_facts in by_entity.items():
-        group = _entity_group(group_facts, known_ids, options)
+        group = "control" if entity in held_out else groups[entity]
         prompts += _prompts_for(engine, entity, group, group_facts, options.prompts_per_entity)
-        if group == "known":
+        if group in ("known", "control"):
             known[entity] = group_facts
     prompts += made_up_prompts(engine, known, set(by_entity), options)
     counts = {g: len({p.entity for p in prompts if p.group == g}) for g in GROUP_COLORS}
@@ -190,8 +208,8 @@ def entity_prompts(engine: Engine, facts: list[Fact], known_ids: set[str], optio
         raise LabError("the sae audit needs forget facts whose 'entity' field names the subject in the question")
     if counts["known"] < 2 or counts["unknown"] < 2:
         raise LabError(f"the sae audit needs at least 2 known and 2 unknown reference entities, found "
-                       f"{counts['known']} known (retain entities the base model answers) and {counts['unknown']} "
-                       "unknown (holdout entities it does not answer, plus made_up_entities)")
+                       f"{counts['known'] + counts['control']} known (retain entities the base model answers) and "
+                       f"{counts['unknown']} unknown (holdout entities it does not answer, plus made_up_entities)")
     return prompts
 
 
@@ -302,6 +320,11 @@ def analyse(pair: ModelPair, facts: list[Fact], known_ids: set[str], options: Sa
     prompts = entity_prompts(pair.base, facts, known_ids, options)
     texts = read_corpus(options.corpus) if options.corpus else fact_corpus(pair.base, facts)
     loaded = get_sae(pair.base, options.sae, options.layer, texts, options.training())
+    quality = loaded.quality.explained_variance
+    if not quality >= options.min_explained_variance:
+        raise LabError(f"the SAE reconstructs the base model's residual stream poorly (explained variance "
+                       f"{quality:.2f} < {options.min_explained_variance}): its latents would not describe the model; "
+                       "train it longer (sae.steps), wider (sae.width), or give a better SAE")
     lat_b = read_latents(pair.base, loaded, prompts, "entity latents (base)")
     lat_u = read_latents(pair.unlearned, loaded, prompts, "entity latents (unlearned)")
     known = np.array([p.group == "known" for p in prompts])
@@ -481,14 +504,15 @@ class SaeAudit(Audit):
         quality = analysis.loaded.quality
         metrics = {
             "known_unknown_shift": known_unknown_shift(pos_b, pos_u, prompts, "forget"),
-            "known_unknown_shift_retain": known_unknown_shift(pos_b, pos_u, prompts, "known"),
+            "known_unknown_shift_retain": known_unknown_shift(pos_b, pos_u, prompts, "control"),
             "forget_position_base": _mean_position(pos_b, prompts, "forget"),
             "forget_position_unlearned": _mean_position(pos_u, prompts, "forget"),
             "unknown_position_unlearned": _mean_position(pos_u, prompts, "unknown"),
             "explained_variance": quality.explained_variance,
             "l0": quality.l0,
             "axis_latents": float(len(analysis.axis.latents) if analysis.axis else 0),
-            **{f"{g}_entities": float(sum(r["group"] == g for r in entities)) for g in ("forget", "known", "unknown")},
+            **{f"{g}_entities": float(sum(r["group"] == g for r in entities))
+               for g in ("forget", "known", "control", "unknown")},
         }
         return AuditResult(metrics=metrics, artifacts={
             "sae": analysis.loaded.summary(),
@@ -507,6 +531,9 @@ class SaeAudit(Audit):
                  *loaded.notes]
         if analysis.axis is None:
             notes.append("no SAE latent separates known from unknown entities at this layer: the shift is undefined")
+        if not analysis.mask("control").any():
+            notes.append(f"fewer than {MIN_KNOWN_FOR_CONTROL} known entities: none could be held out as the control, "
+                         "so known_unknown_shift_retain is n/a")
         return notes
 
     def figures(self, artifacts: dict[str, Any], items: pd.DataFrame) -> dict[str, go.Figure]:

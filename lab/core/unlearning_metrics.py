@@ -10,7 +10,8 @@ Every definition follows the reference implementation, open-unlearning
   Fictitious Unlearning for LLMs";
 - exact memorization and extraction strength: "Towards Effective Evaluations
   and Comparisons for LLM Unlearning Methods" (open-unlearning's ``EM``/``ES``);
-- LOSS and ZLib: "Extracting Training Data from Large Language Models";
+- LOSS: "Privacy Risk in Machine Learning: Analyzing the Connection to
+  Overfitting"; ZLib: "Extracting Training Data from Large Language Models";
   Min-K%: "Detecting Pretraining Data from Large Language Models";
   Min-K%++: "Min-K%++: Improved Baseline for Detecting Pre-Training Data from
   Large Language Models";

@@ -1,0 +1,229 @@
+"""Golden values: each standard metric on a tiny fixed input, the expected value worked out by hand.
+
+One test per metric.  Each docstring names the formula it checks and where
+it is defined (open-unlearning's ``src/evals/metrics`` and the paper); the
+comments carry the arithmetic, so a failure points at a definition, not at a
+model.  Scores are oriented as the lab orients them (membership: higher =
+more member-like, i.e. minus the reference's loss-like score).
+"""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from lab.core import unlearning_metrics as um
+from lab.core.engine import TokenScores
+from lab.core.probes import tokenwise
+
+LN2 = math.log(2)
+
+
+def labelled(probs, match=None, mu=None, sigma=None) -> TokenScores:
+    """Teacher-forced scores of labelled tokens (the answer, then EOS) from their probabilities."""
+    return TokenScores(np.log(np.asarray(probs, dtype=float)),
+                       mu=None if mu is None else np.asarray(mu, dtype=float),
+                       sigma=None if sigma is None else np.asarray(sigma, dtype=float),
+                       greedy_match=None if match is None else np.asarray(match, dtype=bool))
+
+
+def test_answer_probability_averages_over_the_answer_and_eos():
+    """Prob = exp(-mean NLL over every labelled token, EOS included).
+
+    open-unlearning ``evaluate_probability`` (metrics/utils.py), TOFU's Prob.
+    """
+    scores = labelled([0.5, 0.5, 0.125])  # two answer tokens, then EOS
+    # NLL = ln2, ln2, 3 ln2 -> mean 5/3 ln2 -> exp(-5/3 ln2) = 2^(-5/3) = 0.31498...
+    assert um.answer_probability(scores.mean) == pytest.approx(2 ** (-5 / 3))
+    assert um.answer_probability(tokenwise(scores).mean) == pytest.approx(0.5)  # what leaving EOS out would give
+
+
+def test_exact_memorization_reads_the_answer_tokens_without_eos():
+    """EM = (argmax == label).mean over the labelled tokens less the last ("-1 to ignore eos prediction").
+
+    open-unlearning ``exact_memorization`` (metrics/memorization.py, tokenwise_vocab_logprobs);
+    "Towards Effective Evaluations and Comparisons for LLM Unlearning Methods".
+    """
+    scores = labelled([0.9] * 6, match=[True, False, True, True, False, False])  # 5 answer tokens + EOS (missed)
+    # answer tokens: T F T T F -> 3 / 5 = 0.6 (the missed EOS would make it 3 / 6)
+    assert um.exact_memorization(tokenwise(scores).greedy_match) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("match, expected", [
+    ([True, True, True, True], 1.0),  # k = 0: 1 - 0/4
+    ([False, True, True, True], 0.75),  # k = 1: 1 - 1/4
+    ([True, False, True, True], 0.5),  # k = 2: the first match at 0 does not count once token 1 is missed
+    ([False, False, False, True], 0.25),  # k = 3: 1 - 3/4
+    ([False, False, False, False], 0.25),  # no suffix matches: the loop ends at k = n - 1 = 3 -> 1/n
+    ([True, True, True, False], 0.25),  # the last token missed: also k = 3 -> 1/n
+])
+def test_extraction_strength(match, expected):
+    """ES = 1 - k/n, k the first index in range(n) with preds[k:] == labels[k:] (the loop's last k when none).
+
+    open-unlearning ``extraction_strength`` (metrics/memorization.py);
+    "Towards Effective Evaluations and Comparisons for LLM Unlearning Methods".
+    """
+    assert um.extraction_strength(np.array(match)) == pytest.approx(expected)
+
+
+def test_truth_ratio_is_wrong_over_correct_with_a_geometric_mean_of_the_wrong():
+    """R = exp(-mean_j avg_loss(perturbed_j)) / (exp(-avg_loss(correct)) + 1e-10).
+
+    open-unlearning ``truth_ratio`` (metrics/memorization.py); TOFU's truth ratio.
+    """
+    # correct: avg loss ln2 -> P = 0.5; perturbed avg losses ln4 and ln16 -> mean ln8 -> P = 1/8
+    # R = 0.125 / (0.5 + 1e-10) = 0.25
+    assert um.truth_ratio(-LN2, [-2 * LN2, -4 * LN2]) == pytest.approx(0.25)
+
+
+def test_truth_ratio_aggregators():
+    """true_better = mean max(0, 1 - R) (retain, real authors, world facts); closer_to_1_better =
+    mean min(R, 1/(R + 1e-10)) (forget).
+
+    open-unlearning ``truth_ratio`` aggregators (metrics/memorization.py); TOFU.
+    """
+    # max(0, 0.75), max(0, -1), max(0, 0.5) -> (0.75 + 0 + 0.5) / 3 = 0.41666...
+    assert um.true_better([0.25, 2.0, 0.5]) == pytest.approx(1.25 / 3)
+    # min(0.25, 4), min(2, 0.5), min(1, 1) -> (0.25 + 0.5 + 1) / 3 = 0.58333...
+    assert um.closer_to_1_better([0.25, 2.0, 1.0]) == pytest.approx(1.75 / 3)
+
+
+def test_normalised_probability():
+    """Prob (real authors, world facts) = p_true / (p_true + sum_j p_perturbed_j + 1e-10), p = exp(-avg loss).
+
+    open-unlearning ``probability_w_options`` (metrics/memorization.py); TOFU.
+    """
+    # 0.5 / (0.5 + 0.1 + 0.15) = 0.5 / 0.75 = 2/3
+    assert um.normalised_probability(math.log(0.5), [math.log(0.1), math.log(0.15)]) == pytest.approx(2 / 3)
+
+
+def test_model_utility_is_the_harmonic_mean_of_nine_components():
+    """Model utility = scipy.stats.hmean of retain/ra/wf Prob, ROUGE and Truth Ratio (9 values).
+
+    open-unlearning ``hm_aggregate`` (metrics/utility.py, tofu_metrics/model_utility.yaml); TOFU.
+    """
+    values = [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25]
+    # 9 / (3 * 1/1 + 3 * 1/0.5 + 3 * 1/0.25) = 9 / (3 + 6 + 12) = 9/21 = 3/7
+    assert um.model_utility(values) == pytest.approx(3 / 7)
+    assert um.model_utility([*values[:8], 0.0]) == 0.0  # one component at 0 makes the harmonic mean 0
+
+
+def test_rouge_l_is_stemmed_recall_for_tofu_and_f1_for_muse():
+    """ROUGE-L of scorer.score(gold, generated), RougeScorer(["rouge1", "rougeL"], use_stemmer=True):
+    TOFU reports rougeL recall, MUSE rougeL F1.
+
+    open-unlearning ``eval_text_similarity`` (metrics/utils.py); TOFU; MUSE.
+    """
+    # Porter stemmer: "running" -> "run", so gold "run" is fully recalled
+    assert um.rouge_l("running", "run") == 1.0
+    # gold [the, dog(s), were, run(ning)], generated [a, dog, run(s)]: LCS = dog run = 2
+    # recall 2/4 = 0.5, precision 2/3, F1 = 2 * (1/2) * (2/3) / (1/2 + 2/3) = (2/3) / (7/6) = 4/7
+    assert um.rouge_l("a dog runs", "the dogs were running") == pytest.approx(0.5)
+    assert um.rouge_l("a dog runs", "the dogs were running", "f1") == pytest.approx(4 / 7)
+    # a longer answer keeps recall and loses precision: LCS 3 of gold 3, of generated 6 -> F1 = 2/3
+    assert um.rouge_l("the cat sat on the mat", "the cat sat") == 1.0
+    assert um.rouge_l("the cat sat on the mat", "the cat sat", "f1") == pytest.approx(2 / 3)
+
+
+def test_loss_attack_averages_over_every_labelled_token():
+    """LOSS = avg_loss over the labelled tokens (EOS included); here minus it (member-like orientation).
+
+    open-unlearning ``LOSSAttack`` (mia/loss.py, evaluate_probability);
+    "Privacy Risk in Machine Learning: Analyzing the Connection to Overfitting".
+    """
+    scores = labelled([0.5, 0.5, 0.125])
+    # NLL ln2, ln2, 3 ln2 -> mean 5/3 ln2 = 1.1552...
+    assert um.loss_score(scores.logprobs) == pytest.approx(-5 / 3 * LN2)
+
+
+def test_zlib_attack_divides_by_the_compressed_utf8_byte_length():
+    """ZLib = avg_loss / len(zlib.compress(text.encode("utf-8"))).
+
+    open-unlearning ``ZLIBAttack`` (mia/zlib.py); "Extracting Training Data from Large Language Models".
+    """
+    logprobs = np.array([-1.0, -3.0])  # mean NLL 2
+    # zlib.compress(b"a"): 2-byte header + deflate (3 block-header bits, 8-bit fixed-Huffman literal 0x61,
+    # 7-bit end of block = 18 bits -> 3 bytes) + 4-byte Adler-32 = 9 bytes
+    assert um.zlib_score(logprobs, "a") == pytest.approx(-2 / 9)
+    # "é" is 2 bytes in UTF-8 (0xC3 0xA9), each literal >= 144 a 9-bit fixed code: 3 + 9 + 9 + 7 = 28 bits
+    # -> 4 bytes; 2 + 4 + 4 = 10 bytes (one character, but bytes are what is compressed)
+    assert um.zlib_score(logprobs, "é") == pytest.approx(-2 / 10)
+
+
+def test_min_k_takes_the_lowest_share_of_the_answer_tokens():
+    """Min-K% = -mean of the lowest max(1, int(n k)) token log-probs, k = 0.4, EOS excluded.
+
+    open-unlearning ``MinKProbAttack`` (mia/min_k.py, tokenwise_logprobs);
+    "Detecting Pretraining Data from Large Language Models".
+    """
+    scores = TokenScores(np.array([-1.0, -5.0, -2.0, -4.0, -3.0, -10.0]))  # 5 answer tokens, then EOS (-10)
+    # answer tokens: int(5 * 0.4) = 2 lowest, -5 and -4 -> -4.5
+    assert um.min_k_score(tokenwise(scores).logprobs, 0.4) == pytest.approx(-4.5)
+    # with EOS: int(6 * 0.4) = 2 lowest, -10 and -5 -> -7.5 (what the reference's "-1" avoids)
+    assert um.min_k_score(scores.logprobs, 0.4) == pytest.approx(-7.5)
+
+
+def test_min_k_plus_plus_normalizes_by_the_vocabulary_distribution():
+    """Min-K%++ = -mean of the lowest k share of (log p(x_t) - mu_t) / sqrt(sigma2_t), mu = sum p log p,
+    sigma2 = sum p (log p)^2 - mu^2 clamped at 1e-6.
+
+    open-unlearning ``MinKPlusPlusAttack`` (mia/min_k_plus_plus.py); "Min-K%++: Improved Baseline for
+    Detecting Pre-Training Data from Large Language Models".
+    """
+    # A two-token vocabulary p = (0.8, 0.2): mu = 0.8 ln0.8 + 0.2 ln0.2; the variance of a two-point
+    # distribution is p1 p2 (ln p1 - ln p2)^2 = 0.16 (ln 4)^2, so sigma = 0.4 ln 4.
+    # target 0.2: (ln0.2 - mu) / sigma = 0.8 (ln0.2 - ln0.8) / (0.4 ln4) = -0.8 ln4 / (0.4 ln4) = -2
+    # target 0.8: 0.2 (ln0.8 - ln0.2) / (0.4 ln4) = 0.5
+    # a uniform (0.5, 0.5) position: variance 0 -> clamped 1e-6, and log p - mu = 0 -> 0
+    mu_skewed, sigma_skewed = 0.8 * math.log(0.8) + 0.2 * math.log(0.2), 0.4 * math.log(4)
+    probs = [0.8, 0.2, 0.5, 0.8, 0.8]
+    mu = [mu_skewed, mu_skewed, math.log(0.5), mu_skewed, mu_skewed]
+    sigma = [sigma_skewed, sigma_skewed, 0.0, sigma_skewed, sigma_skewed]
+    scores = labelled(probs, mu=mu, sigma=sigma)
+    # z = [0.5, -2, 0, 0.5, 0.5]; int(5 * 0.4) = 2 lowest: -2 and 0 -> -1
+    assert um.min_k_pp_score(scores.logprobs, scores.mu, scores.sigma, 0.4) == pytest.approx(-1.0)
+
+
+def test_mia_auc_is_the_reference_auc():
+    """OU's AUC = roc_auc_score(forget 0, holdout 1; loss-like scores) = P(holdout score > forget score);
+    the lab's member-positive AUC of minus those scores is the same number.
+
+    open-unlearning ``mia_auc`` (mia/utils.py).
+    """
+    forget_losses, holdout_losses = [1.0, 3.0], [2.0, 4.0]
+    # pairs (holdout > forget): 2>1 yes, 2>3 no, 4>1 yes, 4>3 yes -> 3/4
+    reference = roc_auc_score([0, 0, 1, 1], forget_losses + holdout_losses)
+    assert reference == pytest.approx(0.75)
+    assert um.auc([-x for x in forget_losses], [-x for x in holdout_losses]) == pytest.approx(0.75)
+
+
+def test_privleak_sign_and_scale():
+    """PrivLeak = ((1 - AUC) - (1 - AUC_ref)) / (1 - AUC_ref + 1e-10) * 100, AUC_ref 0.5 by default.
+
+    open-unlearning ``privleak`` (metrics/privacy.py); MUSE's PrivLeak.
+    """
+    # a model that still remembers: AUC 1 -> (0 - 0.5) / 0.5 * 100 = -100
+    assert um.privleak(1.0, 0.5) == pytest.approx(-100.0)
+    # a retrained model leaks as much as the reference: 0
+    assert um.privleak(0.6, 0.6) == pytest.approx(0.0)
+    # over-unlearned, the forget set less member-like than unseen text: AUC 0.3 -> (0.7 - 0.5) / 0.5 * 100 = +40
+    assert um.privleak(0.3, 0.5) == pytest.approx(40.0)
+    assert um.privleak(0.3) == um.privleak(0.3, 0.5)  # no reference model: AUC_ref = 0.5
+
+
+def test_forget_quality_is_the_exact_two_sample_ks_p_value():
+    """Forget quality = scipy.stats.ks_2samp(forget truth ratios, the reference's).pvalue (two-sided).
+
+    open-unlearning ``forget_quality`` (metrics/privacy.py); TOFU.
+    """
+    # x = [1, 2, 4], y = [3, 5, 6]: the ECDF gap |F_x - F_y| after each point is 1/3, 2/3, 1/3, 2/3, 1/3, 0 -> D = 2/3.
+    # Under H0 the 6 ranks split into x and y in C(6, 3) = 20 equally likely ways; as a path (+1 for x, -1 for y)
+    # D = max |height| / 3.  Paths that stay within |height| <= 1 pair up their steps (+- or -+): 2^3 = 8.
+    # P(D >= 2/3) = (20 - 8) / 20 = 0.6
+    assert um.forget_quality([1, 2, 4], [3, 5, 6]) == pytest.approx(0.6)
+    # fully separated: D = 1, only the 2 paths that never come back (all x first or all y first): 2/20
+    assert um.forget_quality([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
+    # the reference tests 1/(R + 1e-10) in some versions: a decreasing map of both samples keeps D and p
+    inverse = [1 / (r + 1e-10) for r in (1, 2, 4)], [1 / (r + 1e-10) for r in (3, 5, 6)]
+    assert um.forget_quality(*inverse) == pytest.approx(0.6)
