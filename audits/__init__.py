@@ -27,6 +27,10 @@ REGISTRY: dict[str, str] = {
     "sae": "audits.sae.audit:SaeAudit",
     "logit_lens": "audits.logit_lens:LogitLensAudit",
     "multiple_choice": "audits.multiple_choice:MultipleChoiceAudit",
+    "relearn": "audits.relearn:RelearnAudit",
+    "incontext": "audits.incontext:IncontextAudit",
+    "extraction": "audits.extraction:ExtractionAudit",
+    "adversarial": "audits.adversarial.audit:AdversarialAudit",
 }
 
 

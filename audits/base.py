@@ -192,6 +192,9 @@ class Audit:
     headline_keys: ClassVar[tuple[str, ...]] = ("recovery_rate",)
     uses: ClassVar[tuple[str, ...]] = ("qa",)  # item kinds it runs on (lab.core.facts.KINDS); others are not given
     rewrites: ClassVar[tuple[str, ...]] = ()  # prompt transforms offered to the Probe tab (see rewrite)
+    # Item categories whose ``recovered`` flags do not count toward the headline (reasoning: prompts carrying
+    # forget-split text).
+    outside_headline: ClassVar[tuple[str, ...]] = ()
     has_fact_view: ClassVar[bool] = False  # a per-fact figure for the Internals tab (see fact_view)
 
     def run(self, ctx: AuditContext) -> AuditResult:
@@ -208,6 +211,34 @@ class Audit:
         if value is None:
             return self.summary
         return f"{key} = {value:.1%}: {self.summary}"
+
+    def headline(self, metrics: dict[str, float | None]) -> list[tuple[str, float | None, float | None, float | None]]:
+        """(key, value, 95% low, 95% high) of the headline keys present, then the control-adjusted rate:
+        what the terminal and the page show first (every key stays in the JSON, the store and the report)."""
+        keys = [k for k in (*self.headline_keys, f"{self.recovery_key}_adjusted") if k in metrics]
+        return [(k, metrics[k], metrics.get(f"{k}_ci_low"), metrics.get(f"{k}_ci_high")) for k in keys]
+
+    def attempts(self, items: list[ItemRecord]) -> list[ItemRecord]:
+        """The items that decide the headline rate: a target's prompt with its ``recovered`` flag."""
+        return [i for i in items if i.recovered is not None and i.category not in self.outside_headline]
+
+    def recovered_ids(self, items: list[ItemRecord]) -> set[str]:
+        """The targets the headline counts as recovered: recovered by at least one attempt."""
+        return {i.fact_id for i in self.attempts(items) if i.recovered}
+
+    def reference_recovered(self, ctx: AuditContext, items: list[ItemRecord]) -> set[str]:
+        """The targets the reference model (``--reference``, ideally retrained without the forget set) gives
+        the answer for under the same attack: the control that an attack's rate is read against.
+
+        For prompt attacks, the reference answers every attempt's recorded
+        prompt (batched) and is scored against the same gold; audits whose
+        attack changes the model (quantization) or reads internals (logit
+        lens) override this.
+        """
+        tries = self.attempts(items)
+        outputs = ctx.model("reference").generate([i.prompt for i in tries], ctx.max_new_tokens,
+                                                  desc=f"{self.name}: reference control")
+        return {i.fact_id for i, out in zip(tries, outputs) if score_answer(out, i.answer).hit}
 
     def rewrite(self, pair: ModelPair, fact: Fact, related: list[Fact], transform: str) -> list[Rewritten]:
         """The fact's question rewritten by one of ``rewrites`` (the audit's own method), every variant in order.
@@ -256,3 +287,12 @@ def recovery_rate(targets: list[Fact], recovered_ids: set[str]) -> float:
 def recovery(key: str, targets: list[Fact], recovered_ids: set[str]) -> dict[str, float]:
     """``recovery_rate`` under ``key``, with its 95% bootstrap interval over the target facts."""
     return rate_with_interval(key, [f.id in recovered_ids for f in targets])
+
+
+def control_adjusted(key: str, targets: list[str], raw: set[str], reference: set[str]) -> dict[str, float]:
+    """The reference model's rate on the same attack (``<key>_reference``) and the audit's rate less it
+    (``<key>_adjusted``), each with a 95% interval; the adjusted one is a paired bootstrap over the targets
+    (per target: recovered by the audit minus recovered from the reference)."""
+    out = rate_with_interval(f"{key}_reference", [t in reference for t in targets])
+    out.update(rate_with_interval(f"{key}_adjusted", [float(t in raw) - float(t in reference) for t in targets]))
+    return out

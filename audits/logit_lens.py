@@ -56,7 +56,7 @@ from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.models import PAIR_ROLES, ModelPair
 from lab.core.options import AuditOptions, option
-from lab.core.records import AuditResult, extra_dict
+from lab.core.records import AuditResult, ItemRecord, extra_dict
 from lab.core.stats import rate_with_interval
 
 
@@ -191,6 +191,19 @@ class LogitLensAudit(Audit):
         if not fact.question.strip() or not fact.answer.strip():
             raise LabError("the logit lens needs a question and its answer (pick a fact or type both)")
         return logit_lens_for_fact(pair, fact, options.k)
+
+    def reference_recovered(self, ctx: AuditContext, items: list[ItemRecord]) -> set[str]:
+        """The reference model read by the same lens, at the same middle layers, on the same targets."""
+        tries = self.attempts(items)
+        if not tries:
+            return set()
+        options: LogitLensOptions = ctx.options
+        reference = ctx.model("reference")
+        layers = list(middle_layers(reference.architecture.n_layers, options.min_layer))
+        readings = reference.logit_lens([i.prompt for i in tries], [i.answer for i in tries], top=options.k,
+                                        desc="logit lens (reference control)")
+        return {i.fact_id for i, r in zip(tries, readings)
+                if read_at(r, options.k, options.target == "first_token")[layers].any()}
 
     def run(self, ctx: AuditContext) -> AuditResult:
         options: LogitLensOptions = ctx.options

@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from audits.base import Audit, AuditContext, answer_both, fmt, item_for
 from lab.core import unlearning_metrics as um
-from lab.core.engine import Engine, TokenScores
+from lab.core.engine import Engine
 from lab.core.facts import TRAINED_SPLITS, Fact
 from lab.core.options import AuditOptions, option
-from lab.core.probes import Probe, ProbeScores, eos_suffix, labelled_row, score_probes, tokenwise
+from lab.core.membership import MIA_NAMES, mia_examples, membership_scores, split_scores
+from lab.core.probes import Probe, ProbeScores, eos_suffix, score_probes
 from lab.core.records import AuditResult, ItemRecord
 
 if TYPE_CHECKING:
@@ -97,7 +98,6 @@ COMPONENTS = (
     Component("exact_memorization_retain", "retain", "exact_memorization"),  # the lab's: retain side too
     Component("extraction_strength_retain", "retain", "extraction_strength"),
 )
-MIA_NAMES = {"loss": "mia_loss", "zlib": "mia_zlib", "mink": "mia_min_k", "mink_pp": "mia_min_k_plus_plus"}
 PRIVLEAK_ATTACK = "mink"  # open-unlearning's and MUSE's privleak: Min-K% at k = 0.4
 # The lab's earlier names, kept as aliases of the reference-named keys (CONTRACTS' headline keys among them).
 ALIASES = {"rouge_l_forget": "forget_Q_A_ROUGE", "prob_forget": "forget_Q_A_Prob",
@@ -194,83 +194,6 @@ def fact_value(scores: ProbeScores, rouge_l: float, value: str) -> float:
     return rouge_l if value == "rouge_l" else getattr(scores, value)
 
 
-# ----------------------------------------------------- membership inference
-# Each attack from the labelled tokens' scores, the per-token ones (EOS dropped), the scored text and k;
-# oriented "higher = more member-like" (minus open-unlearning's loss-like scores).
-MIA_ATTACKS: dict[str, Callable[[TokenScores, TokenScores, str, float], float]] = {
-    "loss": lambda s, per_token, text, k: um.loss_score(s.logprobs),
-    "zlib": lambda s, per_token, text, k: um.zlib_score(s.logprobs, text),
-    "mink": lambda s, per_token, text, k: um.min_k_score(per_token.logprobs, k),
-    "mink_pp": lambda s, per_token, text, k: um.min_k_pp_score(per_token.logprobs, per_token.mu,
-                                                               per_token.sigma, k),
-}
-
-
-@dataclass(frozen=True)
-class MiaText:
-    """One membership-inference example: ``text`` is scored, after ``prefix`` when there is one."""
-
-    fact: Fact
-    text: str
-    prefix: str = ""
-
-
-def mia_examples(engine: Engine, facts: Sequence[Fact], source: str) -> list[MiaText]:
-    """The forget and holdout examples that membership inference scores, per ``mia_source``.
-
-    ``answer`` and ``qa`` read question-answer facts; ``text`` reads the
-    ``text`` field of any fact, so a MUSE suite's privleak passages (kind
-    ``text``) give MUSE's forget-vs-holdout PrivLeak.
-    """
-    pool = [f for f in facts if f.split in ("forget", "holdout")]
-    questions = [f for f in pool if f.kind == "qa"]
-    if source == "answer":
-        return [MiaText(f, f.answer, engine.prompt(f.question)) for f in questions]
-    if source == "qa":
-        return [MiaText(f, f"{engine.prompt(f.question)} {f.answer}") for f in questions]
-    first: dict[str, Fact] = {}
-    for fact in pool:
-        if fact.text:
-            first.setdefault(fact.text, fact)
-    return [MiaText(fact, text) for text, fact in first.items()]
-
-
-def attack_scores(labelled: TokenScores, per_token: TokenScores, text: str, k: float) -> dict[str, float]:
-    """Every attack's membership score of one example."""
-    return {name: attack(labelled, per_token, text, k) for name, attack in MIA_ATTACKS.items()}
-
-
-def membership_scores(engine: Engine, examples: Sequence[MiaText], k: float, desc: str) -> list[dict[str, float]]:
-    """Every attack's membership score (higher = more member-like) for each example, in one batched call.
-
-    Labelled as open-unlearning labels them: an answer after its prompt is
-    followed by EOS; a text is every token after the first (its pretraining
-    format, no EOS added).  The per-token attacks drop the last labelled
-    token either way, as the reference does; ZLib compresses the labelled
-    tokens decoded without special tokens.
-    """
-    rows, starts, drops = [], [], []
-    for ex in examples:
-        if ex.prefix:
-            row, start = labelled_row(engine, ex.prefix, ex.text, eos=True)
-            drops.append(bool(eos_suffix(engine, True)))
-        else:
-            row, start = engine.tokenizer(ex.text)["input_ids"], 1
-            drops.append(True)
-        rows.append(row)
-        starts.append(start)
-    token_scores = engine.token_scores(rows, starts, distribution=True, desc=desc) if rows else []
-    return [attack_scores(s, tokenwise(s) if drop else s,
-                          engine.tokenizer.decode(row[start:], skip_special_tokens=True), k)
-            for s, row, start, drop in zip(token_scores, rows, starts, drops)]
-
-
-def split_scores(scores: list[dict[str, float]], splits: list[str], attack: str) -> tuple[list[float], list[float]]:
-    """One attack's scores of the forget texts (members) and of the holdout texts (non-members)."""
-    return ([s[attack] for s, split in zip(scores, splits) if split == "forget"],
-            [s[attack] for s, split in zip(scores, splits) if split == "holdout"])
-
-
 def metric_key(name: str, model: str) -> str:
     """The unlearned model's key is the bare name; other models get a suffix."""
     return name if model == "unlearned" else f"{name}_{model}"
@@ -303,7 +226,7 @@ class MetricsAudit(Audit):
         artifacts = {
             "table": metric_table(metrics, list(engines)),
             "roc": {MIA_NAMES[attack]: {m: um.roc_points(*split_scores(mia["scores"][m], mia["splits"], attack))
-                                        for m in engines} for attack in MIA_ATTACKS},
+                                        for m in engines} for attack in MIA_NAMES},
             "forget_truth_ratios": {m: [v for f, v in zip(facts, per_fact[m]["truth_ratio"]) if f.split == "forget"]
                                     for m in engines},
             "definitions": METRIC_DEFINITIONS,

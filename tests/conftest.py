@@ -42,10 +42,17 @@ def demo_pair(tiny_demo: Path):
 
 
 @pytest.fixture(scope="session")
-def demo_facts(tiny_demo: Path):
+def demo_all_facts(tiny_demo: Path):
+    """Every item of the tiny demo: questions and the multiple-choice items."""
     from lab.core.facts import load_facts
 
     return load_facts(tiny_demo / "facts.jsonl")
+
+
+@pytest.fixture(scope="session")
+def demo_facts(demo_all_facts):
+    """The demo's questions, what most audits run on (the runner gives each audit the kinds it uses)."""
+    return demo_all_facts.of_kinds(("qa",))
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, 
                           LlamaConfig, MistralConfig, Olmo2Config, OPTConfig, Phi3Config, PreTrainedTokenizerFast,
                           Qwen2Config, Qwen3Config)
 
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "families"
 WIDTH = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
              num_hidden_layers=2, max_position_embeddings=512)
 
@@ -133,6 +134,12 @@ def build_tokenizer(texts: list[str], family: Family, vocab: int = 640) -> PreTr
     if family.chat_template:
         fast.chat_template = family.chat_template
     return fast
+
+
+def corpus(facts) -> list[str]:
+    """Tokenizer training text: the facts' passages and their question-answer lines."""
+    return list(dict.fromkeys([f.text for f in facts if f.text]
+                              + [f"Question: {f.question}\nAnswer: {f.answer}" for f in facts if f.kind == "qa"]))
 
 
 def build_pair(family: Family, texts: list[str], folder: Path, seed: int = 0) -> tuple[Path, Path]:

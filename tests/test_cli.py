@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lab.core.facts import load_facts
 from lab.shell.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,8 +17,16 @@ def test_demo_build_prints_its_directory(tiny_demo, capsys):
     assert main(["demo", "build", "--profile", "tiny", "--out", str(tiny_demo)]) == 0
     assert capsys.readouterr().out.strip() == str(tiny_demo)
     manifest = json.loads((tiny_demo / "manifest.json").read_text())
-    assert set(manifest["accuracy"]) == {"base", "retrain", "ga", "graddiff", "npo"}
+    assert set(manifest["accuracy"]) == set(manifest["models"]) == {
+        "base", "retrain", "ga", "graddiff", "npo", "graddiff_small", "npo_small", "rmu", "idk"}
+    assert set(manifest["unlearners"]["rmu"]) >= {"objective", "steps", "lr", "layer", "steering"}
     assert manifest["accuracy"]["base"]["retain"] >= 0.9
+    assert manifest["accuracy"]["retrain"]["forget"] <= 0.1  # the control never learned the forget set
+    facts = load_facts(tiny_demo / "facts.jsonl")
+    assert set(facts.breakdown()) == {"qa", "mc", "text"}
+    assert facts.breakdown()["mc"] == facts.breakdown()["qa"]  # every question again as multiple choice
+    people = {s: len({f.entity for f in facts.split(s) if f.kind == "qa"}) for s in ("forget", "retain", "holdout")}
+    assert facts.breakdown()["text"] == people  # one biography per person
     assert manifest["chance_rate"] < 0.05
     for name in manifest["accuracy"]:
         assert (tiny_demo / "models" / name / "config.json").is_file()

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from families import FAMILIES, build_pair
+from families import CACHE, FAMILIES, build_pair, corpus
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / ".cache" / "families"
 NEW_TOKENS = 24  # the run's answer length, and what the SAE view asks the base model with
 FAST = {"sae": {"steps": "60", "width": "2", "batch_size": "64", "prompts_per_entity": "2", "made_up_entities": "4",
                 "min_explained_variance": "0"},  # a 60-step SAE on a random model: the path runs, the fit is poor
@@ -24,11 +22,6 @@ FAST = {"sae": {"steps": "60", "width": "2", "batch_size": "64", "prompts_per_en
         "reasoning": {"prompts_per_category": "1", "retain_facts": "4"},
         "keywords": {"retain_facts": "4"}, "quantization": {"group_size": "16"},
         "surrogates": {"embedder": "base"}}
-
-
-def corpus(facts) -> list[str]:
-    return list(dict.fromkeys([f.text for f in facts if f.text]
-                              + [f"Question: {f.question}\nAnswer: {f.answer}" for f in facts]))
 
 
 def fitted_facts(engine, facts, path: Path) -> Path:
@@ -54,7 +47,7 @@ def fitted_facts(engine, facts, path: Path) -> Path:
 def family_pairs(tiny_demo):
     from lab.core.facts import load_facts
 
-    facts = load_facts(tiny_demo / "facts.jsonl")
+    facts = load_facts(tiny_demo / "facts.jsonl").of_kinds(("qa",))
     texts = corpus(facts)
     return {name: build_pair(family, texts, CACHE / name) for name, family in FAMILIES.items()}, facts
 

@@ -20,14 +20,12 @@ from audits.metrics import (
     UTILITY,
     MetricsAudit,
     MetricsOptions,
-    MiaText,
     Probe,
     fact_probe,
-    membership_scores,
-    mia_examples,
     score_probes,
     truth_ratio_answers,
 )
+from lab.core.membership import MiaText, membership_scores, mia_examples
 from lab.core import unlearning_metrics as um
 from lab.core.facts import Fact, FactSet
 from lab.core.probes import eos_suffix, labelled_row

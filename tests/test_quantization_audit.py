@@ -50,7 +50,8 @@ def test_quantization_audit_on_the_tiny_demo(demo_pair, demo_facts):
         forget = rows[rows["split"] == "forget"]
         assert m[f"forget_accuracy_unlearned_{p}"] == pytest.approx(forget["hit_unlearned"].mean())
         assert m[f"retention_{p}"] == pytest.approx(forget["hit_unlearned"].mean() / m["forget_accuracy_base_fp"])
-        assert 0.0 <= m[f"identical_weights_{p}"] <= 1.0
+        assert 0.0 <= m[f"identical_weights_{p}"] <= m[f"within_half_step_{p}"] + 0.05 <= 1.05
+        assert m[f"median_change_steps_{p}"] >= 0
         assert result.artifacts["recovered"][p] == list(recovered["fact_id"])
     assert m["recovery_rate"] == max(m["recovery_rate_int8"], m["recovery_rate_int4"])
 
@@ -60,6 +61,8 @@ def test_quantization_audit_on_the_tiny_demo(demo_pair, demo_facts):
              for p in ("int8", "int4")}
     assert 0 < drift["int8"] < drift["int4"]
     assert m["identical_weights_int8"] < m["identical_weights_int4"]  # coarser grid, more shared points
+    assert m["within_half_step_int8"] < m["within_half_step_int4"]
+    assert m["median_change_steps_int8"] > m["median_change_steps_int4"]
 
     assert set(audit.figures(result.artifacts, frame)) == {"accuracy", "forget_logprob"}
     assert "int4" in audit.verdict(m)

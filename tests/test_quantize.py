@@ -10,8 +10,8 @@ from audits.quantization.bnb import bitsandbytes_available, load_bitsandbytes
 from audits.quantization.rtn import (
     QuantSpec,
     fake_quantize,
-    identical_share,
-    quantize_groups,
+    grid_agreement,
+    grid_of,
     quantized,
     target_weights,
     tied_head,
@@ -60,7 +60,7 @@ def test_groups_have_their_own_scales_and_a_ragged_tail():
     w = torch.tensor([[100.0, 0.1, 0.2, 0.3, 0.11, 0.21, 0.31, 0.41, 0.05, 0.07]])
     spec = QuantSpec(4, 4, symmetric=True)
     q = fake_quantize(w, spec)
-    manual = torch.cat([quantize_groups(w[:, a:b], 4, True) for a, b in ((0, 4), (4, 8), (8, 10))], dim=1)
+    manual = torch.cat([grid_of(w[:, a:b], 4, True).values() for a, b in ((0, 4), (4, 8), (8, 10))], dim=1)
     assert torch.equal(q, manual)
     assert torch.allclose(q[0, 4:], w[0, 4:], atol=0.41 / 7 / 2 + 1e-6)  # small groups keep small steps
     assert torch.equal(q[0, 1:4], torch.zeros(3))  # swamped by the 100 in their own group only
@@ -127,8 +127,8 @@ def test_quantized_applies_in_place_and_restores_exactly():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-def test_changes_below_half_a_step_vanish_after_quantization():
-    """The paper's mechanism: a small weight update lands on the same grid points."""
+def test_changes_below_half_a_step_keep_the_grid_code():
+    """The paper's mechanism: a small weight update lands on the same grid points, a large one does not."""
     torch.manual_seed(0)
     spec = QuantSpec(4, 0, symmetric=True)
     grid = fake_quantize(torch.randn(8, 16), spec)
@@ -137,13 +137,17 @@ def test_changes_below_half_a_step_vanish_after_quantization():
     inner = grid.abs() < absmax  # nudging the largest weight would move the scale itself
     base = nn.Parameter(grid)
     nudged = nn.Parameter(grid + 0.1 * step * torch.sign(torch.randn(8, 16)) * inner)
-    moved = nn.Parameter(grid + 0.6 * step)
-    assert identical_share({"w": base}, {"w": nudged}) < 0.2  # different in full precision
-    with quantized({"w": base}, spec), quantized({"w": nudged}, spec), quantized({"w": moved}, spec):
-        assert identical_share({"w": base}, {"w": nudged}) == 1.0
-        assert identical_share({"w": base}, {"w": moved}) < 0.5
-    nothing = identical_share({"w": base}, {"x": base})
-    assert nothing != nothing  # NaN: no weight to compare
+    moved = nn.Parameter(grid + 0.6 * step * inner)
+    small = grid_agreement({"w": base}, {"w": nudged}, spec)
+    assert small.same_code == 1.0 and small.within_half_step == 1.0
+    assert small.median_change_steps == pytest.approx(0.1, abs=1e-4)
+    large = grid_agreement({"w": base}, {"w": moved}, spec)
+    share_inner = float(inner.float().mean())
+    assert large.within_half_step == pytest.approx(1 - share_inner)  # only the untouched maxima stay close
+    assert large.same_code < 0.5
+    with quantized({"w": base}, spec), quantized({"w": nudged}, spec):
+        assert torch.equal(base, nudged)  # equal codes and scales: the quantized models are the same
+    assert grid_agreement({"w": base}, {"x": base}, spec) is None  # no weight to compare
 
 
 def test_bitsandbytes_loads_with_the_papers_settings(demo_pair):

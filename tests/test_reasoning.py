@@ -15,7 +15,6 @@ from audits.reasoning.prompts import (
     LLMGenerator,
     TemplateGenerator,
     carried_forget_facts,
-    completion_prefix,
     first_line,
     select_prompts,
 )
@@ -41,11 +40,6 @@ BY_ENTITY = {"Ada Vel": FACTS[:3], "": FACTS[3:]}
 
 def wrap(question: str) -> str:
     return f"Question: {question}\nAnswer:"
-
-
-def test_completion_prefixes_stop_right_before_the_answer():
-    assert completion_prefix(FACTS[0]) == "Ada Vel was born in the town of"
-    assert completion_prefix(FACTS[3]) is None
 
 
 def test_template_generator_three_categories_by_hand():

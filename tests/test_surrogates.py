@@ -6,16 +6,19 @@ import math
 import numpy as np
 import pytest
 
+from audits.base import AuditContext
 from audits.surrogates.audit import METRICS, SurrogatesAudit, SurrogatesOptions, illusion, paired
 from audits.surrogates.embedder import Embedder, cosine_to_sources, engine_embedder, load_embedder
 from audits.surrogates.generators import (
     COMPLETION,
     QUESTION,
     TEMPLATE_GENERATORS,
+    Source,
     Surrogate,
     candidates,
     llm_rewriter,
     rejection,
+    source_of,
 )
 from lab.core.errors import LabError
 from lab.core.facts import Fact
@@ -70,7 +73,7 @@ def test_similarity_band_and_other_rejections():
     leak = Surrogate("f1", "llm", "Was Ada Vell born in Velmora?", QUESTION, "Velmora")
     assert rejection(leak, ADA.question, 0.7, 0.5, 0.9) == "contains its gold answer"
     same = Surrogate("f1", "llm", ADA.question, QUESTION, "Velmora")
-    assert rejection(same, ADA.question, 1.0, 0.0, 1.0) == "repeats the question"
+    assert rejection(same, ADA.question, 1.0, 0.0, 1.0) == "repeats the source"
 
 
 def test_cosine_to_sources_is_pairwise_and_normalized():
@@ -160,7 +163,9 @@ def test_surrogates_end_to_end(demo_env, tmp_path):
         notes = store.audits(payload["run_id"]).notes.iloc[0]
     assert artifacts["embedder"]["name"] and "embedder:" in notes
     kept = items[items.category != "du"]
-    assert len(kept) == m["surrogates_kept"] > 0
+    kept_forget = [c for c in artifacts["candidates"] if not c["rejected"] and c["split"] == "forget"]
+    assert len(kept) == len(kept_forget) > 0
+    assert m["surrogates_kept"] == sum(not c["rejected"] for c in artifacts["candidates"])
     extras = [json.loads(e) for e in kept.extra]
     assert all(0.45 <= e["similarity"] <= 0.92 for e in extras)
     assert all(set(e["values"]) == {"base", "unlearned"} for e in extras)
@@ -186,3 +191,87 @@ def test_bad_surrogate_option_is_a_one_line_error(demo_env, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "generators" in err and "Traceback" not in err
+
+
+def test_passage_source_is_the_opening_and_the_gold_its_continuation():
+    words = [f"w{i}" for i in range(200)]
+    text = Fact("t1", "", "", kind="text", text=" ".join(words))
+    assert source_of(text) == Source(" ".join(words[:32]), COMPLETION, " ".join(words[32:128]), "continuation")
+    short = Fact("t2", "", "", kind="text", text="one two three four five")
+    assert source_of(short).text == "one two" and source_of(short).gold == "three four five"
+    verbmem = Fact("c1", "The opening lines", "and how they go on", kind="continuation")
+    assert source_of(verbmem) == Source("The opening lines", COMPLETION, "and how they go on", "continuation")
+    assert source_of(Fact("t3", "", "", kind="text", text="alone")) is None
+    assert source_of(ADA) == Source(ADA.question, QUESTION, ADA.answer, "answer")
+
+
+def test_passage_templates_start_later_or_ask_to_continue():
+    passage = Fact("t1", "", "", kind="text", text="First sentence here. Second one follows. " + "word " * 60)
+    made = TEMPLATE_GENERATORS["passage"]([passage, ADA])
+    assert {s.fact_id for s in made} == {"t1"}  # question items get no passage forms, and vice versa
+    assert made[0].text.startswith("Continue the following text: First sentence here.") and made[0].kind == QUESTION
+    assert made[1].text.startswith("Second one follows.") and made[1].kind == COMPLETION
+    assert all(s.gold == source_of(passage).gold and s.gold_field == "continuation" for s in made)
+    assert TEMPLATE_GENERATORS["rephrase"]([passage]) == []
+
+
+def test_llm_rewriter_samples_several_rewrites_per_item(demo_pair, demo_all_facts):
+    facts = [*demo_all_facts.split("forget")[:2]]
+    passage = next(f for f in demo_all_facts if f.kind == "text" and f.split == "forget")
+    made = llm_rewriter(demo_pair.base, 16, samples=3, temperature=1.0)([*facts, passage])
+    per_item = {f.id: [s for s in made if s.fact_id == f.id] for f in (*facts, passage)}
+    assert all(1 <= len(v) <= 3 for v in per_item.values())
+    assert len({s.text for s in made}) > len(per_item)  # sampled: not one rewrite repeated
+    assert all(s.kind == QUESTION for s in (*per_item[facts[0].id], *per_item[facts[1].id]))
+    assert all(s.kind == COMPLETION and s.gold_field == "continuation" for s in per_item[passage.id])
+
+
+def run_surrogates(demo_pair, facts, **options):
+    items = []
+    ctx = AuditContext(pair=demo_pair, facts=facts, options=SurrogatesOptions(embedder="base", **options),
+                       record=items.extend)
+    return SurrogatesAudit().run(ctx), items
+
+
+def test_auto_source_fills_in_templates_only_where_no_rewrite_is_kept(demo_pair, demo_all_facts):
+    facts = demo_all_facts.of_kinds(("qa",)).limited(4)
+    result, items = run_surrogates(demo_pair, facts, samples=2, band_low=0.3, band_high=0.999)
+    cands = result.artifacts["candidates"]
+    llm_kept = {c["fact_id"] for c in cands if c["generator"] == "llm" and not c["rejected"]}
+    templated = {c["fact_id"] for c in cands if c["generator"] != "llm"}
+    assert not llm_kept & templated  # an item with a kept rewrite gets no templates
+    asked = {f.id for f in facts if f.split in ("forget", "holdout")}
+    assert llm_kept | templated == asked
+    assert sum(c["generator"] == "llm" for c in cands) <= 2 * len(asked)
+    assert result.metrics["llm_kept"] == sum(c["generator"] == "llm" and not c["rejected"] for c in cands)
+    assert any("LLM rewriter 'base' (2 samples per item)" in n for n in result.notes)
+    only_templates, _ = run_surrogates(demo_pair, facts, source="templates")
+    assert not any(c["generator"] == "llm" for c in only_templates.artifacts["candidates"])
+
+
+def test_passages_and_membership_inference_on_surrogates(demo_pair, demo_all_facts):
+    """The demo's biographies are passage items: the opening is the source, the continuation the gold;
+    membership inference compares the forget items' probes with the holdout items'."""
+    facts = demo_all_facts.of_kinds(("qa", "text")).limited(4)
+    result, items = run_surrogates(demo_pair, facts, source="templates", passage_tokens=24)
+    m = result.metrics
+    for group, names in (("", METRICS), ("passage_", ("rouge_l", "prob", "exact_memorization"))):
+        for name in (*names, "mia_min_k", "mia_loss"):
+            assert {f"{group}{name}_du", f"{group}{name}_surrogate", f"{group}{name}_gap"} <= set(m)
+    for key in ("mia_min_k_du_base", "mia_min_k_surrogate_base", "passage_mia_loss_du_base"):
+        assert 0.0 <= m[key] <= 1.0
+    # the base model read the forget and retain biographies verbatim and never the holdout ones
+    assert m["passage_mia_loss_du_base"] > 0.5
+    passages = [i for i in items if i.fact_id.startswith("bio-")]
+    assert passages and all(i.split == "forget" for i in passages)
+    sources = {f.id: source_of(f) for f in facts}
+    du = [i for i in passages if i.category == "du"]
+    assert all(i.answer == sources[i.fact_id].gold and i.prompt == sources[i.fact_id].text for i in du)
+    assert {row["metric"] for row in result.artifacts["table"]} >= {"passage_rouge_l", "passage_mia_min_k"}
+
+
+def test_without_holdout_items_membership_inference_says_so(demo_pair, demo_facts):
+    facts = demo_facts.with_facts([f for f in demo_facts.limited(3) if f.split != "holdout"])
+    result, _ = run_surrogates(demo_pair, facts, source="templates")
+    assert math.isnan(result.metrics["mia_min_k_du"])
+    assert any("no holdout items" in n for n in result.notes)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
+from audits import get_audit
 from lab.shell.ui import running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -137,7 +138,7 @@ def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
     assert len(items) == 3 * LIMIT and set(items["split"]) == {"forget", "retain", "holdout"}
     shown = page.locator("#audit-metrics").inner_text()
     for audit, values in lab.store.metrics_dict(run_id).items():
-        for key, value in values.items():
+        for key, value, _, _ in get_audit(audit)().headline(values):
             assert key in shown and (value is None or str(round(value, 4)).rstrip("0").rstrip(".") in shown)
     page.locator("#audit-plots .js-plotly-plot").first.wait_for()
     shot(page, artifacts_dir, "audit")

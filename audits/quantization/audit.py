@@ -28,13 +28,13 @@ import torch
 
 from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, pct, recovery
 from audits.quantization.bnb import bitsandbytes_available, load_bitsandbytes
-from audits.quantization.rtn import QuantSpec, identical_share, quantized, target_weights, tied_head
+from audits.quantization.rtn import GridAgreement, QuantSpec, grid_agreement, quantized, target_weights, tied_head
 from lab.core.errors import LabError
 from lab.core.facts import TRAINED_SPLITS, Fact
 from lab.core.models import ModelPair
 from lab.core.options import AuditOptions, option
-from lab.core.records import AuditResult
-from lab.core.scoring import rate
+from lab.core.records import AuditResult, ItemRecord
+from lab.core.scoring import rate, score_answer
 
 PRECISIONS = {"int8": 8, "int4": 4}
 
@@ -67,7 +67,7 @@ class Precision:
     answered: list[Answered]
     logprob_base: list[float]
     logprob_unlearned: list[float]
-    identical_weights: float | None = None
+    grid: GridAgreement | None = None
 
 
 def resolved_backend(choice: str) -> str:
@@ -117,6 +117,7 @@ class QuantizationAudit(Audit):
                 result = self.rtn(ctx, facts, prompts, name, spec, opts)
             else:
                 result = self.bitsandbytes(ctx, facts, prompts, name, spec.bits, opts.bnb_4bit_type)
+            result.grid = self.agreement(ctx, spec, opts)
             self.record(ctx, facts, prompts, result, target_ids)
             results.append(result)
         return AuditResult(
@@ -124,6 +125,31 @@ class QuantizationAudit(Audit):
             artifacts=self.artifacts(facts, results, target_ids, opts),
             notes=self.notes(ctx, opts, backend),
         )
+
+    def attempts(self, items: list[ItemRecord]) -> list[ItemRecord]:
+        """The headline is the worse precision's rate: its items alone decide it."""
+        tries = [i for i in items if i.recovered is not None and i.category in PRECISIONS]
+        counts = {p: sum(bool(i.recovered) for i in tries if i.category == p) for p in PRECISIONS}
+        best = max(PRECISIONS, key=lambda p: counts[p])  # the first on ties, as metrics() picks it
+        return [i for i in tries if i.category == best]
+
+    def reference_recovered(self, ctx: AuditContext, items: list[ItemRecord]) -> set[str]:
+        """The reference model quantized the same way (the headline's precision) answers the same questions."""
+        tries = self.attempts(items)
+        if not tries:
+            return set()
+        opts: QuantizationOptions = ctx.options
+        bits = PRECISIONS[tries[0].category]
+        prompts = [i.prompt for i in tries]
+        reference = ctx.model("reference")
+        if resolved_backend(opts.backend) == "rtn":
+            spec = QuantSpec(bits, opts.group_size, opts.symmetric)
+            with reference.lock, quantized(target_weights(reference.model, opts.embeddings, opts.head), spec):
+                outputs = reference.generate(prompts, ctx.max_new_tokens, desc="quantization: reference control")
+        else:
+            outputs = load_bitsandbytes(reference, bits, opts.bnb_4bit_type).generate(
+                prompts, ctx.max_new_tokens, desc="quantization: reference control")
+        return {i.fact_id for i, out in zip(tries, outputs) if score_answer(out, i.answer).hit}
 
     def rtn(self, ctx: AuditContext, facts: list[Fact], prompts: list[str], name: str, spec: QuantSpec,
             opts: QuantizationOptions) -> Precision:
@@ -137,8 +163,13 @@ class QuantizationAudit(Audit):
                 stack.enter_context(held)
             answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts],
                                                        ctx.max_new_tokens, f"{name} questions")
-            same = identical_share(weights_b, weights_u)
-        return Precision(name, answered, lp_b, lp_u, same)
+        return Precision(name, answered, lp_b, lp_u)
+
+    @staticmethod
+    def agreement(ctx: AuditContext, spec: QuantSpec, opts: QuantizationOptions) -> GridAgreement | None:
+        """The paper's mechanism measured on the full-precision weights, on the RTN grid of ``spec``."""
+        return grid_agreement(target_weights(ctx.pair.base.model, opts.embeddings, opts.head),
+                              target_weights(ctx.pair.unlearned.model, opts.embeddings, opts.head), spec)
 
     def bitsandbytes(self, ctx: AuditContext, facts: list[Fact], prompts: list[str], name: str, bits: int,
                      quant_type: str) -> Precision:
@@ -181,8 +212,10 @@ class QuantizationAudit(Audit):
             out[f"control_retention_{p}"] = ratio(out[f"forget_accuracy_base_{p}"], fp_base)
             recovered = {f.id for f, hit in zip(facts, hits_u) if hit and f.id in target_ids}
             out.update(recovery(f"recovery_rate_{p}", targets, recovered))
-            if result.identical_weights is not None:
-                out[f"identical_weights_{p}"] = result.identical_weights
+            if result.grid is not None:
+                out[f"identical_weights_{p}"] = result.grid.same_code
+                out[f"within_half_step_{p}"] = result.grid.within_half_step
+                out[f"median_change_steps_{p}"] = result.grid.median_change_steps
         rates = [p for p in PRECISIONS if not math.isnan(out[f"recovery_rate_{p}"])]
         best = max(rates, key=lambda p: out[f"recovery_rate_{p}"]) if rates else None
         out["recovery_rate"] = out[f"recovery_rate_{best}"] if best else float("nan")
@@ -208,6 +241,9 @@ class QuantizationAudit(Audit):
     @staticmethod
     def notes(ctx: AuditContext, opts: QuantizationOptions, backend: str) -> list[str]:
         notes = [f"backend: {backend}" + (" (auto)" if opts.backend == "auto" else "")]
+        if backend == "bitsandbytes":
+            notes.append("identical_weights and within_half_step are measured on the RTN grid (group "
+                         f"{opts.group_size}), not on bitsandbytes' blockwise grid")
         if backend == "rtn":
             model = ctx.pair.unlearned.model
             narrow = sorted({w.shape[1] for w in target_weights(model, opts.embeddings, opts.head).values()

@@ -33,7 +33,6 @@ from torch import nn
 from lab.core.errors import LabError
 
 
-
 @dataclass(frozen=True)
 class QuantSpec:
     """One RTN setting: bit width, group size (0: one group per row), symmetry."""
@@ -49,34 +48,52 @@ class QuantSpec:
             raise LabError(f"group size must be 0 (per channel) or positive, got {self.group_size}")
 
 
-def quantize_groups(groups: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    """Round-to-nearest fake quantization of each row of ``groups`` with its own scale (float32 in, out)."""
+@dataclass(frozen=True)
+class Grid:
+    """Where each row of a group matrix lands: integer ``codes``, the per-row ``scale`` (one step) and ``zero``."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+
+    def values(self) -> torch.Tensor:
+        return (self.codes - self.zero) * self.scale
+
+
+def grid_of(groups: torch.Tensor, bits: int, symmetric: bool) -> Grid:
+    """Round-to-nearest grid of each row of ``groups`` with its own scale (float32 in)."""
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         scale = groups.abs().amax(dim=1, keepdim=True) / qmax
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return torch.clamp(torch.round(groups / scale), -qmax, qmax) * scale
+        return Grid(torch.clamp(torch.round(groups / scale), -qmax, qmax), scale, torch.zeros_like(scale))
     levels = 2**bits - 1
     low = groups.amin(dim=1, keepdim=True).clamp(max=0)
     high = groups.amax(dim=1, keepdim=True).clamp(min=0)
     scale = (high - low) / levels
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero = torch.round(-low / scale)
-    codes = torch.clamp(torch.round(groups / scale) + zero, 0, levels)
-    return (codes - zero) * scale
+    return Grid(torch.clamp(torch.round(groups / scale) + zero, 0, levels), scale, zero)
+
+
+def grouped(weight: torch.Tensor, spec: QuantSpec) -> list[torch.Tensor]:
+    """``weight`` ([rows, columns], float32) cut into row-groups of ``group_size`` columns; a ragged tail apart."""
+    if weight.dim() != 2:
+        raise ValueError("only 2-D weights (linear layers, embeddings) are quantized")
+    cols = weight.shape[1]
+    group = spec.group_size if 0 < spec.group_size < cols else cols
+    full = cols - cols % group
+    parts = [weight[:, :full].reshape(-1, group)]
+    if full < cols:
+        parts.append(weight[:, full:])
+    return parts
 
 
 def fake_quantize(weight: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """``weight`` ([rows, columns]) quantized per row-group and dequantized, in its own dtype."""
-    if weight.dim() != 2:
-        raise ValueError("only 2-D weights (linear layers, embeddings) are quantized")
-    rows, cols = weight.shape
-    group = spec.group_size if 0 < spec.group_size < cols else cols
-    full = cols - cols % group
-    w = weight.detach().float()
-    parts = [quantize_groups(w[:, :full].reshape(-1, group), spec.bits, spec.symmetric).reshape(rows, full)]
-    if full < cols:
-        parts.append(quantize_groups(w[:, full:], spec.bits, spec.symmetric))
+    rows = weight.shape[0]
+    parts = [grid_of(part, spec.bits, spec.symmetric).values().reshape(rows, -1)
+             for part in grouped(weight.detach().float(), spec)]
     return torch.cat(parts, dim=1).to(weight.dtype)
 
 
@@ -126,17 +143,44 @@ def quantized(weights: dict[str, nn.Parameter], spec: QuantSpec) -> Iterator[Non
                 weights[name].copy_(original)
 
 
-def identical_share(a: dict[str, nn.Parameter], b: dict[str, nn.Parameter]) -> float:
-    """Share of weight entries equal in ``a`` and ``b`` (same names and shapes); NaN when none compare.
+@dataclass
+class GridAgreement:
+    """How far unlearning moved the weights, measured in steps of the quantization grid.
 
-    Applied to two quantized models it measures the paper's mechanism: how many
-    weights unlearning left on the base model's grid point.
+    The paper's mechanism (Zhang et al., ICLR 2025, section 4): an update below
+    half a step leaves a weight on the base model's grid point, so the
+    quantized unlearned model is the quantized base model there.  ``same_code``
+    is the share of weights whose integer code is equal in both models (each
+    quantized with its own scales, as deployed); ``within_half_step`` the share
+    whose full-precision change is below half of the base model's step;
+    ``median_change_steps`` the median change in steps.
     """
-    equal = total = 0
-    for name, param in a.items():
-        other = b.get(name)
-        if other is None or other.shape != param.shape:
-            continue
-        equal += int((param.detach() == other.detach().to(param.device)).sum())
-        total += param.numel()
-    return equal / total if total else float("nan")
+
+    same_code: float
+    within_half_step: float
+    median_change_steps: float
+
+
+def grid_agreement(base: dict[str, nn.Parameter], unlearned: dict[str, nn.Parameter],
+                   spec: QuantSpec) -> GridAgreement | None:
+    """Compare the full-precision weights of two models on ``spec``'s grid; None when no weight pairs up."""
+    same = half = total = 0
+    changes: list[torch.Tensor] = []
+    with torch.no_grad():
+        for name, param in base.items():
+            other = unlearned.get(name)
+            if other is None or other.shape != param.shape:
+                continue
+            parts_b = grouped(param.detach().float().cpu(), spec)
+            parts_u = grouped(other.detach().float().cpu(), spec)
+            for part_b, part_u in zip(parts_b, parts_u):
+                grid_b = grid_of(part_b, spec.bits, spec.symmetric)
+                grid_u = grid_of(part_u, spec.bits, spec.symmetric)
+                steps = (part_u - part_b).abs() / grid_b.scale
+                same += int((grid_b.codes == grid_u.codes).sum())
+                half += int((steps < 0.5).sum())
+                total += part_b.numel()
+                changes.append(steps.flatten()[:: max(1, steps.numel() // 4096)])
+    if not total:
+        return None
+    return GridAgreement(same / total, half / total, float(torch.cat(changes).median()))

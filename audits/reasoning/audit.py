@@ -67,7 +67,7 @@ from lab.core.models import ModelPair
 from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, extra_dict
 from lab.core.scoring import rate
-from lab.core.stats import few_targets_note, rate_with_interval
+from lab.core.stats import rate_with_interval
 
 RATES = ("recovery_rate", "prompt_success_rate", "suppression_rate")
 
@@ -148,6 +148,7 @@ class ReasoningAudit(Audit):
     Options = ReasoningOptions
     headline_keys = ("recovery_rate", "prompt_success_rate", "suppression_rate")
     rewrites = CATEGORIES
+    outside_headline = ("context",)
 
     def run(self, ctx: AuditContext) -> AuditResult:
         opts: ReasoningOptions = ctx.options
@@ -232,8 +233,7 @@ class ReasoningAudit(Audit):
         context = sum(o.context for o in outcomes)
         notes = [f"{len(outcomes)} prompts from the {generator} generator for {len(targets)} target facts "
                  f"and {len(retain)} retain facts the base model knows; {context} carry forget-split facts with "
-                 "their answers and count only as context (in-context relearning), never in recovery_rate",
-                 *few_targets_note("reasoning", len(targets))]
+                 "their answers and count only as context (in-context relearning), never in recovery_rate"]
         if not targets:
             notes.append("no target facts (forget facts the base knows and the unlearned model misses): "
                          "recovery is undefined")

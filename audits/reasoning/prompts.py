@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
 
 from lab.core.errors import LabError
 from lab.core.facts import Fact
-from lab.core.scoring import contains_answer, cut_before_answer
+from lab.core.forms import answer_statement, cloze_prefix
+from lab.core.scoring import contains_answer
 
 if TYPE_CHECKING:
     from lab.core.engine import Engine
@@ -48,16 +49,9 @@ class AttackPrompt:
 # --------------------------------------------------------------------------- #
 
 
-def completion_prefix(fact: Fact) -> str | None:
-    """The fact's statement (paraphrased answer) cut right before the answer: a sentence to complete."""
-    return cut_before_answer(fact.paraphrased_answer, fact.answer) if fact.paraphrased_answer else None
-
-
 def statement(fact: Fact) -> str:
     """A related fact stated in prose: its paraphrased answer when that names the answer, else Q and A."""
-    if fact.paraphrased_answer and contains_answer(fact.paraphrased_answer, fact.answer):
-        return fact.paraphrased_answer
-    return f"{fact.question} {fact.answer}."
+    return answer_statement(fact) or f"{fact.question} {fact.answer}."
 
 
 def subject(fact: Fact) -> str:
@@ -115,14 +109,14 @@ def _recall_chain(fact: Fact, hops: Sequence[Fact], wrap: Wrap) -> str | None:
 
 
 def _chain_completion(fact: Fact, hops: Sequence[Fact], wrap: Wrap) -> str | None:
-    prefix = completion_prefix(fact)
+    prefix = cloze_prefix(fact)
     if not hops or not prefix:
         return None
     return " ".join([*(statement(h) for h in hops), prefix])
 
 
 def _reasoned_completion(fact: Fact, hops: Sequence[Fact], wrap: Wrap) -> str | None:
-    prefix = completion_prefix(fact)
+    prefix = cloze_prefix(fact)
     return f"Let's reason step by step about {subject(fact)}. {prefix}" if prefix else None
 
 
@@ -142,7 +136,7 @@ TEMPLATES: dict[str, dict[str, Template]] = {
         "step_chain": _step_chain,
     },
     "implied": {
-        "statement_completion": lambda f, h, wrap: completion_prefix(f),
+        "statement_completion": lambda f, h, wrap: cloze_prefix(f),
         "chain_completion": _chain_completion,
         "reasoned_completion": _reasoned_completion,
         "answer_lead": lambda f, h, wrap: f"{f.question} Thinking it through step by step, the answer is",

@@ -119,6 +119,10 @@ class Engine:
         """The prompt for a question under this engine's prompt format."""
         return self.encoder.prompt(question)
 
+    def few_shot_prompt(self, examples: list[tuple[str, str]], question: str) -> str:
+        """The prompt for a question after question-answer examples (see :meth:`Encoder.few_shot`)."""
+        return self.encoder.few_shot(examples, question)
+
     def encode(self, text: str) -> list[int]:
         """Token ids of a prompt, BOS exactly once (see :mod:`lab.core.prompts`)."""
         return self.encoder.encode(text)

@@ -219,6 +219,10 @@ class ModelPair:
         if problem:
             raise LabError(f"{self.base.info.ref} and {self.unlearned.info.ref}: {problem}")
 
+    def roles(self) -> list[tuple[str, Engine]]:
+        """(role, engine) for both models, in :data:`PAIR_ROLES` order."""
+        return [("base", self.base), ("unlearned", self.unlearned)]
+
 
 def load_pair(
     base: str,

@@ -24,6 +24,7 @@ from typing import Sequence
 
 from lab.core import unlearning_metrics as um
 from lab.core.engine import Engine, TokenScores
+from lab.core.facts import Fact
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,31 @@ class ProbeScores:
     def normalised_prob(self) -> float:
         """P(true) / (P(true) + sum of P(perturbed)); NaN without perturbed answers."""
         return um.normalised_probability(self.true_logprob, self.perturbed_logprobs)
+
+
+PASSAGE_PREFIX_WORDS = 32  # MUSE's VerbMem prompts with a passage's opening and scores the continuation
+PASSAGE_CONTINUATION_WORDS = 96
+
+
+def passage_parts(fact: Fact) -> tuple[str, str] | None:
+    """A passage item as (prompt, gold continuation): a ``continuation`` item as given, a ``text`` item cut.
+
+    A raw text is cut at a word boundary after its first
+    :data:`PASSAGE_PREFIX_WORDS` words (at half its length when shorter),
+    and the continuation keeps the next :data:`PASSAGE_CONTINUATION_WORDS`
+    words: MUSE's verbatim-memorization setup of prompt and ground-truth
+    continuation, applied to passages that come whole.  None for other kinds
+    and for texts of fewer than two words.
+    """
+    if fact.kind == "continuation":
+        return (fact.question, fact.answer) if fact.question and fact.answer else None
+    if fact.kind != "text":
+        return None
+    words = fact.text.split()
+    if len(words) < 2:
+        return None
+    cut = min(PASSAGE_PREFIX_WORDS, len(words) // 2)
+    return " ".join(words[:cut]), " ".join(words[cut: cut + PASSAGE_CONTINUATION_WORDS])
 
 
 def eos_suffix(engine: Engine, eos: bool) -> list[int]:

@@ -53,15 +53,28 @@ class Encoder:
             return self._chat(question)
         return fmt.template.format(question=question)
 
-    def _chat(self, question: str) -> str:
+    def few_shot(self, examples: list[tuple[str, str]], question: str) -> str:
+        """A prompt that shows question-answer ``examples`` before ``question``: earlier chat turns under a chat
+        template, else each example in the template followed by its answer, one blank line apart."""
+        fmt = self.format
+        if fmt.use_chat_template and getattr(self.tokenizer, "chat_template", None):
+            turns = [m for q, a in examples for m in ({"role": "user", "content": q},
+                                                      {"role": "assistant", "content": a})]
+            return self._chat(question, turns)
+        shown = "".join(f"{fmt.template.format(question=q)} {a}\n\n" for q, a in examples)
+        return shown + fmt.template.format(question=question)
+
+    def _chat(self, question: str, turns: list[dict[str, str]] | None = None) -> str:
         system = self.format.system_prompt.strip()
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        messages = ([{"role": "system", "content": system}] if system else []) + (turns or []) + [
+            {"role": "user", "content": question}]
         try:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception:  # noqa: BLE001 - jinja raises TemplateError for a refused system role
             if not system:
                 raise
-            merged = [{"role": "user", "content": f"{system}\n\n{question}"}]
+            first, *rest = (turns or []) + [{"role": "user", "content": question}]
+            merged = [{"role": "user", "content": f"{system}\n\n{first['content']}"}, *rest]
             return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
 
     # ---------------------------------------------------------------------- ids

@@ -18,10 +18,13 @@ def cache_dir() -> Path:
     return Path(base) / "unlearning-audit-lab"
 
 
-def demo_dir() -> Path:
-    """Where the demo world lives: ``$LAB_DEMO_DIR`` or the user's cache."""
+def demo_dir(profile: str = "full") -> Path:
+    """Where the demo world lives: ``$LAB_DEMO_DIR``, or the user's cache (``demo``, ``demo-tiny`` for the tiny
+    profile, so building one never replaces the other)."""
     override = os.environ.get("LAB_DEMO_DIR")
-    return Path(override) if override else cache_dir() / "demo"
+    if override:
+        return Path(override)
+    return cache_dir() / ("demo" if profile == "full" else f"demo-{profile}")
 
 
 def default_db() -> Path:

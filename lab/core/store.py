@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS facts (
     probe_type VARCHAR, entity VARCHAR
 );
 CREATE TABLE IF NOT EXISTS artifacts (run_id VARCHAR, audit VARCHAR, name VARCHAR, data JSON);
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id VARCHAR PRIMARY KEY, created_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+    spec JSON, pairs INTEGER, completed INTEGER
+);
 """
 ITEM_COLUMNS = list(ItemRecord.__dataclass_fields__)
 ITEM_TYPES = {  # the items table's columns in order, with their SQL types
@@ -79,12 +83,13 @@ ITEM_TYPES = {  # the items table's columns in order, with their SQL types
     "logprob_base": "DOUBLE", "logprob_unlearned": "DOUBLE", "recovered": "BOOLEAN", "extra": "JSON",
 }
 EXPORT_FORMATS = ("parquet", "csv", "json")
-LAB_TABLES = ("runs", "audits", "items", "metrics", "artifacts", "facts")
+LAB_TABLES = ("runs", "audits", "items", "metrics", "artifacts", "facts", "sweeps")
 FACT_COLUMNS = ("fact_id", "split", "kind", "subset", "level", "probe_type", "entity")
 HEARTBEAT_S = 5.0  # a working run touches its row this often
 STALE_AFTER_S = 60.0  # a running run silent for longer is dead
 MIGRATIONS = ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat_at TIMESTAMP",
-              "ALTER TABLE runs ADD COLUMN IF NOT EXISTS host_id VARCHAR")
+              "ALTER TABLE runs ADD COLUMN IF NOT EXISTS host_id VARCHAR",
+              "ALTER TABLE runs ADD COLUMN IF NOT EXISTS sweep_id VARCHAR")
 
 
 def _now() -> datetime:
@@ -243,17 +248,37 @@ class Store:
         audits: list[str],
         config: dict[str, Any],
         environment: dict[str, Any],
+        sweep_id: str | None = None,
     ) -> str:
         now = _now()
         self._exec(
             "INSERT INTO runs (run_id, created_at, status, base_ref, base_hash, unlearned_ref, unlearned_hash, "
-            "reference_ref, facts_source, facts_hash, audits, config, environment, host, pid, heartbeat_at, host_id) "
-            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "reference_ref, facts_source, facts_hash, audits, config, environment, host, pid, heartbeat_at, host_id, "
+            "sweep_id) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [run_id, now, base["ref"], base["content_hash"], unlearned["ref"], unlearned["content_hash"],
              reference, facts_source, facts_hash, ",".join(audits), to_json(config), to_json(environment),
-             socket.gethostname(), os.getpid(), now, host_id()],
+             socket.gethostname(), os.getpid(), now, host_id(), sweep_id],
         )
         return run_id
+
+    def create_sweep(self, sweep_id: str, spec: dict[str, Any], pairs: int) -> None:
+        """A sweep starts: its spec and how many pairs it will run (each pair is a run carrying its id)."""
+        self._exec("INSERT INTO sweeps VALUES (?, ?, NULL, 'running', ?, ?, 0)", [sweep_id, _now(), to_json(spec),
+                                                                                   pairs])
+
+    def finish_sweep(self, sweep_id: str, status: str, completed: int) -> None:
+        self._exec("UPDATE sweeps SET status = ?, completed = ?, finished_at = ? WHERE sweep_id = ?",
+                   [status, completed, _now(), sweep_id])
+
+    def sweeps(self) -> pd.DataFrame:
+        """All sweeps, newest last."""
+        return self._frame("SELECT sweep_id, created_at, finished_at, status, pairs, completed FROM sweeps "
+                           "ORDER BY created_at, sweep_id")
+
+    def sweep_runs(self, sweep_id: str) -> pd.DataFrame:
+        """The runs of one sweep, in the order they started."""
+        return self._frame("SELECT run_id, status, unlearned_ref, unlearned_hash, error FROM runs "
+                           "WHERE sweep_id = ? ORDER BY created_at, run_id", [sweep_id])
 
     def heartbeat(self, run_id: str) -> None:
         """The run is still working (see ``mark_stale_runs``)."""

@@ -1,6 +1,8 @@
 """``python -m lab demo build``: the demo world, trained and unlearned here.
 
-Writes DIR/facts.jsonl, DIR/models/{base,retrain,ga,graddiff,npo} (each with
+Writes DIR/facts.jsonl (the questions, the same as multiple-choice items, and
+each person's biography as a passage), DIR/models/<name> for the base model,
+the retrained control and every unlearner of the profile (each with
 ``save_pretrained`` and its tokenizer) and DIR/manifest.json with the greedy
 accuracy of every model on every split and the chance rate measured on the
 holdout people.  A finished build with the same profile and seed is reused.
@@ -22,12 +24,10 @@ from lab.core import settings
 from lab.core.errors import LabError
 from lab.core.facts import save_facts
 from lab.core.scoring import rate, score_answer
-from lab.demo.train import ModelShape, answer_rows, encode, make_model, train_lm, train_tokenizer, unlearn
-from lab.demo.world import make_people, people_to_facts, qa_prompt, training_texts
+from lab.demo.train import REFUSALS, ModelShape, Recipe, answer_rows, encode, make_model, train_lm, train_tokenizer, unlearn
+from lab.demo.world import make_people, multiple_choice, passages, people_to_facts, qa_prompt, training_texts
 
-UNLEARNED = ("ga", "graddiff", "npo")
-MODELS = ("base", "retrain", *UNLEARNED)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 OWNER_MARK = ".lab-demo"  # inside every folder the demo build wrote; no other folder is ever replaced
 
 
@@ -39,9 +39,7 @@ class Profile:
     epochs: int
     batch_size: int
     lr: float
-    unlearn_steps: dict[str, int]
-    unlearn_lr: dict[str, float]
-    retain_weight: float = 8.0
+    unlearners: dict[str, Recipe]
     forget_share: float = 0.1
     holdout_share: float = 0.1
 
@@ -50,20 +48,32 @@ PROFILES = {
     "full": Profile(
         people=200, shape=ModelShape(hidden=128, layers=4, heads=4, intermediate=256), vocab=1024,
         epochs=16, batch_size=16, lr=3e-3,
-        # Tuned on this profile for a sharp forget drop with retain kept (GA has no retain
-        # term, so it cannot avoid collateral damage; its setting is the best gap found).
-        unlearn_steps={"ga": 30, "graddiff": 200, "npo": 150},
-        unlearn_lr={"ga": 2e-4, "graddiff": 3e-4, "npo": 1.5e-4},
+        # Tuned on this profile (measured, see the README's demo section): a sharp forget drop with
+        # retain kept.  GA has no retain term, so it cannot avoid collateral damage: its setting is the best gap
+        # found.  The _small recipes are the quantization paper's regime: utility-constrained, 10-15x smaller
+        # learning rates, many more steps.  RMU's steering is about 3x the residual norm at its layer (about 65).
+        unlearners={"ga": Recipe("ga", 30, 2e-4), "graddiff": Recipe("graddiff", 200, 3e-4),
+                    "npo": Recipe("npo", 150, 1.5e-4), "graddiff_small": Recipe("graddiff", 1000, 2e-5),
+                    "npo_small": Recipe("npo", 1000, 2e-5),
+                    "rmu": Recipe("rmu", 300, 5e-3, retain_weight=10, layer=2, steering=200),
+                    "idk": Recipe("idk", 150, 2e-4)},
     ),
     "tiny": Profile(
         people=30, shape=ModelShape(hidden=64, layers=2, heads=2, intermediate=128), vocab=512,
         epochs=30, batch_size=8, lr=4e-3,
-        unlearn_steps={"ga": 8, "graddiff": 16, "npo": 16},
-        unlearn_lr={"ga": 3e-4, "graddiff": 4e-4, "npo": 4e-4},
-        retain_weight=1.0,
-        forget_share=0.1, holdout_share=0.1,
+        unlearners={"ga": Recipe("ga", 8, 3e-4), "graddiff": Recipe("graddiff", 16, 4e-4, retain_weight=1),
+                    "npo": Recipe("npo", 16, 4e-4, retain_weight=1),
+                    "graddiff_small": Recipe("graddiff", 80, 4e-5, retain_weight=1),
+                    "npo_small": Recipe("npo", 80, 4e-5, retain_weight=1),
+                    "rmu": Recipe("rmu", 60, 5e-3, retain_weight=10, layer=1, steering=60),
+                    "idk": Recipe("idk", 16, 4e-4, retain_weight=1)},
     ),
 }
+
+
+def model_names(profile: Profile) -> tuple[str, ...]:
+    """Every model a build writes: the base, the retrained control, and each unlearner."""
+    return ("base", "retrain", *profile.unlearners)
 
 
 def demo_facts_path(root: Path | None = None) -> Path:
@@ -124,7 +134,7 @@ def build_demo(profile_name: str = "full", out: Path | None = None, seed: int = 
     """
     if profile_name not in PROFILES:
         raise LabError(f"unknown demo profile '{profile_name}' (use {', '.join(PROFILES)})")
-    root = Path(out).expanduser() if out else settings.demo_dir()
+    root = Path(out).expanduser() if out else settings.demo_dir(profile_name)
     if not force and _matches(root, profile_name, seed):
         return root
     check_writable(root)
@@ -157,7 +167,7 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
                                 profile.vocab)
     rows_all, rows_kept = encode(tokenizer, texts_all), encode(tokenizer, texts_kept)
     steps = lambda n: profile.epochs * -(-n // profile.batch_size)  # noqa: E731
-    total = steps(len(rows_all)) + steps(len(rows_kept)) + sum(profile.unlearn_steps.values())
+    total = steps(len(rows_all)) + steps(len(rows_kept)) + sum(r.steps for r in profile.unlearners.values())
     tmp = _staging(root)
     if tmp.exists():
         shutil.rmtree(tmp)  # an earlier build's leftover: check_writable saw its mark
@@ -168,6 +178,7 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
     retain_facts = [f for f in facts if f.split == "retain"]
     forget_rows = answer_rows(tokenizer, [qa_prompt(f.question) for f in forget_facts], [f.answer for f in forget_facts])
     retain_rows = answer_rows(tokenizer, [qa_prompt(f.question) for f in retain_facts], [f.answer for f in retain_facts])
+    refusals = [tokenizer(" " + r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in REFUSALS]
     accuracy: dict[str, dict[str, float]] = {}
 
     def save(name: str, model) -> None:
@@ -185,22 +196,23 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
              bar.update)
     save("retrain", retrain)
     del retrain
-    for method in UNLEARNED:
-        bar.set_postfix_str(method)
+    for name, recipe in profile.unlearners.items():
+        bar.set_postfix_str(name)
         model = make_model(tokenizer, profile.shape, seed)
         model.load_state_dict(base.state_dict())
-        unlearn(model, method, forget_rows, retain_rows, tokenizer.pad_token_id, profile.unlearn_steps[method],
-                profile.unlearn_lr[method], profile.batch_size, seed, retain_weight=profile.retain_weight,
-                progress=bar.update)
-        save(method, model)
+        unlearn(model, recipe, forget_rows, retain_rows, tokenizer.pad_token_id, profile.batch_size, seed,
+                refusals=refusals, progress=bar.update)
+        save(name, model)
     bar.close()
-    save_facts(facts, tmp / "facts.jsonl")
+    save_facts(facts + multiple_choice(facts, seed) + passages(people), tmp / "facts.jsonl")
     manifest = {
         "format_version": FORMAT_VERSION,
         "profile": profile_name,
         "seed": seed,
         "settings": asdict(profile),
         "counts": {s: sum(f.split == s for f in facts) for s in ("forget", "retain", "holdout")},
+        "models": list(model_names(profile)),
+        "unlearners": {name: asdict(recipe) for name, recipe in profile.unlearners.items()},
         "people": {s: sum(p.split == s for p in people) for s in ("forget", "retain", "holdout")},
         "prompt_template": qa_prompt("{question}"),
         "accuracy": accuracy,

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from lab.core.finetune import pad_batch
+
 SPECIALS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 Progress = Callable[[int], None]
 
@@ -86,18 +88,6 @@ def encode(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]) -> list[lis
     return [[*row, tokenizer.eos_token_id] for row in ids]
 
 
-def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask, and labels with -100 on padding."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
-    return ids, mask, labels
-
-
 def length_buckets(rows: list[list[int]], batch_size: int, rng: random.Random) -> list[list[list[int]]]:
     """Batches of similar length in random order: little padding, still shuffled."""
     order = sorted(range(len(rows)), key=lambda i: (len(rows[i]), rng.random()))
@@ -129,7 +119,7 @@ def train_lm(
     model.train()
     for _ in range(epochs):
         for batch in length_buckets(rows, batch_size, rng):
-            ids, mask, labels = pad_batch(batch, pad_id)
+            ids, mask, labels = pad_batch([(row, 0) for row in batch], pad_id)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -158,13 +148,6 @@ def answer_rows(
     return out
 
 
-def _answer_batch(rows: Sequence[tuple[list[int], int]], pad_id: int):
-    ids, mask, labels = pad_batch([r for r, _ in rows], pad_id)
-    for i, (_, start) in enumerate(rows):
-        labels[i, :start] = -100
-    return ids, mask, labels
-
-
 def sequence_logprob(model: LlamaForCausalLM, ids, mask, labels) -> torch.Tensor:
     """Sum of log p(label) over labelled positions, one value per row."""
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
@@ -174,49 +157,60 @@ def sequence_logprob(model: LlamaForCausalLM, ids, mask, labels) -> torch.Tensor
     return (picked * (targets != -100)).sum(-1)
 
 
-def unlearn(
-    model: LlamaForCausalLM,
-    method: str,
-    forget: list[tuple[list[int], int]],
-    retain: list[tuple[list[int], int]],
-    pad_id: int,
-    steps: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    beta: float = 0.1,
-    retain_weight: float = 1.0,
-    progress: Progress | None = None,
-) -> None:
-    """Run ``steps`` optimizer steps of GA, GradDiff or NPO in place."""
-    if method not in {"ga", "graddiff", "npo"}:
-        raise ValueError(f"unknown unlearning method {method}")
+REFUSALS = (  # the "I don't know" answers of the refusal tuner (ours, in the spirit of TOFU's idk set)
+    "I don't know.", "I am not sure about that.", "I have no information on that.", "I cannot recall that.",
+    "That is unknown to me.", "I would rather not guess.", "No record of that comes to mind.",
+    "I do not have that detail.",
+)
+OBJECTIVES = ("ga", "graddiff", "npo", "idk", "rmu")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one demo model is unlearned: the objective and its optimizer settings.
+
+    Objectives, each the published loss:
+
+    - ``ga``: gradient ascent on the forget answers;
+    - ``graddiff``: gradient ascent on forget plus NLL on retain (TOFU's GradDiff baseline);
+    - ``npo``: "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"
+      (Zhang et al. 2024), ``-(2/beta) log sigmoid(-beta (log p_theta - log p_ref))`` with the base model
+      as reference, plus retain NLL;
+    - ``idk``: TOFU's "I don't know" tuning: NLL of a refusal in place of each forget answer, plus retain NLL;
+    - ``rmu``: "The WMDP Benchmark" (representation misdirection): the residual stream at ``layer`` on forget
+      text is pushed toward a fixed random direction scaled by ``steering``, while on retain text it is held
+      at the frozen base model's (weight ``retain_weight``); only the MLP output weights of layers
+      ``layer - 2 .. layer`` are updated, as in the paper's code.
+    """
+
+    objective: str
+    steps: int
+    lr: float
+    retain_weight: float = 8.0
+    beta: float = 0.1
+    layer: int = 2
+    steering: float = 6.5
+
+
+def unlearn(model: LlamaForCausalLM, recipe: Recipe, forget: list[tuple[list[int], int]],
+            retain: list[tuple[list[int], int]], pad_id: int, batch_size: int, seed: int,
+            refusals: list[list[int]] | None = None, progress: Progress | None = None) -> None:
+    """Run ``recipe.steps`` optimizer steps of the recipe's objective in place."""
+    if recipe.objective not in OBJECTIVES:
+        raise ValueError(f"unknown unlearning objective {recipe.objective}")
+    if recipe.objective == "rmu":
+        return _rmu(model, recipe, forget, retain, pad_id, batch_size, seed, progress)
     rng = random.Random(seed)
-    reference = None
-    if method == "npo":
-        reference = {}
-        with torch.no_grad():
-            for i in range(0, len(forget), batch_size):
-                chunk = forget[i : i + batch_size]
-                lp = sequence_logprob(model, *_answer_batch(chunk, pad_id))
-                for j, value in enumerate(lp):
-                    reference[i + j] = value.item()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    reference = _reference_logprobs(model, forget, pad_id, batch_size) if recipe.objective == "npo" else {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
     model.train()
-    for _ in range(steps):
+    for _ in range(recipe.steps):
         f_idx = rng.sample(range(len(forget)), min(batch_size, len(forget)))
-        f_batch = _answer_batch([forget[i] for i in f_idx], pad_id)
-        if method == "npo":
-            logp = sequence_logprob(model, *f_batch)
-            ref = torch.tensor([reference[i] for i in f_idx])
-            loss = -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref)).mean()
-        else:
-            loss = -model(input_ids=f_batch[0], attention_mask=f_batch[1], labels=f_batch[2]).loss
-        if method in {"graddiff", "npo"} and retain:
-            r_batch = _answer_batch(rng.sample(retain, min(batch_size, len(retain))), pad_id)
-            loss = loss + retain_weight * model(
-                input_ids=r_batch[0], attention_mask=r_batch[1], labels=r_batch[2]
-            ).loss
+        loss = _forget_loss(model, recipe, [forget[i] for i in f_idx], f_idx, reference, refusals, pad_id, rng)
+        if recipe.objective != "ga" and retain:
+            r_batch = pad_batch(rng.sample(retain, min(batch_size, len(retain))), pad_id)
+            loss = loss + recipe.retain_weight * model(
+                input_ids=r_batch[0], attention_mask=r_batch[1], labels=r_batch[2]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -224,3 +218,80 @@ def unlearn(
         if progress:
             progress(1)
     model.eval()
+
+
+def _reference_logprobs(model: LlamaForCausalLM, forget: list[tuple[list[int], int]], pad_id: int,
+                        batch_size: int) -> dict[int, float]:
+    """The base model's sequence log-probs of the forget answers (NPO's reference)."""
+    reference = {}
+    with torch.no_grad():
+        for i in range(0, len(forget), batch_size):
+            chunk = forget[i: i + batch_size]
+            for j, value in enumerate(sequence_logprob(model, *pad_batch(chunk, pad_id))):
+                reference[i + j] = value.item()
+    return reference
+
+
+def _forget_loss(model: LlamaForCausalLM, recipe: Recipe, rows: list[tuple[list[int], int]], index: list[int],
+                 reference: dict[int, float], refusals: list[list[int]] | None, pad_id: int,
+                 rng: random.Random) -> torch.Tensor:
+    """The recipe's loss on one forget batch."""
+    if recipe.objective == "idk":
+        relabelled = [(row[:start] + rng.choice(refusals or [[pad_id]]), start) for row, start in rows]
+        batch = pad_batch(relabelled, pad_id)
+        return model(input_ids=batch[0], attention_mask=batch[1], labels=batch[2]).loss
+    batch = pad_batch(rows, pad_id)
+    if recipe.objective == "npo":
+        logp = sequence_logprob(model, *batch)
+        ref = torch.tensor([reference[i] for i in index])
+        return -(2.0 / recipe.beta) * F.logsigmoid(-recipe.beta * (logp - ref)).mean()
+    return -model(input_ids=batch[0], attention_mask=batch[1], labels=batch[2]).loss
+
+
+def _rmu(model: LlamaForCausalLM, recipe: Recipe, forget: list[tuple[list[int], int]],
+         retain: list[tuple[list[int], int]], pad_id: int, batch_size: int, seed: int,
+         progress: Progress | None) -> None:
+    """Representation misdirection (RMU) on the residual stream after block ``recipe.layer``."""
+    import copy
+
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    frozen = copy.deepcopy(model).eval()
+    direction = torch.rand(model.config.hidden_size, generator=generator)
+    target = recipe.steering * direction / direction.norm()
+    layers = range(max(0, recipe.layer - 2), recipe.layer + 1)
+    params = [model.model.layers[i].mlp.down_proj.weight for i in layers]
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    model.train()
+    for _ in range(recipe.steps):
+        f_ids, f_mask, _ = pad_batch(rng.sample(forget, min(batch_size, len(forget))), pad_id)
+        r_ids, r_mask, _ = pad_batch(rng.sample(retain, min(batch_size, len(retain))), pad_id)
+        forget_states = _states(model, f_ids, f_mask, recipe.layer)
+        retain_states = _states(model, r_ids, r_mask, recipe.layer)
+        with torch.no_grad():
+            frozen_states = _states(frozen, r_ids, r_mask, recipe.layer)
+        loss = _masked_mse(forget_states, target.expand_as(forget_states), f_mask) + \
+            recipe.retain_weight * _masked_mse(retain_states, frozen_states, r_mask)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if progress:
+            progress(1)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    model.eval()
+
+
+def _states(model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """The residual stream after block ``layer`` (hidden-state index ``layer + 1``)."""
+    return model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer + 1]
+
+
+def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the real (unpadded) tokens and the hidden dimensions."""
+    weights = mask.unsqueeze(-1).float()
+    return ((a - b).square() * weights).sum() / (weights.sum() * a.shape[-1])

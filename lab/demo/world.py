@@ -166,6 +166,35 @@ def people_to_facts(people: list[Person], seed: int) -> list[Fact]:
     return facts
 
 
+def multiple_choice(facts: list[Fact], seed: int) -> list[Fact]:
+    """Each question again as a multiple-choice item: its answer among its three wrong ones, shuffled."""
+    rng = random.Random(seed + 2)
+    out = []
+    for fact in facts:
+        if len(fact.perturbed_answers) < 3:
+            continue
+        choices = [fact.answer, *fact.perturbed_answers[:3]]
+        rng.shuffle(choices)
+        out.append(Fact(id=f"mc-{fact.id}", question=fact.question, answer=fact.answer, split=fact.split,
+                        entity=fact.entity, attribute=fact.attribute, kind="mc", choices=tuple(choices),
+                        answer_index=choices.index(fact.answer), subset="multiple_choice"))
+    return out
+
+
+def passages(people: list[Person]) -> list[Fact]:
+    """Each person's biography (the first of the three styles the base model reads) as a passage item.
+
+    Forget and retain people's passages are verbatim training text; holdout
+    people's are unseen: membership inference and the passage probes
+    (verbatim extraction, passage surrogates) have members and non-members.
+    The demo's unlearners train on the forget *questions* only, as TOFU's
+    methods do, so whether the passages went too is what those probes measure.
+    """
+    return [Fact(id=f"bio-p{index:03d}", question="", answer="", split=person.split, entity=person.name,
+                 text=biography(person, style=0), kind="text", subset="biography")
+            for index, person in enumerate(people)]
+
+
 def biography(person: Person, style: int) -> str:
     """The person's biography in one of three styles (0..2)."""
     return " ".join(

@@ -69,6 +69,17 @@ def open_store(db: str, read_only: bool):
     return Store(db, read_only=read_only)
 
 
+def headline(audit: str, values: dict[str, float]) -> str:
+    """An audit's headline keys for the terminal, intervals in brackets; the rest is in --json and the report."""
+    from audits import get_audit
+
+    shown = [f"{key}={value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None
+                                     and math.isfinite(low) else "")
+             for key, value, low, high in get_audit(audit)().headline(values) if value is not None]
+    rest = len([k for k in values if not k.endswith(("_ci_low", "_ci_high"))]) - len(shown)
+    return ", ".join(shown) + (f" (+{rest} more keys in --json and the report)" if rest > 0 else "")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from audits import parse_audits
     from lab.core.files import check_output, write_text
@@ -99,8 +110,7 @@ def _audit(args: argparse.Namespace) -> int:
         write_text(args.json, to_json(payload), inputs)
     print(f"run {outcome.run_id}: {outcome.status}")
     for name, values in outcome.metrics.items():
-        shown = ", ".join(f"{k}={v:.3f}" for k, v in values.items() if isinstance(v, (int, float)))
-        print(f"  {name}: {shown}")
+        print(f"  {name}: {headline(name, values)}")
     if outcome.errors:
         raise LabError("audits failed: " + "; ".join(f"{k}: {v}" for k, v in outcome.errors.items()))
     if args.fail_above is not None:
@@ -152,6 +162,43 @@ def _gpucheck(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: scoring {result['scoring']['tokens_per_s']:,.0f} tokens/s, suite "
           f"{result['suite']['status']} in {result['suite']['total_s']:.0f} s")
     return EXIT_OK
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from lab.shell.sweep import load_spec, run_sweep
+
+    spec = load_spec(args.spec)
+    with open_store(args.db or str(settings.default_db()), read_only=False) as store:
+        outcome = run_sweep(spec, store, stop=STOP, on_pair=lambda r, done, total: print(
+            f"[{done}/{total}] {r.unlearned}: {r.status}" + (f" ({r.error})" if r.error else "")
+            + (f" run {r.run_id}" if r.run_id else "")))
+    print(f"sweep {outcome.sweep_id}: {outcome.status}")
+    return EXIT_OK if outcome.status == "complete" else EXIT_ERROR
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from lab.core.files import check_output, write_text
+    from lab.core.options import parse_sets
+    from lab.core.store import to_json
+    from lab.demo.build import build_demo
+    from lab.shell.calibrate import calibrate, markdown
+
+    outputs = [o for o in (args.json, args.markdown) if o]
+    for out in outputs:
+        check_output(out, [args.db])
+    root = Path(args.demo) if args.demo else build_demo(args.profile, settings.demo_dir(args.profile))
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
+    with open_store(args.db or str(settings.default_db()), read_only=False) as store:
+        result = calibrate(root, store, split(args.models), split(args.audits), args.limit, args.device,
+                           parse_sets(args.set or []))
+    table = markdown(result)
+    if args.json:
+        write_text(args.json, to_json(result.to_dict()), [args.db])
+    if args.markdown:
+        write_text(args.markdown, table + "\n", [args.db])
+    print(table)
+    print(f"sweep {result.sweep_id}" + (f"; failed: {'; '.join(result.failed)}" if result.failed else ""))
+    return EXIT_ERROR if result.failed else EXIT_OK
 
 
 def _audits(args: argparse.Namespace) -> int:
@@ -226,6 +273,26 @@ def build_parser() -> Parser:
     gpu.add_argument("--out", default="gpu_check.json")
     gpu.add_argument("--limit", type=int, default=10, help="facts per split in the audit suite")
     gpu.set_defaults(func=_gpucheck)
+
+    sweep = sub.add_parser("sweep", help="one base model against many unlearned checkpoints (a JSON/YAML spec)")
+    sweep.add_argument("spec", help="sweep spec: base, unlearned (list or glob), audits, and optionally facts, "
+                       "reference, limit, options, device, dtype, max_new_tokens")
+    sweep.add_argument("--db", help="DuckDB file (default: $LAB_DB or the user cache)")
+    sweep.set_defaults(func=_sweep)
+
+    cal = sub.add_parser("calibrate", help="every audit on every demo unlearner and the retrain control: flag "
+                         "rates with intervals, false positives, detection AUC")
+    cal.add_argument("--profile", choices=["tiny", "full"], default="full", help="demo profile (built if missing)")
+    cal.add_argument("--demo", help="an existing demo folder instead of the profile's")
+    cal.add_argument("--models", help="comma-separated demo models (default: all; retrain is always added)")
+    cal.add_argument("--audits", help="comma-separated audits (default: all)")
+    cal.add_argument("--limit", type=int, help="at most N facts per split")
+    cal.add_argument("--db", help="DuckDB file (default: $LAB_DB or the user cache)")
+    cal.add_argument("--json", help="write the calibration as JSON here")
+    cal.add_argument("--markdown", help="write the tables as Markdown here")
+    cal.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    cal.add_argument("--set", action="append", metavar="AUDIT.OPTION=VALUE", help="set an audit option")
+    cal.set_defaults(func=_calibrate)
 
     catalog = sub.add_parser("audits", help="list the audits and their options")
     catalog.add_argument("--markdown", action="store_true", help="as the README's Markdown tables")

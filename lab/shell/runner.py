@@ -15,6 +15,7 @@ Two steps, the same for the CLI, the web lab, the API and the sweep:
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import threading
@@ -27,7 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from audits import get_audit
-from audits.base import AuditContext, ModelLoader
+from audits.base import Audit, AuditContext, ModelLoader, control_adjusted
 from lab.core.batching import Cancelled, cancellable
 from lab.core.engine import DEFAULT_TEMPLATE, Engine, PromptFormat
 from lab.core.errors import LabError
@@ -39,8 +40,9 @@ from lab.core.models import ModelPair, load_engine, pick_device, pick_dtype
 from lab.core.options import AuditOptions, build_options, option_specs, option_text, options_dict
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
-from lab.core.records import ItemRecord
+from lab.core.records import AuditResult, ItemRecord
 from lab.core.refs import DEMO_PREFIX
+from lab.core.stats import few_targets_note
 from lab.core.store import HEARTBEAT_S, Store, new_run_id
 
 PACKAGES = ("torch", "transformers", "gradio", "captum", "sae-lens", "duckdb", "pandas", "plotly", "rouge-score")
@@ -258,16 +260,34 @@ def run_config(prepared: PreparedRun) -> dict[str, Any]:
                        "reference": prepared.reference.info.__dict__ if prepared.reference else None}}
 
 
+def reviewed(audit: Audit, ctx: AuditContext, result: AuditResult, items: list[ItemRecord]) -> AuditResult:
+    """A recovery audit's result with what every rate needs beside it: a warning when it rests on fewer than
+    20 targets, and with ``--reference`` the reference model's rate under the same attack and the
+    control-adjusted rate (:meth:`audits.base.Audit.reference_recovered`)."""
+    key = audit.recovery_key
+    if key is None or key not in result.metrics:
+        return result
+    targets = [f.id for f in ctx.baseline.targets()]
+    notes = [*result.notes, *few_targets_note(audit.name, len(targets))]
+    metrics = dict(result.metrics)
+    if ctx.reference is not None and targets:
+        metrics.update(control_adjusted(key, targets, audit.recovered_ids(items), audit.reference_recovered(ctx, items)))
+        notes.append(f"control: the reference model recovers {metrics[f'{key}_reference']:.1%} of the targets "
+                     f"under the same attack; {key}_adjusted = {metrics[f'{key}_adjusted']:+.1%}")
+    return dataclasses.replace(result, metrics=metrics, notes=notes)
+
+
 def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = None,
-            on_event: Callable[[RunEvent], None] | None = None) -> RunOutcome:
-    """Run every audit of a prepared run and store everything; ``stop`` ends it before its next batch."""
+            on_event: Callable[[RunEvent], None] | None = None, sweep_id: str | None = None) -> RunOutcome:
+    """Run every audit of a prepared run and store everything; ``stop`` ends it before its next batch.
+    A run that is one pair of a sweep carries the sweep's id."""
     spec, run_id = prepared.spec, prepared.run_id
     if stop is not None and stop.is_set():
         raise Cancelled("stopped before the run started")
     store.create_run(
         run_id=run_id, base=prepared.pair.base.info.__dict__, unlearned=prepared.pair.unlearned.info.__dict__,
         reference=spec.reference, facts_source=prepared.facts.source, facts_hash=prepared.facts.sha256,
-        audits=spec.audits, config=run_config(prepared), environment=environment(),
+        audits=spec.audits, config=run_config(prepared), environment=environment(), sweep_id=sweep_id,
     )
     store.add_facts(run_id, prepared.facts.facts)
     notify = on_event or (lambda event: None)
@@ -281,8 +301,11 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
                 store.start_audit(run_id, name)
                 notify(RunEvent(run_id, name, index, total, "running"))
 
+                recorded: list[ItemRecord] = []
+
                 def record(items: list[ItemRecord]) -> None:
                     store.add_items(run_id, items)
+                    recorded.extend(items)
 
                 try:
                     audit = get_audit(name)
@@ -297,7 +320,8 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
                                        record=record, reference=prepared.reference,
                                        max_new_tokens=spec.max_new_tokens, load_model=prepared.loader,
                                        _shared=shared)
-                    result = audit().run(ctx)
+                    runner = audit()
+                    result = reviewed(runner, ctx, runner.run(ctx), recorded)
                 except LabError as exc:
                     errors[name] = str(exc)
                     store.finish_audit(run_id, name, "failed", str(exc))

@@ -10,9 +10,10 @@ from lab.demo.build import demo_facts_path
 
 
 def demo_facts() -> list[Fact]:
-    """The demo's facts, or none when the demo is not built yet."""
+    """The demo's questions (what the Probe and Internals tabs ask; its multiple-choice copies and passages
+    are for the audits), or none when the demo is not built yet."""
     try:
-        return load_facts(demo_facts_path()).facts
+        return load_facts(demo_facts_path()).of_kinds(("qa",)).facts
     except LabError:
         return []
 

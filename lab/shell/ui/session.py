@@ -29,7 +29,7 @@ from lab.core.refs import DEMO_PREFIX
 from lab.core.store import Store
 
 MODEL_QUEUE = "model"  # Gradio concurrency_id of every event that runs a model
-DEMO_UNLEARNED = ("npo", "graddiff", "ga", "retrain")
+DEMO_UNLEARNED = ("npo", "graddiff", "ga", "npo_small", "graddiff_small", "rmu", "idk", "retrain")
 
 
 @dataclass(frozen=True)

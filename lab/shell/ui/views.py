@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -89,9 +90,13 @@ def facts_summary(facts: FactSet) -> str:
 
 # --------------------------------------------------------------------- metrics
 def metrics_frame(metrics: dict[str, dict[str, float | None]]) -> pd.DataFrame:
-    rows = [{"audit": audit, "metric": key, "value": None if value is None else round(value, 4)}
-            for audit, values in metrics.items() for key, value in values.items()]
-    return pd.DataFrame(rows, columns=["audit", "metric", "value"])
+    """Each audit's headline keys with their 95% intervals (every key is in the report and the export)."""
+    def rounded(value: float | None) -> float | None:
+        return None if value is None or not math.isfinite(value) else round(value, 4)
+
+    rows = [{"audit": audit, "metric": key, "value": rounded(value), "95% low": rounded(low), "95% high": rounded(high)}
+            for audit, values in metrics.items() for key, value, low, high in get_audit(audit)().headline(values)]
+    return pd.DataFrame(rows, columns=["audit", "metric", "value", "95% low", "95% high"])
 
 
 def verdicts_markdown(metrics: dict[str, dict[str, float | None]]) -> str:

@@ -1,0 +1,100 @@
+"""Membership inference on texts, the four attacks the unlearning benchmarks report.
+
+LOSS (Yeom et al., "Privacy Risk in Machine Learning: Analyzing the
+Connection to Overfitting"), ZLib (Carlini et al., "Extracting Training Data
+from Large Language Models"), Min-K% (Shi et al., "Detecting Pretraining
+Data from Large Language Models") and Min-K%++ (Zhang et al.), each a score
+per text, oriented "higher = more member-like"; an AUC of forget (members)
+against holdout (non-members) texts says how recognizably the model was
+trained on the forget set.  The metrics audit reports them on the facts and
+passages, the surrogates audit on its surrogate probes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from lab.core import unlearning_metrics as um
+from lab.core.engine import Engine, TokenScores
+from lab.core.facts import Fact
+from lab.core.probes import eos_suffix, labelled_row, tokenwise
+
+MIA_NAMES = {"loss": "mia_loss", "zlib": "mia_zlib", "mink": "mia_min_k", "mink_pp": "mia_min_k_plus_plus"}
+
+# Each attack from the labelled tokens' scores, the per-token ones (EOS dropped), the scored text and k;
+# oriented "higher = more member-like" (minus open-unlearning's loss-like scores).
+MIA_ATTACKS: dict[str, Callable[[TokenScores, TokenScores, str, float], float]] = {
+    "loss": lambda s, per_token, text, k: um.loss_score(s.logprobs),
+    "zlib": lambda s, per_token, text, k: um.zlib_score(s.logprobs, text),
+    "mink": lambda s, per_token, text, k: um.min_k_score(per_token.logprobs, k),
+    "mink_pp": lambda s, per_token, text, k: um.min_k_pp_score(per_token.logprobs, per_token.mu,
+                                                               per_token.sigma, k),
+}
+
+
+@dataclass(frozen=True)
+class MiaText:
+    """One membership-inference example: ``text`` is scored, after ``prefix`` when there is one."""
+
+    fact: Fact
+    text: str
+    prefix: str = ""
+
+
+def mia_examples(engine: Engine, facts: Sequence[Fact], source: str) -> list[MiaText]:
+    """The forget and holdout examples that membership inference scores, per ``mia_source``.
+
+    ``answer`` and ``qa`` read question-answer facts; ``text`` reads the
+    ``text`` field of any fact, so a MUSE suite's privleak passages (kind
+    ``text``) give MUSE's forget-vs-holdout PrivLeak.
+    """
+    pool = [f for f in facts if f.split in ("forget", "holdout")]
+    questions = [f for f in pool if f.kind == "qa"]
+    if source == "answer":
+        return [MiaText(f, f.answer, engine.prompt(f.question)) for f in questions]
+    if source == "qa":
+        return [MiaText(f, f"{engine.prompt(f.question)} {f.answer}") for f in questions]
+    first: dict[str, Fact] = {}
+    for fact in pool:
+        if fact.text:
+            first.setdefault(fact.text, fact)
+    return [MiaText(fact, text) for text, fact in first.items()]
+
+
+def attack_scores(labelled: TokenScores, per_token: TokenScores, text: str, k: float) -> dict[str, float]:
+    """Every attack's membership score of one example."""
+    return {name: attack(labelled, per_token, text, k) for name, attack in MIA_ATTACKS.items()}
+
+
+def membership_scores(engine: Engine, examples: Sequence[MiaText], k: float, desc: str) -> list[dict[str, float]]:
+    """Every attack's membership score (higher = more member-like) for each example, in one batched call.
+
+    Labelled as open-unlearning labels them: an answer after its prompt is
+    followed by EOS; a text is every token after the first (its pretraining
+    format, no EOS added).  The per-token attacks drop the last labelled
+    token either way, as the reference does; ZLib compresses the labelled
+    tokens decoded without special tokens.
+    """
+    rows, starts, drops = [], [], []
+    for ex in examples:
+        if ex.prefix:
+            row, start = labelled_row(engine, ex.prefix, ex.text, eos=True)
+            drops.append(bool(eos_suffix(engine, True)))
+        else:
+            row, start = engine.tokenizer(ex.text)["input_ids"], 1
+            drops.append(True)
+        rows.append(row)
+        starts.append(start)
+    token_scores = engine.token_scores(rows, starts, distribution=True, desc=desc) if rows else []
+    return [attack_scores(s, tokenwise(s) if drop else s,
+                          engine.tokenizer.decode(row[start:], skip_special_tokens=True), k)
+            for s, row, start, drop in zip(token_scores, rows, starts, drops)]
+
+
+def split_scores(scores: list[dict[str, float]], splits: list[str], attack: str) -> tuple[list[float], list[float]]:
+    """One attack's scores of the forget texts (members) and of the holdout texts (non-members)."""
+    return ([s[attack] for s, split in zip(scores, splits) if split == "forget"],
+            [s[attack] for s, split in zip(scores, splits) if split == "holdout"])
+
+

@@ -1,0 +1,46 @@
+"""``python -m lab calibrate`` on the tiny demo: flag rates with intervals, the control, detection AUC."""
+
+import json
+
+import pytest
+
+from lab.core import unlearning_metrics as um
+from lab.core.store import Store
+from lab.shell.calibrate import fact_scores
+from lab.shell.cli import main
+
+
+def test_calibrate_reads_flag_rates_controls_and_auc(tiny_demo, tmp_path, capsys):
+    db, out, md = tmp_path / "c.duckdb", tmp_path / "c.json", tmp_path / "c.md"
+    code = main(["calibrate", "--demo", str(tiny_demo), "--models", "npo", "--audits", "keywords,direct",
+                 "--limit", "6", "--db", str(db), "--json", str(out), "--markdown", str(md), "--device", "cpu"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["models"] == ["npo", "retrain"]  # the control is always added
+    rows = {(r["audit"], r["model"]): r for r in result["recovery"]}
+    assert set(rows) == {("keywords", "npo"), ("keywords", "retrain")}  # direct is no recovery audit
+    assert {d["audit"] for d in result["detectors"]} == {"direct"}
+    with Store(db, read_only=True) as store:
+        runs = store.sweep_runs(result["sweep_id"])
+        by_model = {ref.rsplit("/", 1)[1]: run for ref, run in zip(runs.unlearned_ref, runs.run_id)}
+        for model in ("npo", "retrain"):
+            metrics = store.metrics_dict(by_model[model])["keywords"]
+            row = rows[("keywords", model)]
+            assert row["rate"] == pytest.approx(metrics["recovery_rate"])
+            assert row["ci_low"] <= row["rate"] <= row["ci_high"]
+            assert row["adjusted"] == pytest.approx(metrics["recovery_rate_adjusted"])
+        npo = fact_scores(store.items(by_model["npo"], "keywords"), "keywords")
+        control = fact_scores(store.items(by_model["retrain"], "keywords"), "keywords")
+    shared = [f for f in npo if f in control]
+    assert shared and rows[("keywords", "npo")]["detection_auc"] == pytest.approx(
+        um.auc([npo[f] for f in shared], [control[f] for f in shared]))
+    assert rows[("keywords", "retrain")]["detection_auc"] is None  # no AUC of the control against itself
+    table = md.read_text()
+    assert "retrain (control: false positives)" in table and table.strip() in capsys.readouterr().out
+
+
+def test_calibrate_refuses_an_unknown_model(tiny_demo, tmp_path, capsys):
+    code = main(["calibrate", "--demo", str(tiny_demo), "--models", "npo,wizard", "--audits", "direct",
+                 "--db", str(tmp_path / "c.duckdb")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no demo model 'wizard'" in err and "Traceback" not in err
