@@ -1,0 +1,181 @@
+"""The bench's results as plain-text tables, each target printed with whether this run met it.
+
+Targets are printed, never enforced (issue 19): timings depend on the machine and on what else runs on it,
+so a test checks the identity of results, not speed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lab.shell.bench.lm_eval_peer import LM_EVAL
+from lab.shell.bench.loops import GENERATE_LOOP
+from lab.shell.bench.measure import OWN_LOOP
+from lab.shell.bench.scaling import SUITE
+
+TARGET_SPEEDUP = 10.0  # batched vs loop, scoring and REMIND, 2 CPU cores
+TARGET_SUITE_S = 60.0  # five-attack suite on the full demo pair, 2 CPU cores
+TARGET_MFU = 0.40  # scoring pass of the 1B-shaped model on an H200
+TARGET_VS_LM_EVAL = 2.0  # ours vs lm-evaluation-harness on the same multiple-choice items, 2 CPU cores
+TARGET_VS_GENERATE_LOOP = 3.0  # ours vs a batch-32 generate loop on the same prompts, 2 CPU cores
+TARGET_PEAK_SHARE = 0.60  # the scoring pass's FLOP/s over the measured matmul peak
+TARGET_FACTS_EXPONENT = 1.1  # suite time ~ facts ** k
+TARGETS = {"speedup": TARGET_SPEEDUP, "suite_seconds": TARGET_SUITE_S, "mfu": TARGET_MFU,
+           "vs_lm_eval": TARGET_VS_LM_EVAL, "vs_generate_loop": TARGET_VS_GENERATE_LOOP,
+           "peak_share": TARGET_PEAK_SHARE, "facts_exponent": TARGET_FACTS_EXPONENT}
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _mem(reading: dict[str, Any] | None) -> str:
+    """``peak (+growth over the measurement's start)`` in MB; CUDA peak after a slash when there is one."""
+    if not reading:
+        return "-"
+    text = f"{reading['peak_rss_mb']:.0f} (+{reading['peak_rss_mb'] - reading['start_rss_mb']:.0f})"
+    return text + (f" / cuda {reading['peak_cuda_mb']:.0f}" if reading.get("peak_cuda_mb") is not None else "")
+
+
+def _comparison_lines(result: dict[str, Any]) -> list[str]:
+    own = [c for c in result["comparisons"] if c.get("other", OWN_LOOP) == OWN_LOOP]
+    lines = [f"batched engine vs per-example loop (same inputs, best of {result['sizes']['repeats']}; "
+             "peak RSS MB with the growth over its start in brackets):",
+             f"  {'path':<24}{'items':>7}{'batched s':>11}{'loop s':>10}{'speedup':>9}  "
+             f"{'peak MB batched':<17}{'peak MB loop':<15}agreement"]
+    for c in own:
+        memory = c.get("memory") or {}
+        lines.append(f"  {c['name']:<24}{c['items']:>7}{c['batched_s']:>11.3f}{c['loop_s']:>10.3f}"
+                     f"{c['speedup']:>8.1f}x  {_mem(memory.get('ours')):<17}{_mem(memory.get('other')):<15}"
+                     f"{c['agreement']}{'' if c['agrees'] else '  MISMATCH'}")
+    gated = [c for c in own if c["name"] != "greedy generation"]
+    return lines + [f"  target: batched >= {TARGET_SPEEDUP:.0f}x the loop for scoring and REMIND on 2 CPU cores: "
+                    + ", ".join(f"{c['name']} {_met(c['speedup'] >= TARGET_SPEEDUP)}" for c in gated)]
+
+
+def _peer_lines(result: dict[str, Any]) -> list[str]:
+    peers = [c for c in result["comparisons"] if c.get("other", OWN_LOOP) != OWN_LOOP]
+    skipped = result.get("skipped", [])
+    if not peers and not skipped:
+        return []
+    lines = [f"against the tools users would pick instead (same model, same items, best of "
+             f"{result['sizes']['repeats']}; speedup = their time / ours):",
+             f"  {'comparison':<42}{'items':>6}{'ours s':>9}{'theirs s':>10}{'speedup':>9}  "
+             f"{'peak MB ours':<14}{'peak MB theirs':<16}agreement"]
+    for c in peers:
+        memory = c.get("memory") or {}
+        lines.append(f"  {c['name']:<42}{c['items']:>6}{c['batched_s']:>9.3f}{c['loop_s']:>10.3f}"
+                     f"{c['speedup']:>8.2f}x  {_mem(memory.get('ours')):<14}{_mem(memory.get('other')):<16}"
+                     f"{c['agreement']}{'' if c['agrees'] else '  MISMATCH'}")
+    for c in peers:
+        lines.append(f"  {c['name']}: theirs = {c['other']}")
+        if c["name"] == LM_EVAL:
+            rows = c["details"]["rows_scored_per_model"]
+            lines.append(f"    rows scored per model: ours {rows['ours']} (one per choice), lm-eval {rows['lm_eval']} "
+                         f"(its one-token continuation cache: one forward per question); "
+                         f"add_bos_token={c['details']['add_bos_token']} on both sides")
+        if c["name"] == GENERATE_LOOP:
+            lines.append(f"    max_new_tokens {c['details']['max_new_tokens']} both sides; engine batches "
+                         f"{c['details']['engine_batches']} (token budget) vs "
+                         f"{math.ceil(c['items'] / c['details']['batch_size'])} of {c['details']['batch_size']}")
+    for s in skipped:
+        lines.append(f"  {s['name']}: skipped, {s['reason']}")
+    targets = {LM_EVAL: TARGET_VS_LM_EVAL, GENERATE_LOOP: TARGET_VS_GENERATE_LOOP}
+    lines.append("  target: " + "; ".join(
+        f"ours >= {targets[c['name']]:.0f}x {'lm-eval' if c['name'] == LM_EVAL else 'the batch-32 generate loop'} "
+        f"with identical results on 2 CPU cores: {_met(c['speedup'] >= targets[c['name']] and c['agrees'])}"
+        for c in peers if c["name"] in targets))
+    return lines
+
+
+def _hardware_lines(result: dict[str, Any]) -> list[str]:
+    peak, flop = result.get("peak"), result.get("scoring_pass")
+    if not peak or not flop:
+        return []
+    return [f"hardware limit ({peak['dtype']}, {peak['threads']} threads): torch.matmul {peak['n']}^3 peak "
+            f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s (best of {peak['repeats']}, measured in this run)",
+            f"  scoring pass of the demo model ({flop['parameters'] / 1e6:.2f}M parameters, {flop['rows']} rows, "
+            f"{flop['tokens']:,} tokens, {flop['padded_tokens']:,} with padding, {flop['batches']} batches): "
+            f"{flop['seconds']:.3f} s, {flop['tokens_per_s']:,.0f} tokens/s, {flop['flops_per_s'] / 1e9:.2f} GFLOP/s "
+            f"= {flop['share']:.1%} of the peak; peak MB {_mem(flop['memory'])}",
+            f"  target: scoring pass >= {TARGET_PEAK_SHARE:.0%} of the measured matmul peak: "
+            f"{_met(flop['share'] >= TARGET_PEAK_SHARE)}"
+            + ("" if flop["share"] >= TARGET_PEAK_SHARE else
+               " (the size scaling below shows the share a larger model reaches on the same engine)")]
+
+
+def _scaling_lines(result: dict[str, Any]) -> list[str]:
+    scaling = result.get("scaling")
+    if not scaling:
+        return []
+    facts, models = scaling["facts"], scaling["model_size"]
+    lines = ["scaling (growth exponent k of time ~ size^k, log-log least squares; 1.0 is linear):",
+             f"  attack suite vs facts ({', '.join(facts['audits'])}):",
+             f"  {'':<22}{'facts':>8}{'per split':>10}{'seconds':>9}  peak MB"]
+    for p in facts["points"]:
+        failed = f"  failed: {', '.join(p['failed'])}" if p["failed"] else ""
+        lines.append(f"  {'':<22}{p['facts']:>8}{p['limit']:>10}{p['seconds']:>9.2f}  {_mem(p['memory'])}{failed}")
+    lines.append(f"  suite exponent in facts k = {facts['exponent']:.2f}; target k <= {TARGET_FACTS_EXPONENT}: "
+                 f"{_met(facts['exponent'] <= TARGET_FACTS_EXPONENT)}")
+    lines.append(f"  scoring pass vs model size (random Llama shapes, {models['rows']} rows x {models['seq_len']} tokens):")
+    lines.append(f"  {'model':<8}{'parameters':>12}{'seconds':>9}{'tokens/s':>11}{'GFLOP/s':>9}{'of peak':>9}  peak MB")
+    for p in models["points"]:
+        lines.append(f"  {p['model']:<8}{p['parameters']:>12,}{p['seconds']:>9.3f}{p['tokens_per_s']:>11,.0f}"
+                     f"{p['flops_per_s'] / 1e9:>9.2f}{p['share']:>9.1%}  {_mem(p['memory'])}")
+    lines.append(f"  scoring-pass exponent in parameters k = {models['exponent']:.2f} (below 1: fixed per-batch costs "
+                 "dominate the small models)")
+    return lines
+
+
+def _suite_lines(suite: dict[str, Any], quick: bool) -> list[str]:
+    lines = [f"five-attack suite via the runner (base vs npo, {suite['facts']} facts; models loaded in "
+             f"{suite['load_s']:.1f} s; the plain-question baseline is paid by the first audit):",
+             f"  {'audit':<14}{'seconds':>9}  {'status':<10}peak MB"]
+    for name in SUITE:
+        row = suite["audits"].get(name)
+        if row:
+            error = f": {row['error']}" if row["error"] else ""
+            lines.append(f"  {name:<14}{row['seconds']:>9.2f}  {row['status']:<10}{_mem(row.get('memory'))}{error}")
+        else:
+            lines.append(f"  {name:<14}{'-':>9}  missing (module not in this checkout)")
+    lines.append(f"  {'total':<14}{suite['total_s']:>9.2f}  {'':<10}{_mem(suite.get('memory'))}")
+    target = f"  target: <= {TARGET_SUITE_S:.0f} s on the full demo pair on 2 CPU cores"
+    if quick:
+        return lines + [f"{target} (not measured by --quick)"]
+    return lines + [f"{target}: {_met(suite['total_s'] <= TARGET_SUITE_S and not suite['missing'])}"]
+
+
+def _mfu_lines(mfu: dict[str, Any]) -> list[str]:
+    if "skipped" in mfu:
+        return [f"MFU (1B-shaped model, scoring pass): skipped, {mfu['skipped']}"]
+    lines = [f"MFU (Llama-3.2-1B shape, random bf16 weights, {mfu['parameters'] / 1e9:.2f}B parameters, "
+             f"{mfu['rows']} rows x {mfu['seq_len']} tokens on {mfu['device_name']}): "
+             f"{mfu['tokens_per_s']:,.0f} tokens/s, {mfu['model_flops_per_s'] / 1e12:.1f} TFLOP/s, "
+             f"peak MB {_mem(mfu.get('memory'))}"]
+    measured = mfu["measured_peak"]
+    lines.append(f"  {mfu['share_of_measured_peak']:.1%} of this GPU's measured bf16 matmul peak "
+                 f"({measured['flops_per_s'] / 1e12:.0f} TFLOP/s, torch.matmul {measured['n']}^3)")
+    if mfu["mfu"] is None:
+        return lines + ["  MFU: n/a (no assumed peak for this GPU)"]
+    return lines + [f"  MFU {mfu['mfu']:.1%} of an assumed {mfu['peak_flops'] / 1e12:.0f} TFLOP/s dense bf16 peak "
+                    f"({mfu['peak_assumed_for']} datasheet; an assumption)",
+                    f"  target: >= {TARGET_MFU:.0%} on H200: {_met(mfu['mfu'] >= TARGET_MFU)}"]
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The benchmark as plain-text tables, with each target and whether this run met it."""
+    head = (f"Unlearning Audit Lab bench ({'quick: tiny demo' if result['quick'] else 'full demo'} at "
+            f"{result['demo']}) on {result['device']}, {result['torch_threads']} torch threads"
+            + (f", {result['dtype']}" if result.get("dtype") else ""))
+    lines = [head]
+    if result.get("memory_method"):
+        lines.append(f"memory: {result['memory_method']}")
+    sections = [_comparison_lines(result), _peer_lines(result), _hardware_lines(result),
+                _suite_lines(result["suite"], result["quick"]), _scaling_lines(result), _mfu_lines(result["mfu"])]
+    for section in sections:
+        if section:
+            lines += ["", *section]
+    if result.get("bench_seconds") is not None:
+        lines += ["", f"bench wall time {result['bench_seconds']:.1f} s"]
+    return "\n".join(lines)
