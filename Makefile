@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 # Optional extras the tests exercise too (their own requirements files, installed by `make test`).
-EXTRAS := requirements-gpu.txt
+EXTRAS := requirements-gpu.txt requirements-bench.txt requirements-scale.txt requirements-serve.txt
 
 .PHONY: run test bench demo browser clean
 
@@ -17,7 +17,7 @@ $(RUN_STAMP): requirements.txt
 	touch $(RUN_STAMP)
 
 $(TEST_STAMP): $(RUN_STAMP) requirements-dev.txt $(EXTRAS)
-	$(PY) -m pip install --quiet -r requirements-dev.txt $(addprefix -r ,$(EXTRAS))
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --quiet -r requirements-dev.txt $(addprefix -r ,$(EXTRAS))
 	touch $(TEST_STAMP)
 
 run: $(RUN_STAMP)

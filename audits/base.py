@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from lab.core.engine import Engine
+from lab.core.backend import CAPABILITIES, CAPABILITY_TEXT, Backend
 from lab.core.errors import LabError
 from lab.core.facts import Fact, FactSet
 from lab.core.models import ModelPair
@@ -114,7 +114,7 @@ class Rewritten:
     raw: bool
 
 
-ModelLoader = Callable[[str], Engine]  # a model reference -> an engine on the run's device (policy applied)
+ModelLoader = Callable[[str], Backend]  # a model reference -> an engine on the run's device (policy applied)
 ROLES = ("base", "unlearned", "reference")
 
 
@@ -126,7 +126,7 @@ class AuditContext:
     facts: FactSet
     options: Any
     record: Callable[[list[ItemRecord]], None]
-    reference: Engine | None = None
+    reference: Backend | None = None
     max_new_tokens: int = 24
     load_model: ModelLoader | None = None
     _shared: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -139,7 +139,7 @@ class AuditContext:
             self._shared["baseline"] = compute_baseline(self.pair, questions, self.max_new_tokens)
         return self._shared["baseline"]
 
-    def model(self, ref: str) -> Engine:
+    def model(self, ref: str) -> Backend:
         """A model by role (base, unlearned, reference) or by reference, loaded through the run's loader."""
         roles = {"base": self.pair.base, "unlearned": self.pair.unlearned, "reference": self.reference}
         if ref in roles:
@@ -191,6 +191,8 @@ class Audit:
     # The metric keys every complete run of this audit reports (the registry contract test checks them).
     headline_keys: ClassVar[tuple[str, ...]] = ("recovery_rate",)
     uses: ClassVar[tuple[str, ...]] = ("qa",)  # item kinds it runs on (lab.core.facts.KINDS); others are not given
+    # What it needs of both models (lab.core.backend.CAPABILITIES): a served model may offer less than a local one.
+    needs: ClassVar[frozenset[str]] = frozenset({"generate"})
     rewrites: ClassVar[tuple[str, ...]] = ()  # prompt transforms offered to the Probe tab (see rewrite)
     # Item categories whose ``recovered`` flags do not count toward the headline (reasoning: prompts carrying
     # forget-split text).
@@ -199,6 +201,16 @@ class Audit:
 
     def run(self, ctx: AuditContext) -> AuditResult:
         raise NotImplementedError
+
+    @classmethod
+    def unavailable(cls, pair: ModelPair) -> str | None:
+        """Why this audit cannot run on ``pair`` (a capability a model lacks), or None when it can."""
+        for role, model in pair.roles():
+            missing = [c for c in CAPABILITIES if c in cls.needs and not model.can(c)]
+            if missing:
+                return (f"needs {', '.join(CAPABILITY_TEXT[c] for c in missing)}, which the {role} model "
+                        f"({model.info.ref}) does not offer")
+        return None
 
     def figures(self, artifacts: dict[str, Any], items: "pd.DataFrame") -> dict[str, "go.Figure"]:
         """Plotly figures rebuilt from what the store kept (UI and report call this)."""
@@ -248,7 +260,7 @@ class Audit:
         """
         raise LabError(f"the {self.name} audit offers no prompt rewrites")
 
-    def workload(self, engine: Engine, facts: list[Fact]) -> list[tuple[int, ...]]:
+    def workload(self, engine: Backend, facts: list[Fact]) -> list[tuple[int, ...]]:
         """The token rows this audit scores in its heaviest batched call (the benchmark times them)."""
         raise LabError(f"the {self.name} audit declares no scoring workload")
 

@@ -109,14 +109,18 @@ class ExtractionAudit(Audit):
         parts = [(f, p) for f, p in parts if p]
         if not parts:
             notes.append("no passage items (continuation or text): VerbMem is undefined")
-            return {}
-        answered = answer_both(ctx.pair, [p for _, (p, _) in parts], [g for _, (_, g) in parts], max_new_tokens,
-                               "passage continuations")
+            return {f"verbmem_{split}{end}": math.nan for split in ("forget", "retain") for end in ("", "_base")}
+        prompts = [fit_both(ctx, p, max_new_tokens) for _, (p, _) in parts]
+        cut = sum(fitted != p for fitted, (_, (p, _)) in zip(prompts, parts))
+        if cut:
+            notes.append(f"{cut} passage prompts longer than the models' context were cut from the left "
+                         "(as lm-evaluation-harness does)")
+        answered = answer_both(ctx.pair, prompts, [g for _, (_, g) in parts], max_new_tokens, "passage continuations")
         scores = [(um.rouge_l(a.output_base, g, "f1"), um.rouge_l(a.output_unlearned, g, "f1"))
                   for (_, (_, g)), a in zip(parts, answered)]
         ctx.record([item_for(self.name, f, p, a, category="verbmem",
                              extra={"rouge_f1_base": b, "rouge_f1_unlearned": u, "continuation": g})
-                    for (f, (p, g)), a, (b, u) in zip(parts, answered, scores)])
+                    for (f, (_, g)), p, a, (b, u) in zip(parts, prompts, answered, scores)])
         out: dict[str, float] = {}
         for split in ("forget", "retain"):
             chosen = [s for (f, _), s in zip(parts, scores) if f.split == split]
@@ -141,3 +145,8 @@ class ExtractionAudit(Audit):
         return (f"recovery_rate = {pct(metrics, 'recovery_rate')} of forgotten facts recited from a passage cut "
                 f"before the answer; VerbMem on forget passages {pct(metrics, 'verbmem_forget')} "
                 f"(base {pct(metrics, 'verbmem_forget_base')})")
+
+
+def fit_both(ctx: AuditContext, prompt: str, new_tokens: int) -> str:
+    """A passage prompt that fits both models' contexts with room for the continuation."""
+    return ctx.pair.unlearned.fit_prompt(ctx.pair.base.fit_prompt(prompt, new_tokens), new_tokens)

@@ -181,6 +181,7 @@ class LogitLensAudit(Audit):
     summary = ("share of forgotten facts that the unlearned model still computes at a middle layer "
                "(answer tokens in the logit lens's top k)")
     Options = LogitLensOptions
+    needs = frozenset({"generate", "internals"})
     headline_keys = ("hidden_recovery_rate",)
     recovery_key = "hidden_recovery_rate"
     has_fact_view = True

@@ -101,6 +101,7 @@ class MultipleChoiceAudit(Audit):
     summary = ("accuracy of both models on multiple-choice questions; a forgotten subject falls to chance on the "
                "forget set while retain accuracy holds")
     Options = MultipleChoiceOptions
+    needs = frozenset({"logprobs"})
     recovery_key = None
     headline_keys = ("forget_accuracy_base", "forget_accuracy_unlearned", "chance_forget")
     uses = ("mc",)

@@ -109,6 +109,7 @@ class RelearnAudit(Audit):
     summary = ("share of the held-out forgotten facts the unlearned model answers again after a few fine-tuning "
                "steps on other data")
     Options = RelearnOptions
+    needs = frozenset({"generate", "internals"})
     headline_keys = ("recovery_rate", "holdout_rate", "base_retention")
 
     def __init__(self) -> None:

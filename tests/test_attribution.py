@@ -15,7 +15,8 @@ from lab.core.attribution import (
     leave_one_out,
     prompt_tokens,
 )
-from lab.core.engine import Engine, ModelInfo
+from lab.core.backend import ModelInfo
+from lab.core.engine import Engine
 from lab.core.errors import LabError
 
 

@@ -114,10 +114,10 @@ def test_every_audit_declares_its_contract(name):
         assert isinstance(transform, str) and transform
 
 
-def test_every_audit_runs_on_the_tiny_demo_with_its_documented_keys(full_run, demo_facts):
+def test_every_audit_runs_on_the_tiny_demo_with_its_documented_keys(full_run, demo_all_facts):
     store, run_id = full_run
     metrics = store.metrics_dict(run_id)
-    kinds = {f.kind for f in demo_facts}
+    kinds = {f.kind for f in demo_all_facts}
     runnable = [n for n in available() if set(get_audit(n).uses) & kinds]
     assert sorted(metrics) == sorted(runnable)
     statuses = store.audits(run_id).set_index("audit")["status"]

@@ -16,7 +16,8 @@ SCRIPT = """
 import resource, sys, torch
 from types import SimpleNamespace
 from transformers import LlamaConfig, LlamaForCausalLM
-from lab.core.engine import Engine, ModelInfo
+from lab.core.backend import ModelInfo
+from lab.core.engine import Engine
 torch.manual_seed(0)
 model = LlamaForCausalLM(LlamaConfig(vocab_size=128256, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                      num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=2048))
@@ -46,7 +47,8 @@ def test_chunked_scores_equal_the_full_logits():
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from lab.core.engine import Engine, ModelInfo
+    from lab.core.backend import ModelInfo
+    from lab.core.engine import Engine
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=128256, hidden_size=16, intermediate_size=32,

@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from lab.core import unlearning_metrics as um
-from lab.core.engine import TokenScores
+from lab.core.backend import TokenScores
 from lab.core.probes import tokenwise
 
 LN2 = math.log(2)

@@ -3,6 +3,8 @@ engine here), and Space mode (LAB_SPACE=1): hub ids and uploads only, limits on 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import re
 from pathlib import Path
 
@@ -108,7 +110,8 @@ def test_space_mode_limits_requests(space, demo_env, tmp_path):
     with pytest.raises(LabError, match="--max-new-tokens=10000 is above the cap of 64 new tokens in Space mode"):
         check(run)
     run.max_new_tokens = 64
-    assert len(check(run).facts) <= 30 and run.limit == 10
+    per_split_and_kind = Counter((f.split, f.kind) for f in check(run).facts)
+    assert max(per_split_and_kind.values()) == 10 and run.limit == 10
     assert auditing.default_limit() == 50
     for value in ("/etc/passwd", "~/.ssh", "lab"):  # an SAE corpus read from the server
         options = auditing.options_frame(["sae"])

@@ -202,8 +202,11 @@ def test_an_audit_with_nothing_to_run_on_is_skipped_and_says_why(tiny_demo, demo
     from lab.core.store import new_run_id
     from lab.shell.runner import PreparedRun, RunSpec, check, execute
 
+    questions = tmp_path / "questions.jsonl"  # the demo's questions alone: no multiple-choice items
+    questions.write_text("".join(line for line in (tiny_demo / "facts.jsonl").read_text().splitlines(True)
+                                 if json.loads(line)["kind"] == "qa"))
     spec = RunSpec(base="demo:base", unlearned="demo:npo", audits=["multiple_choice", "direct"],
-                   facts=str(tiny_demo / "facts.jsonl"), limit=2, device="cpu")
+                   facts=str(questions), limit=2, device="cpu")
     checked = check(spec)
     with Store(tmp_path / "skip.duckdb") as store:
         outcome = execute(PreparedRun(new_run_id(), spec, demo_pair, None, checked.facts, checked.options, None),

@@ -193,6 +193,7 @@ class KeywordsAudit(Audit):
     summary = ("share of the forgotten facts that come back when the prompt's key tokens are emphasized "
                "(best of the transforms)")
     Options = KeywordsOptions
+    needs = frozenset({"generate", "logprobs"})
     headline_keys = ("recovery_rate", "logprob_gain", "attribution_shift")
     rewrites = TRANSFORMS
 

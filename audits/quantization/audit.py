@@ -95,6 +95,7 @@ class QuantizationAudit(Audit):
     summary = ("share of the forgotten facts that come back when the unlearned model's weights are quantized "
                "(max of int8 and int4)")
     Options = QuantizationOptions
+    needs = frozenset({"generate", "logprobs", "internals"})
     headline_keys = ("retention_fp", "retention_int8", "retention_int4", "recovery_rate_int8",
                      "recovery_rate_int4", "recovery_rate")
     recovery_key = "recovery_rate"

@@ -220,6 +220,7 @@ class RemindAudit(Audit):
     summary = ("how well the flatness of the loss around each example separates forget examples from holdout "
                "and retain ones (ROC-AUC, forget positive; 0.5: indistinguishable)")
     Options = RemindOptions
+    needs = frozenset({"logprobs", "internals"})
     headline_keys = ("auc_forget_vs_holdout", "auc_forget_vs_retain", "tpr_at_1fpr")
     recovery_key = None
 

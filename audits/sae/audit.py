@@ -478,6 +478,7 @@ class SaeAudit(Audit):
     summary = ("how far forget entities moved from 'known' toward 'unknown' in SAE latent space "
                "(1.0 = the whole known-to-unknown distance, 0 = not at all)")
     Options = SaeOptions
+    needs = frozenset({"generate", "internals"})
     headline_keys = ("known_unknown_shift", "known_unknown_shift_retain")
     recovery_key = None
     has_fact_view = True

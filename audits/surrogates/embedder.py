@@ -89,6 +89,8 @@ def minilm_embedder(device: str = "cpu") -> Embedder:
 def engine_embedder(engine: Engine) -> Embedder:
     """Mean-pooled last-layer states of an LM (the audited base model) as embeddings."""
 
+    engine.require("internals", "the base-model embedder (use embedder=minilm for a served model)")
+
     def encode(texts: Sequence[str]) -> np.ndarray:
         rows = [engine.tokenizer(t)["input_ids"] for t in texts]
         states = engine.row_states(rows, -1, desc="embeddings (base model)")

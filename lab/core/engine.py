@@ -15,9 +15,8 @@ against the model's own logits.  Prompts and ids come from
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -25,12 +24,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorS
 
 from lab.core.architecture import Architecture, LensReading, discover, layer_count, lens_readings, text_config
 from lab.core.batching import BatchPolicy, run_batched
+from lab.core.backend import CAPABILITIES, Backend, ModelInfo, TokenScores
 from lab.core.logprobs import chunk_rows, gather
-from lab.core.prompts import DEFAULT_TEMPLATE, Encoder, PromptFormat
+from lab.core.errors import LabError
+from lab.core.prompts import DEFAULT_TEMPLATE, PromptFormat
 
-__all__ = ["DEFAULT_TEMPLATE", "Engine", "ModelInfo", "PromptFormat", "TokenScores", "batch_policy"]
+__all__ = ["DEFAULT_TEMPLATE", "Engine", "PromptFormat", "batch_policy"]
 CPU_MAX_TOKENS = 8_192  # larger CPU batches measured no faster (compute-bound)
 GPU_MAX_TOKENS = 262_144
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+T = TypeVar("T")
 ACTIVATION_BYTES_PER_HIDDEN = 4 * 40  # float32 activations alive per token and hidden unit in a no-grad forward
 
 
@@ -41,6 +44,18 @@ def free_memory(device: torch.device) -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """The longest input the model was built for (None when its config does not say)."""
+    if not hasattr(model, "config"):
+        return None
+    config = text_config(model)
+    for key in CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def batch_policy(model: PreTrainedModel, device: torch.device) -> BatchPolicy:
@@ -54,43 +69,10 @@ def batch_policy(model: PreTrainedModel, device: torch.device) -> BatchPolicy:
     return BatchPolicy(max_tokens=max(512, min(cap, tokens)), max_rows=1024 if device.type == "cuda" else 128)
 
 
-@dataclass
-class TokenScores:
-    """Log-probs of the target tokens, with the vocabulary statistics Min-K%++ needs."""
+class Engine(Backend):
+    """Batched generation and scoring for one local causal LM on one device: every capability."""
 
-    logprobs: np.ndarray
-    mu: np.ndarray | None = None  # E_{z~p}[log p(z)] at each target position
-    sigma: np.ndarray | None = None  # its standard deviation
-    # Whether the argmax prediction equals the target token at each position
-    # (exact memorization and extraction strength need nothing more).
-    greedy_match: np.ndarray | None = None
-
-    @property
-    def mean(self) -> float:
-        return float(self.logprobs.mean()) if self.logprobs.size else float("nan")
-
-    @property
-    def loss(self) -> float:
-        return -self.mean
-
-
-@dataclass
-class ModelInfo:
-    """What the store and the report say about a loaded model."""
-
-    ref: str
-    path: str
-    content_hash: str
-    device: str
-    dtype: str
-    parameters: int
-    architecture: str
-    trust_remote_code: bool = False
-    extra: dict = field(default_factory=dict)
-
-
-class Engine:
-    """Batched generation and scoring for one model on one device."""
+    capabilities = frozenset(CAPABILITIES)
 
     def __init__(
         self,
@@ -100,38 +82,27 @@ class Engine:
         prompt_format: PromptFormat = PromptFormat(),
         policy: BatchPolicy | None = None,
     ):
+        super().__init__(tokenizer, info, prompt_format)
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.info = info
-        self.prompt_format = prompt_format
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.pad_id = tokenizer.pad_token_id
-        self.encoder = Encoder(tokenizer, prompt_format)
         # Inputs go where the input embeddings live (one device, or the first of a device map).
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         self.device = embeddings.weight.device if embeddings is not None else torch.device(info.device)
         self.policy = policy or batch_policy(model, self.device)
-        self.lock = threading.RLock()  # one model call at a time per engine
-
-    # ------------------------------------------------------------------ prompts
-    def prompt(self, question: str) -> str:
-        """The prompt for a question under this engine's prompt format."""
-        return self.encoder.prompt(question)
-
-    def few_shot_prompt(self, examples: list[tuple[str, str]], question: str) -> str:
-        """The prompt for a question after question-answer examples (see :meth:`Encoder.few_shot`)."""
-        return self.encoder.few_shot(examples, question)
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt, BOS exactly once (see :mod:`lab.core.prompts`)."""
-        return self.encoder.encode(text)
-
-    def encode_continuation(self, prefix: str, target: str) -> tuple[list[int], list[int]]:
-        """Ids of ``prefix`` and of ``target`` as its continuation."""
-        return self.encoder.continuation(prefix, target)
+        self.context = context_length(model)
 
     # --------------------------------------------------------------- primitives
+    def _batched(self, lengths: list[int], batch_fn: Callable[[list[int]], list[T]], desc: str | None,
+                 new_tokens: int = 0) -> list[T]:
+        """Every batched model call goes through here: the rows are checked against the model's context, then
+        run under the engine's lock in batches sized by its token budget."""
+        longest = max(lengths, default=0)
+        if self.context and longest > self.context:
+            asked = f"{longest - new_tokens} tokens + {new_tokens} new" if new_tokens else f"{longest} tokens"
+            raise LabError(f"an input of {asked} exceeds {self.info.ref}'s context of {self.context} tokens "
+                           "(shorten the prompts or the answer length, or use a longer-context model)")
+        with self.lock:
+            return run_batched(lengths, batch_fn, self.policy, desc)
+
     def _pad_right(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -215,30 +186,7 @@ class Engine:
                 out.append(scores)
             return out
 
-        with self.lock:
-            return run_batched([len(r) for r in rows], batch_fn, self.policy, desc)
-
-    def answer_scores(self, prompts: Sequence[str], answers: Sequence[str], desc: str | None = None) -> list[TokenScores]:
-        """Log-probs of each answer's tokens after its prompt."""
-        rows, starts = [], []
-        for prompt, answer in zip(prompts, answers):
-            prefix, target = self.encode_continuation(prompt, answer)
-            rows.append(prefix + target)
-            starts.append(len(prefix))
-        return self.token_scores(rows, starts, desc=desc)
-
-    def answer_logprobs(self, prompts: Sequence[str], answers: Sequence[str], desc: str | None = None) -> list[float]:
-        """Mean log-prob per answer token (length-normalized answer probability)."""
-        return [s.mean for s in self.answer_scores(prompts, answers, desc)]
-
-    def text_scores(self, texts: Sequence[str], distribution: bool = False, desc: str | None = None) -> list[TokenScores]:
-        """Log-probs of every token of each text after the first (membership inference)."""
-        rows = [self.encode(t) for t in texts]
-        return self.token_scores(rows, [1] * len(rows), distribution=distribution, desc=desc)
-
-    def row_losses(self, rows: Sequence[Sequence[int]], desc: str | None = None) -> list[float]:
-        """Mean next-token NLL of raw token rows (REMIND's neighbor variants)."""
-        return [s.loss for s in self.token_scores(rows, [1] * len(rows), desc=desc)]
+        return self._batched([len(r) for r in rows], batch_fn, desc)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None,
@@ -269,8 +217,7 @@ class Engine:
             return [t.strip() for t in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 
         lengths = [len(r) + max_new_tokens for r in encoded]
-        with self.lock:
-            return run_batched(lengths, batch_fn, self.policy, desc)
+        return self._batched(lengths, batch_fn, desc, new_tokens=max_new_tokens)
 
     def stream(self, prompt: str, max_new_tokens: int = 48) -> Iterator[str]:
         """Greedy continuation of one prompt, yielded as the text grows."""
@@ -299,8 +246,7 @@ class Engine:
             stacked = torch.stack(states, dim=1)  # [batch, layers + 1, seq, hidden]
             return [stacked[j, :, len(encoded[i]) - 1].float().cpu() for j, i in enumerate(indices)]
 
-        with self.lock:
-            return run_batched([len(r) for r in encoded], batch_fn, self.policy, desc)
+        return self._batched([len(r) for r in encoded], batch_fn, desc)
 
     @cached_property
     def architecture(self) -> Architecture:
@@ -317,8 +263,7 @@ class Engine:
             states = self._backbone_states(ids, mask, all_layers=True)[layer]
             return [states[j, : len(rows[i])].float().cpu() for j, i in enumerate(indices)]
 
-        with self.lock:
-            return run_batched([len(r) for r in rows], batch_fn, self.policy, desc)
+        return self._batched([len(r) for r in rows], batch_fn, desc)
 
     @torch.no_grad()
     def logit_lens(self, prompts: Sequence[str], answers: Sequence[str], top: int = 5,
@@ -350,5 +295,4 @@ class Engine:
         for row, start in zip(rows, starts):
             if not 1 <= start < len(row):
                 raise ValueError("every prompt needs a non-empty encoding and every answer at least one token")
-        with self.lock:
-            return run_batched([len(r) for r in rows], batch_fn, self.policy, desc)
+        return self._batched([len(r) for r in rows], batch_fn, desc)

@@ -12,11 +12,12 @@ passages, the surrogates audit on its surrogate probes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from lab.core import unlearning_metrics as um
-from lab.core.engine import Engine, TokenScores
+from lab.core.backend import Backend, TokenScores
 from lab.core.facts import Fact
 from lab.core.probes import eos_suffix, labelled_row, tokenwise
 
@@ -28,8 +29,8 @@ MIA_ATTACKS: dict[str, Callable[[TokenScores, TokenScores, str, float], float]] 
     "loss": lambda s, per_token, text, k: um.loss_score(s.logprobs),
     "zlib": lambda s, per_token, text, k: um.zlib_score(s.logprobs, text),
     "mink": lambda s, per_token, text, k: um.min_k_score(per_token.logprobs, k),
-    "mink_pp": lambda s, per_token, text, k: um.min_k_pp_score(per_token.logprobs, per_token.mu,
-                                                               per_token.sigma, k),
+    "mink_pp": lambda s, per_token, text, k: (um.min_k_pp_score(per_token.logprobs, per_token.mu, per_token.sigma, k)
+                                              if per_token.mu is not None else math.nan),
 }
 
 
@@ -42,7 +43,7 @@ class MiaText:
     prefix: str = ""
 
 
-def mia_examples(engine: Engine, facts: Sequence[Fact], source: str) -> list[MiaText]:
+def mia_examples(engine: Backend, facts: Sequence[Fact], source: str) -> list[MiaText]:
     """The forget and holdout examples that membership inference scores, per ``mia_source``.
 
     ``answer`` and ``qa`` read question-answer facts; ``text`` reads the
@@ -67,8 +68,9 @@ def attack_scores(labelled: TokenScores, per_token: TokenScores, text: str, k: f
     return {name: attack(labelled, per_token, text, k) for name, attack in MIA_ATTACKS.items()}
 
 
-def membership_scores(engine: Engine, examples: Sequence[MiaText], k: float, desc: str) -> list[dict[str, float]]:
-    """Every attack's membership score (higher = more member-like) for each example, in one batched call.
+def membership_scores(engine: Backend, examples: Sequence[MiaText], k: float, desc: str) -> list[dict[str, float]]:
+    """Every attack's membership score (higher = more member-like) for each example, in one batched call
+    (Min-K%++ needs the full vocabulary distribution: NaN for a served model).
 
     Labelled as open-unlearning labels them: an answer after its prompt is
     followed by EOS; a text is every token after the first (its pretraining
@@ -86,7 +88,7 @@ def membership_scores(engine: Engine, examples: Sequence[MiaText], k: float, des
             drops.append(True)
         rows.append(row)
         starts.append(start)
-    token_scores = engine.token_scores(rows, starts, distribution=True, desc=desc) if rows else []
+    token_scores = engine.token_scores(rows, starts, distribution=engine.can("internals"), desc=desc) if rows else []
     return [attack_scores(s, tokenwise(s) if drop else s,
                           engine.tokenizer.decode(row[start:], skip_special_tokens=True), k)
             for s, row, start, drop in zip(token_scores, rows, starts, drops)]

@@ -17,7 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from lab.core import settings
-from lab.core.engine import Engine, ModelInfo, PromptFormat
+from lab.core.backend import Backend, ModelInfo
+from lab.core.engine import Engine, PromptFormat
 from lab.core.errors import LabError, is_oom
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
@@ -144,7 +145,7 @@ def load_engine(
     prompt_format: PromptFormat = PromptFormat(),
     policy: Policy | None = None,
     device_map: str | None = None,
-) -> Engine:
+) -> Backend:
     """Load tokenizer and causal LM behind one engine, under the run policy, with a clear error on failure.
 
     ``device_map="auto"`` lets accelerate spread a model larger than one GPU over the GPUs (and the CPU).
@@ -153,7 +154,9 @@ def load_engine(
     parsed = policy.check_ref(ref)
     policy.check_remote_code(trust_remote_code)
     if parsed.kind == "remote":
-        raise LabError(f"'{ref}': models behind an inference server are not supported by this loader")
+        from lab.core.remote import load_remote
+
+        return load_remote(parsed, prompt_format)
     folder = parsed.local_folder
     if parsed.kind == "demo" and not (folder / "config.json").is_file():
         raise LabError(f"demo model '{ref}' not found in {settings.demo_dir()}; build the demo first with: "
@@ -191,7 +194,7 @@ def load_engine(
     return Engine(model, tokenizer, info, prompt_format)
 
 
-def tokenizer_mismatch(a: Engine, b: Engine) -> str | None:
+def tokenizer_mismatch(a: Backend, b: Backend) -> str | None:
     """Why two tokenizers disagree, or None when they map text identically."""
     vocab_a, vocab_b = a.tokenizer.get_vocab(), b.tokenizer.get_vocab()
     if vocab_a != vocab_b:
@@ -211,15 +214,15 @@ def tokenizer_mismatch(a: Engine, b: Engine) -> str | None:
 class ModelPair:
     """The base model and its unlearned version, checked to share a tokenizer."""
 
-    base: Engine
-    unlearned: Engine
+    base: Backend
+    unlearned: Backend
 
     def __post_init__(self) -> None:
         problem = tokenizer_mismatch(self.base, self.unlearned)
         if problem:
             raise LabError(f"{self.base.info.ref} and {self.unlearned.info.ref}: {problem}")
 
-    def roles(self) -> list[tuple[str, Engine]]:
+    def roles(self) -> list[tuple[str, Backend]]:
         """(role, engine) for both models, in :data:`PAIR_ROLES` order."""
         return [("base", self.base), ("unlearned", self.unlearned)]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from lab.core import unlearning_metrics as um
-from lab.core.engine import Engine, TokenScores
+from lab.core.backend import Backend, TokenScores
 from lab.core.facts import Fact
 
 
@@ -87,13 +87,13 @@ def passage_parts(fact: Fact) -> tuple[str, str] | None:
     return " ".join(words[:cut]), " ".join(words[cut: cut + PASSAGE_CONTINUATION_WORDS])
 
 
-def eos_suffix(engine: Engine, eos: bool) -> list[int]:
+def eos_suffix(engine: Backend, eos: bool) -> list[int]:
     """``[EOS id]`` when labels end with EOS (``eos`` and the tokenizer has one), else ``[]``."""
     eos_id = engine.tokenizer.eos_token_id
     return [eos_id] if eos and eos_id is not None else []
 
 
-def labelled_row(engine: Engine, prompt: str, answer: str, eos: bool) -> tuple[list[int], int]:
+def labelled_row(engine: Backend, prompt: str, answer: str, eos: bool) -> tuple[list[int], int]:
     """Ids of prompt + answer (+ EOS, see :func:`eos_suffix`) and the index where the labels start."""
     prefix, target = engine.encode_continuation(prompt, answer)
     return prefix + target + eos_suffix(engine, eos), len(prefix)
@@ -107,7 +107,7 @@ def tokenwise(scores: TokenScores) -> TokenScores:
                        greedy_match=None if scores.greedy_match is None else scores.greedy_match[:-1])
 
 
-def score_probes(engine: Engine, probes: Sequence[Probe], desc: str, eos: bool = False) -> list[ProbeScores]:
+def score_probes(engine: Backend, probes: Sequence[Probe], desc: str, eos: bool = False) -> list[ProbeScores]:
     """Every probe's gold, true and perturbed answers scored in one batched engine call.
 
     With ``eos`` every answer is followed by the tokenizer's EOS, as

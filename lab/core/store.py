@@ -9,7 +9,9 @@ its row; on the next open, a ``running`` run whose heartbeat is stale (or
 whose process on this very host is gone) is marked ``interrupted``, whatever
 host or container it ran in.  Writes only ever add rows or update the run's
 own status, so earlier runs are never damaged; a DuckDB file that belongs to
-another tool is refused, not extended.
+another tool is refused, not extended.  A run written by another process into
+a store of its own (a sweep's Ray worker) comes in whole through
+``import_run``, so the user's store keeps one writer.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ ITEM_TYPES = {  # the items table's columns in order, with their SQL types
 }
 EXPORT_FORMATS = ("parquet", "csv", "json")
 LAB_TABLES = ("runs", "audits", "items", "metrics", "artifacts", "facts", "sweeps")
+RUN_TABLES = ("runs", "audits", "items", "metrics", "artifacts", "facts")  # every table a run writes rows into
 FACT_COLUMNS = ("fact_id", "split", "kind", "subset", "level", "probe_type", "entity")
 HEARTBEAT_S = 5.0  # a working run touches its row this often
 STALE_AFTER_S = 60.0  # a running run silent for longer is dead
@@ -348,6 +351,48 @@ class Store:
 
     def add_artifact(self, run_id: str, audit: str, name: str, data: Any) -> None:
         self._exec("INSERT INTO artifacts VALUES (?, ?, ?, ?)", [run_id, audit, name, to_json(data)])
+
+    def run_rows(self, run_id: str) -> dict[str, Any]:
+        """Every row one run wrote, per table, as Arrow tables (typed, and cheap to pickle).
+
+        A sweep's worker runs its pair into a store of its own and hands these rows to the driver,
+        which alone writes the user's store (:meth:`import_run`)."""
+        self.run(run_id)  # raises for an unknown run
+        with self.lock:
+            return {table: self.con.sql(f"SELECT * FROM {table} WHERE run_id = ?", params=[run_id]).to_arrow_table()
+                    for table in RUN_TABLES}
+
+    def import_run(self, rows: dict[str, Any]) -> str:
+        """Add a run written elsewhere (:meth:`run_rows` of another store) in one transaction: all of its rows
+        or none.  Columns are matched by name, so a store migrated to more columns still takes it.
+        A run id already here is refused (imports add rows, they never replace)."""
+        if set(rows) != set(RUN_TABLES) or rows["runs"].num_rows != 1:
+            raise LabError("a run to import holds one 'runs' row and the rows of " + ", ".join(RUN_TABLES[1:]))
+        run_id = rows["runs"].column("run_id")[0].as_py()
+        with self.lock:
+            if self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]:
+                raise LabError(f"run '{run_id}' is already in {self.path}")
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                for table in RUN_TABLES:
+                    self._insert_by_name(table, rows[table])
+            except duckdb.Error as exc:
+                self.con.execute("ROLLBACK")
+                raise LabError(f"cannot import run '{run_id}': {str(exc).splitlines()[0]}") from None
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+        return run_id
+
+    def _insert_by_name(self, table: str, frame: Any) -> None:
+        """Append an Arrow table to ``table``, its columns matched by name."""
+        if frame.num_rows:
+            self.con.register("imported_rows", frame)
+            try:
+                self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM imported_rows")
+            finally:
+                self.con.unregister("imported_rows")
 
     # ------------------------------------------------------------------ queries
     def runs(self) -> pd.DataFrame:

@@ -92,7 +92,8 @@ def read_manifest(root: Path) -> dict | None:
 
 def greedy_accuracy(model, tokenizer, facts) -> dict[str, float]:
     """Greedy accuracy per split with the project's scorer (engine-free: used while building)."""
-    from lab.core.engine import Engine, ModelInfo
+    from lab.core.backend import ModelInfo
+    from lab.core.engine import Engine
 
     info = ModelInfo(ref="demo", path="", content_hash="", device="cpu", dtype="float32",
                      parameters=0, architecture=type(model).__name__)

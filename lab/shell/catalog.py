@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from audits import available, get_audit
+from lab.core.backend import CAPABILITIES
 from lab.core.options import option_specs, options_markdown
 
 
@@ -11,7 +12,8 @@ def audits_text() -> str:
     blocks = []
     for name in available():
         cls = get_audit(name)
-        lines = [f"{name}: {cls.title}", f"  paper: {cls.paper}", f"  headline: {', '.join(cls.headline_keys)}"]
+        lines = [f"{name}: {cls.title}", f"  paper: {cls.paper}", f"  headline: {', '.join(cls.headline_keys)}",
+                 f"  needs: {', '.join(c for c in CAPABILITIES if c in cls.needs)}; runs on: {', '.join(cls.uses)}"]
         for spec in option_specs(cls.Options):
             lines.append(f"  --set {name}.{spec.name}=<{spec.type}>  (default {spec.default_text}) {spec.help}")
         blocks.append("\n".join(lines))
@@ -24,5 +26,6 @@ def audits_markdown() -> str:
     for name in available():
         cls = get_audit(name)
         table = options_markdown(cls.Options) if option_specs(cls.Options) else "_no options_"
-        blocks.append(f"#### `{name}` options\n\n{table}")
+        needs = ", ".join(c for c in CAPABILITIES if c in cls.needs)
+        blocks.append(f"#### `{name}` options\n\nNeeds: {needs}. Runs on: {', '.join(cls.uses)} items.\n\n{table}")
     return "\n\n".join(blocks)

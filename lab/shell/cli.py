@@ -141,9 +141,13 @@ def _export(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from lab.shell.report import write_report
+    from lab.shell.report.sweep_report import write_sweep_report
 
     with open_store(args.db, read_only=True) as store:
-        print(write_report(store, args.run, args.format, args.out))
+        if args.sweep:
+            print(write_sweep_report(store, args.sweep, args.format, args.out, args.gate / 100))
+        else:
+            print(write_report(store, args.run, args.format, args.out))
     return EXIT_OK
 
 
@@ -165,15 +169,26 @@ def _gpucheck(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from lab.shell.sweep import load_spec, run_sweep
+    from tqdm.auto import tqdm
+
+    from lab.shell.sweep import PairResult, load_spec, pair_source, run_sweep
+
+    def show(result: PairResult, done: int, total: int) -> None:
+        tqdm.write(f"[{done}/{total}] {result.unlearned}: {result.status}" + (f" ({result.error})" if result.error
+                   else "") + (f" run {result.run_id}" if result.run_id else ""))
 
     spec = load_spec(args.spec)
+    pair_source(args.local, args.ray_address)  # conflicting flags, or an address without Ray: before any store
     with open_store(args.db or str(settings.default_db()), read_only=False) as store:
-        outcome = run_sweep(spec, store, stop=STOP, on_pair=lambda r, done, total: print(
-            f"[{done}/{total}] {r.unlearned}: {r.status}" + (f" ({r.error})" if r.error else "")
-            + (f" run {r.run_id}" if r.run_id else "")))
+        outcome = run_sweep(spec, store, stop=STOP, on_pair=show, local=args.local, ray_address=args.ray_address)
     print(f"sweep {outcome.sweep_id}: {outcome.status}")
-    return EXIT_OK if outcome.status == "complete" else EXIT_ERROR
+    failed = [r for r in outcome.pairs if r.status != "complete"]
+    if failed:
+        first = failed[0]
+        why = ((first.error or "").strip().splitlines() or [first.status])[0]
+        raise LabError(f"sweep {outcome.sweep_id} is partial: {len(failed)} of {len(outcome.pairs)} pairs did not "
+                       f"complete ({first.unlearned}: {why})")
+    return EXIT_OK
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -255,9 +270,13 @@ def build_parser() -> Parser:
     export.add_argument("--out", required=True)
     export.set_defaults(func=_export)
 
-    report = sub.add_parser("report", help="write the audit report of a run")
+    report = sub.add_parser("report", help="write the audit report of a run, or the leaderboard of a sweep")
     report.add_argument("--db")
-    report.add_argument("--run", required=True)
+    target = report.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", help="the run to report")
+    target.add_argument("--sweep", help="a sweep's leaderboard: checkpoints x audits, verdicts, the release gate")
+    report.add_argument("--gate", type=float, default=10.0, help="with --sweep: the release gate fails a "
+                        "checkpoint whose raw recovery rate exceeds this percentage (default 10)")
     report.add_argument("--out", required=True)
     report.add_argument("--format", choices=["html", "md", "json"], default="html")
     report.set_defaults(func=_report)
@@ -278,6 +297,9 @@ def build_parser() -> Parser:
     sweep.add_argument("spec", help="sweep spec: base, unlearned (list or glob), audits, and optionally facts, "
                        "reference, limit, options, device, dtype, max_new_tokens")
     sweep.add_argument("--db", help="DuckDB file (default: $LAB_DB or the user cache)")
+    sweep.add_argument("--ray-address", help="run the pairs on this Ray cluster (e.g. HOST:6379 or auto); "
+                       "default: Ray on this machine when Ray is installed, else in this process")
+    sweep.add_argument("--local", action="store_true", help="run every pair in this process, even with Ray")
     sweep.set_defaults(func=_sweep)
 
     cal = sub.add_parser("calibrate", help="every audit on every demo unlearner and the retrain control: flag "
@@ -326,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # the reader went away (| head): nothing left to say to it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; give it a sink
+        return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the one error boundary of the command line
         print(f"error: {describe(exc)}", file=sys.stderr)
         return EXIT_ERROR

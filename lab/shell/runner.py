@@ -310,6 +310,11 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
                 try:
                     audit = get_audit(name)
                     facts = prepared.facts.of_kinds(audit.uses)
+                    missing = audit.unavailable(prepared.pair)
+                    if missing:
+                        store.finish_audit(run_id, name, "skipped", notes=[f"skipped: {name} {missing}"])
+                        notify(RunEvent(run_id, name, index, total, "skipped"))
+                        continue
                     if not facts.facts:
                         note = (f"skipped: {name} runs on {', '.join(audit.uses)} items and this fact set has none "
                                 f"(it holds {', '.join(prepared.facts.breakdown()) or 'nothing'})")

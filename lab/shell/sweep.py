@@ -5,10 +5,14 @@ folders), ``audits`` and optionally ``facts``, ``reference``, ``limit``,
 ``options`` ({audit: {option: value}}), ``device``, ``max_new_tokens``.
 Every pair is checked before any runs (a bad spec stores nothing).
 
-Pairs run one after another in this process, the base model loaded once.
-Only this process writes the store: a sweep row records the spec and its
-status (``running``, then ``complete``, or ``partial`` when a pair failed or
-the sweep was stopped), and every pair's run carries the sweep's id, so a
+Where pairs run: as Ray tasks when Ray is importable or a cluster address is
+given (:mod:`lab.shell.distributed` holds everything Ray-specific), else one
+after another in this process with the base model loaded once (``--local``
+forces that).  Either way only this process writes the store: a Ray worker
+runs its pair into a temporary store of its own and hands back the rows, which
+land here through :meth:`Store.import_run`.  A sweep row records the spec and
+its status (``running``, then ``complete``, or ``partial`` when a pair failed
+or the sweep was stopped), and every pair's run carries the sweep's id, so a
 sweep that dies keeps every finished pair.
 """
 
@@ -16,15 +20,16 @@ from __future__ import annotations
 
 import glob
 import json
+import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from contextlib import closing
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from lab.core.engine import Engine
 from lab.core.errors import LabError
 from lab.core.store import Store, new_run_id
-from lab.core.batching import Cancelled
 from lab.shell.runner import RunOutcome, RunSpec, check, default_loader, execute, memory_plan, prepare
 
 
@@ -65,6 +70,10 @@ class SweepOutcome:
     sweep_id: str
     status: str  # complete | partial
     pairs: list[PairResult]
+
+
+PairSource = Callable[[SweepSpec, Store, str, threading.Event | None], Iterator[PairResult]]
+"""Runs a sweep's pairs and yields each one's result as it ends (in any order), its run already in the store."""
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -170,28 +179,124 @@ def local_loader(spec: SweepSpec) -> CachedLoader:
     return CachedLoader(load, keep={spec.base, spec.reference or ""})
 
 
+def local_pairs(spec: SweepSpec, store: Store, sweep_id: str,
+                stop: threading.Event | None = None) -> Iterator[PairResult]:
+    """Every pair in this process, one after another, straight into the store."""
+    loader = local_loader(spec)
+    for unlearned in spec.unlearned:
+        yield run_pair_local(spec, unlearned, store, loader, sweep_id, stop)
+
+
+_WORKER_LOADERS: dict[str, CachedLoader] = {}  # per worker process: the loader of the sweep it last served
+
+
+def worker_loader(spec: SweepSpec) -> CachedLoader:
+    """The loader a worker process keeps between pairs of one sweep, so a worker that runs several pairs
+    loads the base (and the reference) once; a different sweep replaces it, freeing the old models."""
+    key = json.dumps(asdict(replace(spec, unlearned=[])), sort_keys=True, default=str)
+    if key not in _WORKER_LOADERS:
+        _WORKER_LOADERS.clear()
+        _WORKER_LOADERS[key] = local_loader(spec)
+    return _WORKER_LOADERS[key]
+
+
+def run_pair_isolated(spec: SweepSpec, unlearned: str, sweep_id: str) -> tuple[PairResult, dict[str, Any] | None]:
+    """One pair in a process that must not write the user's store (a Ray worker, maybe on another machine):
+    it runs into a temporary store of its own, and the rows it wrote travel back with its result."""
+    with tempfile.TemporaryDirectory(prefix="lab-pair-") as tmp, Store(Path(tmp) / "pair.duckdb") as store:
+        result = run_pair_local(spec, unlearned, store, worker_loader(spec), sweep_id)
+        return result, (store.run_rows(result.run_id) if result.run_id else None)
+
+
+def land(store: Store, unlearned: str, value: tuple[PairResult, dict[str, Any] | None] | None,
+         error: str | None) -> PairResult:
+    """A pair that ran elsewhere, into the store: its rows imported whole, or its one-line error recorded."""
+    if value is None:
+        return PairResult(unlearned, None, "error", error or "the pair returned nothing")
+    result, rows = value
+    if rows is not None:
+        try:
+            store.import_run(rows)
+        except LabError as exc:
+            return PairResult(unlearned, None, "error", str(exc))
+    return result
+
+
+def ray_pairs(address: str | None = None) -> PairSource:
+    """Every pair as a Ray task (on this machine, or on the cluster at ``address``); results as they finish."""
+
+    def pairs(spec: SweepSpec, store: Store, sweep_id: str,
+              stop: threading.Event | None = None) -> Iterator[PairResult]:
+        from lab.shell.distributed import run_tasks
+
+        jobs = {unlearned: (spec, unlearned, sweep_id) for unlearned in spec.unlearned}
+        for end in run_tasks(run_pair_isolated, jobs, spec.device, address, stop):
+            yield land(store, end.key, end.value, end.error)
+
+    return pairs
+
+
+def ray_importable() -> bool:
+    """Ray is installed (``requirements-scale.txt``) and imports."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pair_source(local: bool = False, ray_address: str | None = None) -> PairSource:
+    """Where the pairs run: Ray when it is importable or an address is given, in this process otherwise
+    (or when ``local`` forces it)."""
+    if local and ray_address:
+        raise LabError("--local and --ray-address exclude each other: --local runs every pair in this process")
+    if local:
+        return local_pairs
+    if ray_importable():
+        return ray_pairs(ray_address)
+    if ray_address:
+        raise LabError("--ray-address needs Ray: pip install -r requirements-scale.txt (or drop it to run here)")
+    return local_pairs
+
+
+def progress(total: int) -> Any:
+    """A progress bar over the pairs (on a terminal only; print beside it with ``tqdm.write``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sweep", unit="pair", disable=None)
+
+
 def run_sweep(spec: SweepSpec, store: Store, stop: threading.Event | None = None,
-              on_pair: Callable[[PairResult, int, int], None] | None = None) -> SweepOutcome:
-    """Every pair of the sweep, one after another; the store records the sweep and each pair's run."""
+              on_pair: Callable[[PairResult, int, int], None] | None = None, local: bool = False,
+              ray_address: str | None = None) -> SweepOutcome:
+    """Every pair of the sweep (see :func:`pair_source` for where); the store records the sweep and each
+    pair's run.  A stop (``stop``, Ctrl-C) or a failure of the sweep itself marks it partial, every
+    finished pair kept, and is raised on."""
+    pairs = pair_source(local, ray_address)
     check_sweep(spec)
     sweep_id = new_run_id().replace("run-", "sweep-", 1)
     store.create_sweep(sweep_id, asdict(spec), len(spec.unlearned))
     notify = on_pair or (lambda result, done, total: None)
     results: list[PairResult] = []
-    loader = local_loader(spec)
     try:
-        for unlearned in spec.unlearned:
-            results.append(run_pair_local(spec, unlearned, store, loader, sweep_id, stop))
-            notify(results[-1], len(results), len(spec.unlearned))
-    except (KeyboardInterrupt, Cancelled):
-        store.finish_sweep(sweep_id, "partial", sum(r.status == "complete" for r in results))
+        with closing(pairs(spec, store, sweep_id, stop)) as ends, progress(len(spec.unlearned)) as bar:
+            for result in ends:
+                results.append(result)
+                bar.update()
+                notify(result, len(results), len(spec.unlearned))
+    except BaseException:
+        store.finish_sweep(sweep_id, "partial", completed(results))
         raise
     return finish(store, sweep_id, spec, results)
 
 
+def completed(results: list[PairResult]) -> int:
+    return sum(r.status == "complete" for r in results)
+
+
 def finish(store: Store, sweep_id: str, spec: SweepSpec, results: list[PairResult]) -> SweepOutcome:
-    """The sweep's final status: complete when every pair completed, else partial."""
-    completed = sum(r.status == "complete" for r in results)
-    status = "complete" if completed == len(spec.unlearned) else "partial"
-    store.finish_sweep(sweep_id, status, completed)
-    return SweepOutcome(sweep_id, status, results)
+    """The sweep's final status: complete when every pair completed, else partial; pairs in the spec's order."""
+    status = "complete" if completed(results) == len(spec.unlearned) else "partial"
+    store.finish_sweep(sweep_id, status, completed(results))
+    order = {unlearned: index for index, unlearned in enumerate(spec.unlearned)}
+    return SweepOutcome(sweep_id, status, sorted(results, key=lambda r: order.get(r.unlearned, len(order))))

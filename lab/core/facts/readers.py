@@ -185,8 +185,9 @@ def read_facts(path: Path, per_split: int | None = None, defaults: dict[str, str
     """The facts of one file, every row validated; at most ``per_split`` per split and kind.
 
     One schema per file (a file that mixes, say, questions and multiple-choice rows is refused at the
-    first row that differs).  With a limit, reading stops as soon as every split the file can hold is
-    full, so memory stays bounded.  ``prefix`` makes ids unique across the files of a suite.
+    first row that differs).  With a limit, memory stays bounded (rows past it are dropped as they are
+    read), and a file of one kind stops being read once every split it can hold is full.  ``prefix`` makes
+    ids unique across the files of a suite.
     """
     if not path.is_file():
         raise LabError(f"facts file not found: {path}")
@@ -211,8 +212,9 @@ def read_facts(path: Path, per_split: int | None = None, defaults: dict[str, str
             fact = Fact(**{**fact.__dict__, "id": f"{prefix}{fact.id}"})
         key = (fact.split, fact.kind)
         if per_split is not None and seen[key] >= per_split:
-            kinds = {k for _, k in seen}
-            if all(seen[(s, k)] >= per_split for s in splits_possible for k in kinds):
+            # A file of one kind is done once its splits are full; the lab's own format mixes kinds (questions,
+            # multiple choice, passages), so it is read to the end, keeping only what fits the limit.
+            if first_schema != "native" and all(seen[(s, fact.kind)] >= per_split for s in splits_possible):
                 break
             continue
         seen[key] += 1

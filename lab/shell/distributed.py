@@ -1,0 +1,163 @@
+"""Ray, for sweeps: each job a Ray task, their ends streamed back to the one process that writes the store.
+
+Only what is Ray-specific lives here (:mod:`lab.shell.sweep` decides what a
+job is and stores its rows):
+
+- where: a Ray the caller already started, the cluster at ``--ray-address``,
+  or a new local one sized to this machine (Ray counts its CPUs and GPUs),
+  shut down again when the sweep ends;
+- how much: one GPU per task when the pair runs on CUDA (device ``cuda``, or
+  ``auto`` on a cluster with GPUs), else one CPU, so Ray runs as many pairs
+  at once as the cluster has of that resource (with ``OMP_NUM_THREADS`` set
+  to 1 by Ray, pairs do not oversubscribe the cores);
+- failures: no retries (a pair whose worker died, maybe of its own model, is
+  reported, not silently run again); a task that raised, a worker that was
+  killed or ran out of memory, a node that died: each becomes a one-line
+  reason beside its job, and the other jobs go on;
+- stopping: when ``stop`` is set, or the consumer of :func:`run_tasks` stops
+  reading (Ctrl-C), every unfinished task is cancelled.
+
+Workers find the lab's code as the driver does (Ray gives them the driver's
+``sys.path``); on a cluster of several machines, every node needs the lab
+installed and the model and facts paths reachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import ray
+from ray import exceptions as ray_errors
+
+from lab.core.batching import Cancelled
+from lab.core.errors import LabError
+
+POLL_S = 0.5  # how often the driver looks at ``stop`` while it waits for tasks
+REASON_CHARS = 300  # a reason is one line, at most this long
+FORWARDED_PREFIXES = ("LAB_",)  # the lab's own settings (demo folder, Space mode) travel to the workers
+log = logging.getLogger("lab")
+
+
+@dataclass
+class TaskEnd:
+    """How one job ended: its value, or a one-line reason why there is none."""
+
+    key: str
+    value: Any | None
+    error: str | None = None
+
+
+def one_line(text: str) -> str:
+    """The first non-empty line of ``text``, cut to ``REASON_CHARS``."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[0] if lines else "no message")[:REASON_CHARS]
+
+
+def reason(exc: BaseException) -> str:
+    """Why a task gave no value, in one line a user can act on."""
+    if isinstance(exc, ray_errors.TaskCancelledError):
+        return "cancelled before it finished"
+    if isinstance(exc, ray_errors.WorkerCrashedError):
+        return "the Ray worker running this pair died (killed, or out of memory)"
+    if isinstance(exc, ray_errors.OutOfMemoryError):
+        return "Ray stopped the worker running this pair: its node ran out of memory"
+    if isinstance(exc, (ray_errors.NodeDiedError, ray_errors.LocalRayletDiedError)):
+        return "the Ray node running this pair died"
+    if isinstance(exc, ray_errors.RayTaskError):
+        cause = exc.cause
+        return one_line(str(cause) if isinstance(cause, LabError) else f"{type(cause).__name__}: {cause}")
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def cluster(address: str | None) -> Iterator[None]:
+    """Ray for the duration of the block: the one already running in this process, the cluster at
+    ``address``, or a new one on this machine; only a Ray started here is shut down here."""
+    if ray.is_initialized():
+        yield
+        return
+    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(address="local", include_dashboard=False, **quiet)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        raise LabError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {one_line(str(exc))}") \
+            from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def task_options(device: str) -> dict[str, Any]:
+    """Resources and retries of one task: one GPU when the pair runs on CUDA, else one CPU; never retried."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if device.startswith("cuda:"):
+        raise LabError(f"device {device}: under Ray each pair gets the GPU Ray assigns; write device cuda "
+                       "(or use --local to pick the GPU yourself)")
+    if device == "cuda" and not gpus:
+        raise LabError("device cuda, but the Ray cluster has no GPU (use device auto or cpu, or --local)")
+    on_gpu = device == "cuda" or (device == "auto" and gpus > 0)
+    return {"num_cpus": 1, "num_gpus": 1 if on_gpu else 0, "max_retries": 0,
+            "runtime_env": {"env_vars": forwarded_environment()}}
+
+
+def forwarded_environment() -> dict[str, str]:
+    """The driver's settings a worker must share: a worker on another node (or a cluster started before the
+    driver) would otherwise read another demo folder or policy.  Tokenizers stay single-threaded."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
+    return {**env, "TOKENIZERS_PARALLELISM": "false"}
+
+
+def collect(ref: ray.ObjectRef, key: str) -> TaskEnd:
+    """A finished task's value, or its reason (the full error goes to the lab's log)."""
+    try:
+        return TaskEnd(key, ray.get(ref))
+    except Exception as exc:  # noqa: BLE001 - every way a task can fail is one job's failure, not the sweep's
+        log.warning("task %s failed", key, exc_info=exc)
+        return TaskEnd(key, None, reason(exc))
+
+
+def cancel(pending: dict[ray.ObjectRef, str]) -> None:
+    """Cancel every unfinished task; a running one's worker is killed, so a long GPU batch stops too."""
+    for ref in pending:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 - it finished or its worker is gone meanwhile: nothing to cancel
+            log.debug("could not cancel task %s", pending[ref])
+
+
+def run_tasks(work: Callable[..., Any], jobs: dict[str, tuple[Any, ...]], device: str, address: str | None = None,
+              stop: threading.Event | None = None) -> Iterator[TaskEnd]:
+    """``work(*args)`` for every job as a Ray task; each job's end as soon as it comes, in any order.
+
+    ``work`` must be importable by name (a module-level function), so workers import its module.  A set
+    ``stop`` cancels what is unfinished and raises :class:`Cancelled`; closing the iterator cancels too."""
+    with cluster(address):
+        remote = ray.remote(work).options(**task_options(device))
+        pending = {remote.remote(*args): key for key, args in jobs.items()}
+        try:
+            while pending:
+                if stop is not None and stop.is_set():
+                    yield from finished(pending)
+                    raise Cancelled(f"stopped: {len(pending)} of {len(jobs)} jobs cancelled")
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+                for ref in done:
+                    yield collect(ref, pending.pop(ref))
+        finally:
+            cancel(pending)
+
+
+def finished(pending: dict[ray.ObjectRef, str]) -> Iterator[TaskEnd]:
+    """The jobs that are already done (taken out of ``pending``), so a stop keeps every finished one."""
+    if pending:
+        done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+        for ref in done:
+            yield collect(ref, pending.pop(ref))
