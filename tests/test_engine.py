@@ -149,3 +149,16 @@ def test_the_run_states_its_memory_plan(demo_env, tmp_path):
         plan = store.run(run_id)["config"]["memory_plan"]
     assert [p["role"] for p in plan] == ["base", "unlearned", "reference"]
     assert all(p["device"] == "cpu" and p["bytes"] > 0 for p in plan)
+
+
+def test_a_long_prompt_is_cut_from_the_left_to_fit_the_context(demo_pair):
+    """lm-evaluation-harness's rule for generation: the end of a passage stays, with room for the new tokens;
+    the engine itself refuses an input past its context (a one-line error, never a silent overflow)."""
+    engine = demo_pair.base
+    text = " ".join(f"word{i}" for i in range(2000))
+    fitted = engine.fit_prompt(text, 16)
+    assert len(engine.encode(fitted)) <= engine.context - 16 < len(engine.encode(text))
+    assert fitted.split()[-1] == "word1999" and len(fitted.split()) > 10
+    assert engine.fit_prompt("a short question", 16) == "a short question"
+    with pytest.raises(LabError, match="exceeds .* context of"):
+        engine.generate([text], 16)

@@ -121,10 +121,11 @@ class Backend:
             raise LabError(f"{new_tokens} new tokens leave no room for a prompt in {self.info.ref}'s context of "
                            f"{self.context} tokens")
         ids = self.encode(text)
-        while len(ids) > room:  # re-encoding a cut can merge tokens differently: cut again until it fits
-            text = self.tokenizer.decode(ids[len(ids) - room + 1:], skip_special_tokens=True)
+        keep = room - 1  # tokens of the text kept, beside the BOS that encoding adds again
+        while len(ids) > room:  # re-encoding a cut can merge tokens differently: cut one more until it fits
+            text = self.tokenizer.decode(ids[-keep:], skip_special_tokens=True)
             ids = self.encode(text)
-            room -= 1
+            keep -= 1
         return text
 
     def encode_continuation(self, prefix: str, target: str) -> tuple[list[int], list[int]]:

@@ -223,6 +223,9 @@ def _audits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+LIMIT_HELP = "at most N facts of each split and kind (questions, multiple choice, passages), in file order"
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m lab", description="Unlearning Audit Lab")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -246,7 +249,7 @@ def build_parser() -> Parser:
     audit.add_argument("--json", help="write the metrics as JSON here")
     audit.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     audit.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    audit.add_argument("--limit", type=int, help="at most N facts per split")
+    audit.add_argument("--limit", type=int, help=LIMIT_HELP)
     audit.add_argument("--fail-above", type=float, help="exit 3 if a forget recovery rate exceeds this")
     audit.add_argument("--max-new-tokens", type=int, default=24)
     audit.add_argument("--set", action="append", metavar="AUDIT.OPTION=VALUE", help="set an audit option")
@@ -290,7 +293,7 @@ def build_parser() -> Parser:
     gpu = sub.add_parser("gpucheck", help="the GPU check: 1B-shaped random pair, throughput, MFU, the suite")
     gpu.add_argument("--shape", choices=["llama-3.2-1b", "tiny"], default="llama-3.2-1b")
     gpu.add_argument("--out", default="gpu_check.json")
-    gpu.add_argument("--limit", type=int, default=10, help="facts per split in the audit suite")
+    gpu.add_argument("--limit", type=int, default=10, help="facts per split and kind in the audit suite")
     gpu.set_defaults(func=_gpucheck)
 
     sweep = sub.add_parser("sweep", help="one base model against many unlearned checkpoints (a JSON/YAML spec)")
@@ -308,7 +311,7 @@ def build_parser() -> Parser:
     cal.add_argument("--demo", help="an existing demo folder instead of the profile's")
     cal.add_argument("--models", help="comma-separated demo models (default: all; retrain is always added)")
     cal.add_argument("--audits", help="comma-separated audits (default: all)")
-    cal.add_argument("--limit", type=int, help="at most N facts per split")
+    cal.add_argument("--limit", type=int, help=LIMIT_HELP)
     cal.add_argument("--db", help="DuckDB file (default: $LAB_DB or the user cache)")
     cal.add_argument("--json", help="write the calibration as JSON here")
     cal.add_argument("--markdown", help="write the tables as Markdown here")
