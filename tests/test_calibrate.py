@@ -37,6 +37,23 @@ def test_calibrate_reads_flag_rates_controls_and_auc(tiny_demo, tmp_path, capsys
     assert rows[("keywords", "retrain")]["detection_auc"] is None  # no AUC of the control against itself
     table = md.read_text()
     assert "retrain (control: false positives)" in table and table.strip() in capsys.readouterr().out
+    control_rate = rows[("keywords", "retrain")]["rate"]
+    last = table.strip().splitlines()[-1]  # the audits whose control rate is above the 5% bar, or none
+    assert ("keywords" in last and last.startswith("Control above 5%")) if control_rate > 0.05 else \
+        last == "Every recovery audit stays at or below 5% on the control."
+
+
+def test_the_control_line_names_each_audit_above_the_bar():
+    from lab.shell.calibrate import Calibration, RecoveryRow, markdown
+
+    def row(audit, model, rate):
+        return RecoveryRow(audit, "recovery_rate", model, 40, rate, rate / 2, rate * 2, 0.0, 0.0, 0.0, float("nan"))
+
+    result = Calibration(demo="d", sweep_id="s", models=["npo", "retrain"], audits=["a", "b"], options={},
+                         recovery=[row("a", "retrain", 0.2), row("b", "retrain", 0.05), row("a", "npo", 0.5)],
+                         detectors=[], failed=[])
+    assert markdown(result).splitlines()[-1] == ("Control above 5% (false positives; read these audits' adjusted "
+                                                 "rates): a 20% [10%, 40%]")
 
 
 def test_calibrate_refuses_an_unknown_model(tiny_demo, tmp_path, capsys):

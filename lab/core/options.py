@@ -28,6 +28,7 @@ references (``base``, ``train``).
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import types
 import typing
@@ -238,5 +239,6 @@ def options_markdown(options_cls: type) -> str:
         if spec.space_cap is not None:
             extra.append(f"Space cap {spec.space_cap}")
         tail = f" ({'; '.join(extra)})" if extra else ""
-        lines.append(f"| `{spec.name}` | `{spec.default_text}` | {spec.help}{tail} |")
+        default = f"`{spec.default_text}`" if spec.default_text else "(empty)"
+        lines.append(f"| `{spec.name}` | {default} | {html.escape(spec.help + tail, quote=False)} |")
     return "\n".join(lines)

@@ -11,7 +11,15 @@ The unlearned models follow the published objectives:
 - NPO ("Negative Preference Optimization: From Catastrophic Collapse to
   Effective Unlearning", Zhang et al. 2024), loss
   ``-(2/beta) * log sigmoid(-beta * (log p_theta(y|x) - log p_ref(y|x)))``
-  with beta = 0.1 and the base model as reference, plus retain NLL.
+  with beta = 0.1 and the base model as reference, plus retain NLL;
+- the same GradDiff and NPO at the small learning rates of the quantization
+  paper's setting (``graddiff_small``, ``npo_small``);
+- RMU ("The WMDP Benchmark", Li et al. 2024): a middle layer's activations on
+  forget text steered toward a scaled random direction, retain activations kept;
+- IdK: the forget answers replaced by refusals ("I don't know"-style), the
+  TOFU baseline.
+
+The settings of each are in the demo's ``manifest.json``.
 """
 
 from __future__ import annotations

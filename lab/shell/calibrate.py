@@ -40,6 +40,7 @@ from lab.core.store import Store
 from lab.shell.sweep import SweepOutcome, SweepSpec, run_sweep
 
 CONTROL = "retrain"
+CONTROL_CEILING = 0.05  # a recovery audit whose rate on the control exceeds this flags models that never knew
 
 
 @dataclass
@@ -187,6 +188,11 @@ def markdown(result: Calibration) -> str:
         for row in result.detectors:
             shown = ", ".join(f"{k} {row[k]:.3f}" for k in keys if k in row and math.isfinite(row[k]))
             lines.append(f"| {row['audit']} | {row['model']} | {shown or 'n/a'} |")
+    loose = [f"{row.audit} {_interval(row.rate, row.ci_low, row.ci_high)}" for row in result.recovery
+             if row.model == CONTROL and math.isfinite(row.rate) and row.rate > CONTROL_CEILING]
+    lines += ["", (f"Control above {CONTROL_CEILING:.0%} (false positives; read these audits' adjusted rates): "
+                   + "; ".join(loose)) if loose else f"Every recovery audit stays at or below {CONTROL_CEILING:.0%} "
+              "on the control."]
     if result.failed:
         lines += ["", "Failed pairs: " + "; ".join(result.failed)]
     return "\n".join(lines)
