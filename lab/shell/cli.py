@@ -145,7 +145,7 @@ def _report(args: argparse.Namespace) -> int:
 
     with open_store(args.db, read_only=True) as store:
         if args.sweep:
-            print(write_sweep_report(store, args.sweep, args.format, args.out, args.gate / 100))
+            print(write_sweep_report(store, args.sweep, args.format, args.out, args.fail_above))
         else:
             print(write_report(store, args.run, args.format, args.out))
     return EXIT_OK
@@ -278,8 +278,8 @@ def build_parser() -> Parser:
     target = report.add_mutually_exclusive_group(required=True)
     target.add_argument("--run", help="the run to report")
     target.add_argument("--sweep", help="a sweep's leaderboard: checkpoints x audits, verdicts, the release gate")
-    report.add_argument("--gate", type=float, default=10.0, help="with --sweep: the release gate fails a "
-                        "checkpoint whose raw recovery rate exceeds this percentage (default 10)")
+    report.add_argument("--fail-above", type=float, default=0.10, help="with --sweep: the release gate fails a "
+                        "checkpoint whose raw recovery rate exceeds this (a fraction, as for audit; default 0.10)")
     report.add_argument("--out", required=True)
     report.add_argument("--format", choices=["html", "md", "json"], default="html")
     report.set_defaults(func=_report)
