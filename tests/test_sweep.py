@@ -54,7 +54,8 @@ def test_sweep_stores_a_run_per_pair_and_is_partial_when_one_fails(demo_env, fam
         sweep = store.sweeps().iloc[-1]
         assert (sweep.status, sweep.pairs, sweep.completed) == ("partial", 3, 2)
         runs = store.sweep_runs(sweep.sweep_id)
-        assert list(runs.unlearned_ref) == [str(models / "npo"), str(models / "graddiff")]
+        # pairs land as they finish (under Ray, in any order)
+        assert sorted(runs.unlearned_ref) == sorted([str(models / "npo"), str(models / "graddiff")])
         assert set(runs.status) == {"complete"}
         for run_id in runs.run_id:
             assert store.metrics_dict(run_id)["direct"]["forget_accuracy_unlearned"] is not None
