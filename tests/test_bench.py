@@ -222,6 +222,14 @@ def test_memory_meter_gives_each_measurement_its_own_peak():
     assert small["background_cpu"] is None or 0 <= small["background_cpu"] <= 1
 
 
+def test_side_by_side_interleaves_the_calls_and_keeps_each_sides_result():
+    calls: list[str] = []
+    a, b = measure.measured_side_by_side([lambda: calls.append("a") or 1, lambda: calls.append("b") or 2], 3, "cpu")
+    assert calls == ["a", "b"] * 3  # round by round, so a burst of load lands on both sides
+    assert (a[1], b[1]) == (1, 2) and a[0] > 0 and b[0] > 0
+    check_memory(a[2]), check_memory(b[2])
+
+
 def test_growth_exponent_is_the_log_log_slope():
     x = [1, 2, 4, 8]
     assert measure.growth_exponent(x, [3 * v**1.5 for v in x]) == pytest.approx(1.5)

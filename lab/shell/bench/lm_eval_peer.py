@@ -24,7 +24,7 @@ from lab.core.engine import Engine
 from lab.core.facts import Fact, FactSet
 from lab.core.models import ModelPair
 from lab.core.records import ItemRecord
-from lab.shell.bench.measure import Comparison, measured
+from lab.shell.bench.measure import Comparison, measured_side_by_side
 
 LM_EVAL = "multiple choice vs lm-evaluation-harness"
 LM_EVAL_BATCH = 64  # what lm-eval's batch_size=auto settles on when memory is no limit (its max_batch_size)
@@ -101,12 +101,14 @@ def compare_multiple_choice(pair: ModelPair, facts: Sequence[Fact], count: int, 
     if not items:
         return "no question-answer facts with perturbed answers to turn into multiple-choice items"
     device = pair.unlearned.info.device
-    ours_s, records, ours_mem = measured(lambda: run_multiple_choice(pair, items), repeats, device)
+    records = run_multiple_choice(pair, items)  # once untimed: lm-eval's requests take the audit's own prompts
     engines = {"base": pair.base, "unlearned": pair.unlearned}
     models = {role: lm_eval_model(engine) for role, engine in engines.items()}
     requests = lm_eval_requests(records)
-    theirs_s, answers, theirs_mem = measured(
-        lambda: {role: lm.loglikelihood(requests, disable_tqdm=True) for role, lm in models.items()}, repeats, device)
+    (ours_s, records, ours_mem), (theirs_s, answers, theirs_mem) = measured_side_by_side(
+        [lambda: run_multiple_choice(pair, items),
+         lambda: {role: lm.loglikelihood(requests, disable_tqdm=True) for role, lm in models.items()}],
+        repeats, device)
 
     # Same token ids both ways (lm-eval's own split of context and continuation against ours).
     pairs = [(r.args[0], r.args[1]) for r in requests]

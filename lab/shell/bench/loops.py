@@ -19,7 +19,7 @@ from audits import get_audit
 from lab.core.batching import plan_batches
 from lab.core.engine import Engine
 from lab.core.facts import Fact
-from lab.shell.bench.measure import Comparison, measured
+from lab.shell.bench.measure import Comparison, measured_side_by_side
 
 GENERATE_LOOP = "generation vs generate loop, batch 32"
 LOOP_BATCH = 32  # open-unlearning's evaluation batch size (configs/eval/*.yaml: batch_size: 32)
@@ -103,8 +103,8 @@ def compare_scoring(engine: Engine, facts: list[Fact], repeats: int) -> Comparis
         return [float(s.mean()) for s in scores]
 
     device = engine.info.device
-    batched_s, batched, batched_mem = measured(lambda: engine.answer_logprobs(prompts, answers), repeats, device)
-    loop_s, looped, loop_mem = measured(loop, repeats, device)
+    (batched_s, batched, batched_mem), (loop_s, looped, loop_mem) = measured_side_by_side(
+        [lambda: engine.answer_logprobs(prompts, answers), loop], repeats, device)
     return Comparison("answer scoring", len(facts), batched_s, loop_s, *_logprob_agreement(engine, batched, looped),
                       memory={"ours": batched_mem, "other": loop_mem})
 
@@ -114,9 +114,9 @@ def compare_generation(engine: Engine, facts: list[Fact], new_tokens: int,
     """Greedy answers to the plain questions: against our per-example loop and the batch-32 peer loop."""
     prompts = [engine.prompt(f.question) for f in facts]
     device = engine.info.device
-    batched_s, batched, batched_mem = measured(lambda: engine.generate(prompts, new_tokens), repeats, device)
-    loop_s, looped, loop_mem = measured(lambda: loop_generate(engine, prompts, new_tokens), repeats, device)
-    peer_s, peer, peer_mem = measured(lambda: generate_loop_batched(engine, prompts, new_tokens), repeats, device)
+    (batched_s, batched, batched_mem), (loop_s, looped, loop_mem), (peer_s, peer, peer_mem) = measured_side_by_side(
+        [lambda: engine.generate(prompts, new_tokens), lambda: loop_generate(engine, prompts, new_tokens),
+         lambda: generate_loop_batched(engine, prompts, new_tokens)], repeats, device)
 
     own = Comparison("greedy generation", len(prompts), batched_s, loop_s, *text_agreement(batched, looped),
                      memory={"ours": batched_mem, "other": loop_mem})
@@ -139,7 +139,7 @@ def compare_remind(engine: Engine, facts: list[Fact], repeats: int) -> Compariso
         return [-float(s.mean()) for s in loop_token_logprobs(engine, rows, [1] * len(rows))]
 
     device = engine.info.device
-    batched_s, batched, batched_mem = measured(lambda: engine.row_losses(rows), repeats, device)
-    loop_s, looped, loop_mem = measured(loop, repeats, device)
+    (batched_s, batched, batched_mem), (loop_s, looped, loop_mem) = measured_side_by_side(
+        [lambda: engine.row_losses(rows), loop], repeats, device)
     return Comparison("REMIND neighbor losses", len(rows), batched_s, loop_s,
                       *_logprob_agreement(engine, batched, looped), memory={"ours": batched_mem, "other": loop_mem})

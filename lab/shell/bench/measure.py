@@ -189,6 +189,27 @@ def measured(fn: Callable[[], T], repeats: int, device: str) -> tuple[float, T, 
     return seconds, result, meter.mark(device)
 
 
+def measured_side_by_side(fns: Sequence[Callable[[], Any]], repeats: int,
+                          device: str) -> list[tuple[float, Any, dict[str, float | None]]]:
+    """:func:`measured` for work done two (or more) ways, their calls interleaved round by round.
+
+    On a shared machine the load changes over seconds: timing one side's repeats and then the other's lets a
+    burst land on one side only and skews the ratio, interleaving lets both sides see the same conditions.
+    Each side gets its best time, its last result and the peak memory over its own calls.
+    """
+    meter = memory_meter()
+    best = [math.inf] * len(fns)
+    results: list[Any] = [None] * len(fns)
+    readings: list[list[dict[str, float | None]]] = [[] for _ in fns]
+    for _ in range(max(1, repeats)):
+        for i, fn in enumerate(fns):
+            meter.mark(device)
+            seconds, results[i] = timed(fn, 1, device)
+            readings[i].append(meter.mark(device))
+            best[i] = min(best[i], seconds)
+    return [(best[i], results[i], peak_of(readings[i])) for i in range(len(fns))]
+
+
 def growth_exponent(x: Sequence[float], y: Sequence[float]) -> float:
     """k of y ~ x ** k: the least-squares slope of log y on log x."""
     return float(np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float)), 1)[0])
