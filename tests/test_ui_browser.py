@@ -1,30 +1,35 @@
 """The web lab driven in headless Chromium (Playwright) on the tiny demo.
 
-One browser walks the whole workflow: the demo pair loads on start, both models
-answer a prompt side by side (checked against the engines' own greedy
-answers), an attack transform rewrites the prompt, a ``direct`` audit runs on a
-few facts per split and its numbers match the store, the run opens in Results
-down to one item and downloads as Parquet, the logit-lens and SAE views draw,
-and the run's report downloads as HTML.  A
-screenshot of every tab goes to test-artifacts/ for a person to look at.
+- The workflow (desktop, light): the demo pair loads on start; the verdict dashboard audits the demo's four
+  unlearned models in one click, streaming progress with Run disabled, and its grid matches the stored
+  sweep; the Results tab's leaderboard reopens that sweep; the Probe diffs both outputs (checked against the
+  engines' own greedy answers and probabilities), transforms start from the original question, the
+  attribution colours the prompt; an audit runs with progress over the whole run and shows its verdict row;
+  the Results tab filters items, exports exactly the filtered rows, replays an item in the Probe, and the URL
+  reopens the run, fact and item; the report downloads.
+- Errors: beside the control that caused them, never over the input; "Upload a file" before a file is
+  picked (a regression) shows a hint, not an error; an unknown hub id fails fast offline.
+- Looks: every tab at desktop 1440x900 and phone 390x844, light and dark: nothing wider than a phone,
+  the theme's colours in dark mode.  Screenshots go to test-artifacts/ for a person to look at.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
-from audits import get_audit
 from lab.shell.ui import running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make browser)")
 LIMIT = 3  # facts per split in the audit
+DESKTOP, PHONE = {"width": 1440, "height": 900}, {"width": 390, "height": 844}
 
 
 @pytest.fixture()
@@ -36,21 +41,30 @@ def served(demo_env, monkeypatch):
 
 
 @pytest.fixture()
-def page(served):
+def browser():
     from playwright.sync_api import sync_playwright
 
     expect.set_options(timeout=90_000)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        page = browser.new_page(viewport={"width": 1360, "height": 900})
-        page.set_default_timeout(90_000)
-        page.goto(served[0])
-        yield page
+        yield browser
         browser.close()
 
 
+def open_page(browser, url: str, viewport=DESKTOP, scheme: str = "light"):
+    page = browser.new_context(viewport=viewport, color_scheme=scheme, accept_downloads=True).new_page()
+    page.set_default_timeout(90_000)
+    page.goto(url)
+    return page
+
+
+@pytest.fixture()
+def page(served, browser):
+    return open_page(browser, served[0])
+
+
 def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
+    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def choose(page, elem_id: str, option: str) -> None:
@@ -68,111 +82,200 @@ def cell(page, elem_id: str, text: str):
     return page.locator(f"#{elem_id} [role=gridcell]", has_text=re.compile(rf"^\s*{re.escape(text)}\s*$")).first
 
 
-def wait_loaded(page) -> None:
-    page.locator("#models-status").get_by_text("Loaded").wait_for()
+def wait_loaded(page, state: str = "visible") -> None:
+    page.locator("#models-status").get_by_text("Loaded").wait_for(state=state)
 
 
 def shot(page, artifacts: Path, name: str) -> None:
-    page.wait_for_timeout(400)  # let plots finish drawing
+    page.wait_for_timeout(500)  # let plots finish drawing
     page.screenshot(path=str(artifacts / f"ui-{name}.png"), full_page=True)
+
+
+def grid_states(page, elem_id: str) -> dict[str, list[str]]:
+    """Model -> [overall verdict, then each audit's state] as a verdict grid on the page shows them."""
+    rows = page.locator(f"#{elem_id} tr.vrow")
+    out = {}
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        out[row.get_attribute("data-model")] = [row.locator(".vverdict .vbadge").first.inner_text()] + \
+            row.locator("td.vcell .vstate").all_inner_texts()
+    return out
+
+
+def board_states(board) -> dict[str, list[str]]:
+    return {e.model: [e.verdict.state] + [e.cell(a).state for a in board.audits] for e in board.entries}
 
 
 def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
     from lab.core.facts import load_facts
+    from lab.shell.report.leaderboard import collect_sweep
+    from lab.shell.ui.probe import rewrites
     from lab.shell.ui.session import PairSpec
 
     url, lab = served
     # Models: the demo pair is ready on start.
     wait_loaded(page)
     assert "demo:base → demo:npo" in page.locator("#models-status").inner_text()
-    models = page.locator("#models-table").inner_text()
-    assert "LlamaForCausalLM" in models and "demo:npo" in models
     assert "✓ tokenizer check" in page.locator("#models-tokenizer").inner_text()
     shot(page, artifacts_dir, "models")
 
-    # Probe: a forget fact, both models side by side, equal to the engines' own greedy answers.
+    # Verdicts: the demo's four unlearned models in one action, progress over the whole job, Run disabled.
+    open_tab(page, "Verdicts")
+    page.locator("#verdicts-run").click()
+    expect(page.locator("#verdicts-run")).to_be_disabled()
+    expect(page.locator("#verdicts-progress")).to_contain_text(re.compile(r"audit \d+ of 16"))
+    page.locator("#verdicts-grid tr.vrow").first.wait_for()  # streamed before the sweep ends
+    expect(page.locator("#verdicts-status")).to_contain_text("complete", timeout=240_000)
+    expect(page.locator("#verdicts-run")).to_be_enabled()
+    expect(page.locator("#verdicts-progress")).to_contain_text("16 of 16 audits done")
+    sweep_id = lab.store.sweeps().iloc[-1]["sweep_id"]
+    board = collect_sweep(lab.store, sweep_id)
+    assert [e.model for e in board.entries] == ["npo", "graddiff", "ga", "retrain"]
+    assert grid_states(page, "verdicts-grid") == board_states(board)
+    for entry in board.entries:  # one sentence per model
+        expect(page.locator("#verdicts-grid tr.vsentence", has_text=entry.verdict.sentence)).to_have_count(1)
+    ga_row = page.locator("#verdicts-grid tr.vsentence").nth(2)
+    ga_row.locator("summary").click()  # the worst recovered facts, one click away
+    worst = board.entries[2].worst
+    if worst:
+        expect(ga_row.locator("table.vworst tbody tr")).to_have_count(len(worst))
+        assert worst[0].fact_id in ga_row.inner_text()
+    else:
+        expect(ga_row.locator(".vnone")).to_be_visible()
+    assert page.locator("#verdicts-heatmap .js-plotly-plot").count() == 1
+    shot(page, artifacts_dir, "verdicts")
+
+    # Results -> Leaderboard: the same sweep reopened, heatmap and sortable table.
+    open_tab(page, "Results")
+    page.get_by_role("tab", name="Leaderboard (sweeps)").click()
+    expect(page.locator("#results-board-grid tr.vrow")).to_have_count(4)
+    assert grid_states(page, "results-board-grid") == board_states(board)
+    page.locator("#results-board-heatmap .js-plotly-plot").wait_for()
+    cell(page, "results-board-table", "graddiff").wait_for()
+    shot(page, artifacts_dir, "leaderboard")
+    page.get_by_role("tab", name="Runs").click()
+
+    # Probe: a forget fact, both outputs diffed, equal to the engines' own greedy answers and probabilities.
     facts = load_facts(tiny_demo / "facts.jsonl")
     fact = facts.split("forget")[0]
     open_tab(page, "Probe")
     choose(page, "probe-fact", f"[forget] {fact.question}")
     expect(page.locator("#probe-gold textarea")).to_have_value(fact.answer)
+    assert f"fact={fact.id}" in page.url and "tab=probe" in page.url
     page.locator("#probe-tokens input[type=number]").fill("12")
     page.locator("#probe-tokens input[type=number]").press("Enter")
     page.locator("#probe-run").click()
-    cell(page, "probe-scores", "unlearned").wait_for()
+    page.locator("#probe-compare .pgold b").nth(1).wait_for()
     pair = lab.pair(PairSpec.demo("npo"))
     prompt = pair.base.prompt(fact.question)
+    outputs = [pair.base.generate([prompt], 12)[0], pair.unlearned.generate([prompt], 12)[0]]
     assert text_of(page, "probe-sent") == prompt
-    assert text_of(page, "probe-base").strip() == pair.base.generate([prompt], 12)[0]
-    assert text_of(page, "probe-unlearned").strip() == pair.unlearned.generate([prompt], 12)[0]
-    scores = page.locator("#probe-scores").inner_text()
-    expected_lp = pair.base.answer_logprobs([prompt], [fact.answer])[0]
-    assert f"{expected_lp:.3f}".rstrip("0").rstrip(".") in scores
-    # An attack transform rewrites the prompt; the attribution view draws for the gold answer.
+    page.locator("#probe-plain").get_by_text("Plain outputs").click()
+    assert [text_of(page, "probe-base").strip(), text_of(page, "probe-unlearned").strip()] == outputs
+    compare = page.locator("#probe-compare")
+    assert [t.strip() for t in compare.locator(".cmp-text").all_inner_texts()] == outputs
+    probabilities = [f"{__import__('math').exp(e.answer_logprobs([prompt], [fact.answer])[0]):.3f}"
+                     for e in (pair.base, pair.unlearned)]
+    assert compare.locator(".pgold b").all_inner_texts() == probabilities
+    hits = compare.locator(".cmp-head .badge").all_inner_texts()
+    assert all(h in ("✓ hit", "✗ miss") for h in hits) and len(hits) == 2
+    if fact.answer.split()[0].lower() in outputs[0].lower():
+        assert compare.locator(".cmp-base mark.gold").count() >= 1
+    # Transforms start from the original question, whichever was applied before; the active one is named.
+    page.locator("#probe-emphasis-upper").click()
+    expect(page.locator("#probe-active")).to_contain_text("keywords · upper")
+    page.locator("#probe-emphasis-repeat").click()
+    expect(page.locator("#probe-active")).to_contain_text("keywords · repeat")
+    related = [f for f in facts.of_kinds(("qa",)).facts if f.entity == fact.entity and f.id != fact.id]
+    (expected,) = rewrites("keywords", pair, fact, related, "repeat")
+    expect(page.locator("#probe-prompt textarea")).to_have_value(expected.text)
+    page.locator("#probe-reset").click()
+    expect(page.locator("#probe-prompt textarea")).to_have_value(fact.question)
     page.locator("#probe-steps-direct").click()
     expect(page.locator("#probe-prompt textarea")).to_have_value(re.compile("step by step", re.IGNORECASE))
-    assert fact.question in text_of(page, "probe-prompt")
     page.locator("#probe-run").click()
     expect(page.locator("#probe-sent textarea")).to_have_value(re.compile("step by step", re.IGNORECASE))
     page.locator("#probe-attribute").click()
+    expect(page.locator("#probe-saliency .sal-row")).to_have_count(3)
     page.locator("#probe-attribution .js-plotly-plot").wait_for()
     shot(page, artifacts_dir, "probe")
 
-    # Audit: direct and logit_lens (one option edited in the table) on LIMIT facts per split;
-    # the numbers shown are the stored ones, the edited option reached the run.
+    # Audit: direct and logit_lens (one option edited) on LIMIT facts per split, progress over the run.
     open_tab(page, "Audit")
     page.locator("#audit-select").get_by_text("logit_lens", exact=True).click()
+    page.locator("#audit-options-box").get_by_text("Audit options").click()
     option_k = page.locator("#audit-options [role=row]").filter(
         has=page.locator("[role=gridcell]", has_text=re.compile(r"^\s*k\s*$")))
     option_k.locator("[role=gridcell]").nth(4).dblclick()
+    page.wait_for_timeout(300)  # the cell editor opens
     page.keyboard.press("Control+A")
     page.keyboard.type("3")
     page.keyboard.press("Enter")
     page.locator("#audit-limit input").fill(str(LIMIT))
     page.locator("#audit-run").click()
+    expect(page.locator("#audit-run")).to_be_disabled()
     page.locator("#audit-status").get_by_text("complete").wait_for()
+    expect(page.locator("#audit-run")).to_be_enabled()
+    expect(page.locator("#audit-progress")).to_contain_text("2 of 2 audits done")
     run_id = lab.store.runs().iloc[-1]["run_id"]
     assert run_id in page.locator("#audit-status").inner_text()
     assert lab.store.run(run_id)["config"]["options"]["logit_lens"]["k"] == 3
-    items = lab.store.items(run_id, "direct")
-    assert len(items) == 3 * LIMIT and set(items["split"]) == {"forget", "retain", "holdout"}
+    assert len(lab.store.items(run_id, "direct")) == 3 * LIMIT
     shown = page.locator("#audit-metrics").inner_text()
     for audit, values in lab.store.metrics_dict(run_id).items():
-        for key, value, _, _ in get_audit(audit)().headline(values):
-            assert key in shown and (value is None or str(round(value, 4)).rstrip("0").rstrip(".") in shown)
+        assert audit in shown
+    expect(page.locator("#audit-verdict tr.vrow")).to_have_count(1)
     page.locator("#audit-plots .js-plotly-plot").first.wait_for()
+    page.locator("#audit-plots-logit_lens").get_by_text("logit_lens ·").first.click()  # its accordion
+    page.locator("#audit-plots-logit_lens .js-plotly-plot").first.wait_for()
+    lens_ticks = page.locator("#audit-plots-logit_lens .xtick text").all_text_contents()
+    assert lens_ticks and all(re.fullmatch(r"-?\d+", t.strip()) for t in lens_ticks), lens_ticks  # whole layers
     shot(page, artifacts_dir, "audit")
 
-    # Internals: the logit lens of the same fact.
+    # Internals: the logit lens of the same fact, whole-number layer ticks.
     open_tab(page, "Internals")
     choose(page, "internals-fact", f"[forget] {fact.question}")
     expect(page.locator("#internals-entity textarea")).to_have_value(fact.entity)
     page.locator("#internals-lens").click()
     page.locator("#internals-lens-plot .js-plotly-plot").wait_for()
-    page.locator("#internals-sae").click()  # trains the SAE on the tiny base model (seconds)
+    page.locator("#internals-sae").click()
     page.locator("#internals-sae-plot .js-plotly-plot").wait_for()
     assert fact.entity in page.locator("#internals-sae-plot").inner_text()
     shot(page, artifacts_dir, "internals")
 
-    # Results: the run, its items down to one record, and the Parquet download.
+    # Results: the run, filtered items, one record, the filtered download, replay in the Probe.
     open_tab(page, "Results")
     cell(page, "results-runs", run_id).wait_for()
+    choose(page, "results-run", f"{run_id} · complete · demo:npo")  # the picker kept the run opened before
     page.locator("#results-summary").get_by_text(run_id).wait_for()
-    stored = lab.store.items(run_id)
-    for fact_id in set(stored["fact_id"]):
-        cell(page, "results-items", fact_id).wait_for()
-    target = stored.iloc[-1]
-    cell(page, "results-items", target["fact_id"]).click()
-    page.locator("#results-item .item-detail").wait_for()
-    detail = page.locator("#results-item").inner_text()
-    assert target["fact_id"] in detail and target["answer"] in detail and target["prompt"].splitlines()[0] in detail
+    choose(page, "results-audit", "direct")
+    choose(page, "results-split", "forget")
+    expect(page.locator("#results-count")).to_contain_text(f"{LIMIT} items match")
+    stored = lab.store.items(run_id, "direct")
+    forget = stored[stored["split"] == "forget"].reset_index(drop=True)
+    cell(page, "results-items", forget.iloc[1]["fact_id"]).click()
+    page.locator("#results-item .item-detail .cmp").wait_for()
+    assert forget.iloc[1]["answer"] in page.locator("#results-item").inner_text()
+    expect(page).to_have_url(re.compile(rf"run={run_id}.*item=1|item=1.*run={run_id}"))
     page.locator("#results-export").click()
     with page.expect_download() as download:
         page.locator("#results-download").click()
     saved = tmp_path / "items.parquet"
     download.value.save_as(saved)
-    assert len(pd.read_parquet(saved)) == len(stored)
+    assert len(pd.read_parquet(saved)) == LIMIT  # the filters on screen, not the whole run
     shot(page, artifacts_dir, "results")
+    page.locator("#results-replay").click()
+    expect(page.locator("#probe-prompt textarea")).to_have_value(forget.iloc[1]["prompt"])
+    expect(page.locator("#probe-gold textarea")).to_have_value(forget.iloc[1]["answer"])
+    expect(page.locator("#probe-active")).to_contain_text("Replaying item 1")
+
+    # A link reopens the run, the fact filter and the item.
+    target = forget.iloc[2]
+    again = open_page(page.context.browser, f"{url}?tab=results&run={run_id}&fact={target['fact_id']}&item=0")
+    again.locator("#results-item .item-detail").wait_for()
+    assert target["fact_id"] in again.locator("#results-item .item-head").inner_text()
+    expect(again.locator("#results-fact input, #results-fact textarea").first).to_have_value(target["fact_id"])
+    again.close()
 
     # Report: the run's report, previewed and downloaded as HTML.
     open_tab(page, "Report")
@@ -187,33 +290,112 @@ def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
     shot(page, artifacts_dir, "report")
 
 
-def test_errors_show_in_the_page_and_the_lab_keeps_working(served, page, artifacts_dir, tmp_path):
+def test_errors_show_beside_their_control_and_never_replace_input(served, page, artifacts_dir, tmp_path,
+                                                                  monkeypatch):
+    from huggingface_hub import constants
+
     wait_loaded(page)
-    # A model that does not exist: a message, and the loaded pair stays usable.
+    # A model folder that does not exist: a message beside Load; the loaded pair's description stays.
     page.locator("#models-source").get_by_text("Your models", exact=True).click()
     page.locator("#models-base textarea").fill("/no/such/model")
     page.locator("#models-unlearned textarea").fill("/no/such/model")
     page.locator("#models-load").click()
-    toast = page.get_by_test_id("toast-body").first
-    expect(toast).to_contain_text("model directory not found: /no/such/model")
-    assert "Traceback" not in page.content()
+    expect(page.locator("#models-load-msg .lab-msg-error")).to_contain_text("model directory not found: /no/such/model")
+    assert "demo:base → demo:npo" in page.locator("#models-status").inner_text()
+    assert page.get_by_test_id("toast-body").count() == 0 and "Traceback" not in page.content()
     shot(page, artifacts_dir, "error")
-    page.get_by_test_id("toast-close").first.click()
+    # A hub id that is not cached, offline: fails in seconds with the reason.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    page.locator("#models-base textarea").fill("some-org/no-such-model")
+    page.locator("#models-unlearned textarea").fill("some-org/no-such-model")
+    started = time.monotonic()
+    page.locator("#models-load").click()
+    expect(page.locator("#models-load-msg")).to_contain_text("not found locally and the hub is unreachable",
+                                                             timeout=15_000)
+    assert time.monotonic() - started < 15
     page.locator("#models-source").get_by_text("Demo pair", exact=True).click()
     choose(page, "models-demo", "ga")
     page.locator("#models-load").click()
     page.locator("#models-status").get_by_text("demo:ga").wait_for()
+    expect(page.locator("#models-load-msg")).to_have_text("")  # cleared by the success
 
-    # A malformed facts file: its line and field named; a good one: counted by split.
+    # Probe: an empty prompt is refused beside the button; what the user typed in the gold field stays.
+    open_tab(page, "Probe")
+    page.locator("#probe-gold textarea").fill("Zed")
+    page.locator("#probe-run").click()
+    expect(page.locator("#probe-run-msg")).to_contain_text("type a question or a prompt first")
+    expect(page.locator("#probe-gold textarea")).to_have_value("Zed")
+    assert page.locator("#probe-prompt .error, #probe-gold .error").count() == 0
+
+    # Regression: "Upload a file" / "Server path" before anything is given: a hint, never an error.
     open_tab(page, "Audit")
+    page.locator("#audit-facts-source").get_by_text("Upload a file", exact=True).click()
+    expect(page.locator("#audit-facts-info")).to_contain_text("Pick a facts file")
+    page.locator("#audit-facts-source").get_by_text("Server path", exact=True).click()
+    expect(page.locator("#audit-facts-info")).to_contain_text("Type the path")
+    assert page.locator("#audit-facts-msg .lab-msg-error").count() == 0
+    assert "unexpected error" not in page.content()
+    # A malformed facts file: its line and field named beside the picker; a good one: counted by split.
     page.locator("#audit-facts-source").get_by_text("Upload a file", exact=True).click()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "Who?", "answer": "Zed"}\n{"question": "Where?"}\n')
     page.locator("#audit-facts-file input[type=file]").set_input_files(str(bad))
-    expect(page.get_by_test_id("toast-body").first).to_contain_text("bad.jsonl: line 2: field 'answer' is missing")
-    page.get_by_test_id("toast-close").first.click()
+    expect(page.locator("#audit-facts-msg")).to_contain_text("bad.jsonl: line 2: field 'answer' is missing")
     good = tmp_path / "mine.csv"
     good.write_text("question,answer,split\nWho is nobody?,Zed,forget\nWho is somebody?,Ann,retain\n")
     page.locator("#audit-facts-file button[aria-label='Clear']").first.click()
     page.locator("#audit-facts-file input[type=file]").set_input_files(str(good))
     expect(page.locator("#audit-facts-info")).to_contain_text("2 facts (1 forget, 1 retain, 0 holdout)")
+    expect(page.locator("#audit-facts-msg")).to_have_text("")
+
+
+def luminance(css_colour: str) -> float:
+    """Relative brightness (0 dark .. 1 light) of a computed ``rgb(...)``/``rgba(...)`` colour."""
+    r, g, b = (int(v) for v in re.findall(r"[\d.]+", css_colour)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_every_tab_fits_and_follows_the_theme(served, browser, artifacts_dir, tiny_demo, size):
+    """Desktop and phone, light and dark: a stored sweep and run opened by URL on every tab."""
+    from lab.shell.ui.dashboard import dashboard_spec, run_dashboard
+
+    url, lab = served
+    spec = dashboard_spec("demo:base", ["demo:npo", "demo:ga"], ["direct", "reasoning", "logit_lens"], "", 4, 12,
+                          None, "cpu")
+    outcome = run_dashboard(lab.store, spec, None, lambda event: None)
+    run_id = outcome.pairs[1].run_id
+    fact = lab.store.items(run_id, "direct").iloc[0]["fact_id"]
+    viewport = DESKTOP if size == "desktop" else PHONE
+    places = {"models": "", "verdicts": "?tab=verdicts", "probe": f"?tab=probe&fact={fact}",
+              "audit": "?tab=audit", "results": f"?tab=results&run={run_id}&item=0",
+              "leaderboard": f"?tab=results&sweep={outcome.sweep_id}", "report": "?tab=report"}
+    for scheme in ("light", "dark"):
+        for name, query in places.items():
+            page = open_page(browser, url + query, viewport, scheme)  # a fresh visit of a shared link
+            wait_loaded(page, "attached")  # on another tab, the Models tab's status is not visible
+            if name == "probe":
+                expect(page.locator("#probe-prompt textarea")).not_to_have_value("")
+                page.locator("#probe-run").click()
+                page.locator("#probe-compare .cmp-text").first.wait_for()
+                page.locator("#probe-compare .pgold b").first.wait_for()
+            if name == "results":
+                page.locator("#results-item .item-detail").wait_for()
+                page.locator("#results-plots .js-plotly-plot").first.wait_for()
+            if name == "leaderboard":
+                page.locator("#results-board-grid tr.vrow").first.wait_for()
+                page.locator("#results-board-heatmap .js-plotly-plot").wait_for()
+            if name == "report":
+                page.locator("#report-preview").get_by_text(run_id.split("-")[0]).first.wait_for()
+            shot(page, artifacts_dir, f"{name}-{size}-{scheme}")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= viewport["width"] + 1, f"{name} is {width}px wide at {viewport['width']}px"
+            title = page.locator("#lab-header h1").evaluate("e => getComputedStyle(e).color")
+            assert (luminance(title) > 0.6) == (scheme == "dark"), (name, scheme, title)
+            if name == "results":
+                card = page.locator("#results-item .item-detail").evaluate("e => getComputedStyle(e).backgroundColor")
+                text = page.locator("#results-item .item-detail").evaluate("e => getComputedStyle(e).color")
+                assert abs(luminance(card) - luminance(text)) > 0.4, (scheme, card, text)
+                tick = page.locator("#results-plots .xtick text").first.evaluate("e => getComputedStyle(e).fill")
+                assert (luminance(tick) > 0.5) == (scheme == "dark"), (scheme, tick)
+            page.context.close()

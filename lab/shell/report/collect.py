@@ -28,6 +28,7 @@ from lab.core.errors import LabError
 from lab.core.options import option_text
 from lab.core.scoring import HIT_ROUGE
 from lab.core.store import Store
+from lab.shell.report.style import styled
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -132,9 +133,10 @@ def _first_line(text: str | None) -> str | None:
 
 
 def _figures(audit: Any, artifacts: dict[str, Any], items: pd.DataFrame) -> tuple[dict[str, Any], str | None]:
-    """An audit's figures rebuilt from the store; a broken plot is reported, not raised."""
+    """An audit's figures rebuilt from the store, in the lab's one visual language (:func:`.style.styled`);
+    a broken plot is reported, not raised."""
     try:
-        return audit.figures(artifacts, items), None
+        return {name: styled(fig) for name, fig in audit.figures(artifacts, items).items()}, None
     except Exception as exc:  # noqa: BLE001 - one audit's broken plot must not lose the report
         return {}, f"{type(exc).__name__}: {exc}"
 

@@ -204,18 +204,19 @@ def figure_html(audit: str, name: str, fig: Any) -> str:
                        default_height="420px", config={"displaylogo": False, "responsive": True})
 
 
-@lru_cache(maxsize=1)
-def _template():
+@lru_cache(maxsize=4)
+def template(name: str = "report.html"):
+    """A page template of ``static/`` (the run report, the sweep leaderboard)."""
     env = Environment(loader=FileSystemLoader(STATIC), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("report.html")
+    return env.get_template(name)
 
 
 def to_html(report: Report) -> str:
     """One self-contained HTML page: style sheet and plotly.js inlined, no network needed."""
     figures = {a.name: {name: figure_html(a.name, name, fig) for name, fig in a.figures.items()}
                for a in report.audits}
-    return _template().render(
+    return template().render(
         report=report, sections=SECTIONS, figures=figures, number=number, headline=headline,
         counts=kill_chain_counts(report), kill_chain_note=KILL_CHAIN_NOTE, breakdown_note=BREAKDOWN_NOTE, share=share,
         scoring=SCORING, model_fields=MODEL_FIELDS,

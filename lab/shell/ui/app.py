@@ -1,7 +1,7 @@
 """The web lab: one ``gr.Blocks`` app with a tab per task, and how it is launched.
 
-The UI is thin: every tab calls the same functions as the CLI (runner, store,
-facts, models).  Events that run a model share the concurrency group
+The UI is thin: every tab calls the same functions as the CLI (runner, sweep,
+store, report, facts, models).  Events that run a model share the concurrency group
 :data:`~lab.shell.ui.session.MODEL_QUEUE` with a limit of one, so browser sessions
 take turns on the models; everything else (reading results, exports) runs
 alongside.  ``LAB_SPACE=1`` turns on Space mode (see :func:`lab.shell.ui.session.limits`).
@@ -18,7 +18,10 @@ import gradio as gr
 from lab.core import settings
 from lab.core.errors import route_warnings
 from lab.core.policy import current as current_policy
-from lab.shell.ui import audit_tab, facts_picker, internals_tab, models_tab, probe_tab, report_tab, results_tab
+from lab.shell.ui import (audit_tab, facts_picker, internals_tab, links, models_tab, probe_tab, report_tab, results,
+                          results_tab, verdicts_tab)
+from lab.shell.ui.probe_tab import RAW, ProbeInputs
+from lab.shell.ui.results_tab import ResultsHooks
 from lab.shell.ui.session import Lab
 
 STATIC = settings.static_dir()
@@ -41,34 +44,84 @@ def header() -> str:
             f"</div>{badge}</div>")
 
 
+def tab_of(key: str) -> gr.Tab:
+    """The top-level tab ``key`` (its id is what the URL's ``tab`` names)."""
+    return gr.Tab(links.TABS[key], id=key, elem_id=f"tab-{key}")
+
+
+def open_link(lab: Lab, request: gr.Request) -> tuple:
+    """The page as the URL asks for it (:mod:`lab.shell.ui.links`): the tab, then the run, its fact filter and
+    item in Results, the sweep on the leaderboard, or the fact in the Probe.  The tab itself is opened in the
+    browser afterwards (:data:`lab.shell.ui.links.OPEN_TAB_JS`), so its select event sees these values."""
+    link = links.parse(request.query_params if request else {})
+    runs = results.runs_frame(lab.store)
+    known = link.run is not None and link.run in set(runs["run_id"])
+    sweeps = results.sweep_choices(lab.store)
+    probe_fact = link.tab == "probe" and link.fact
+    return (results_tab.run_dropdown(runs, link.run) if known else gr.skip(),
+            link.fact if known and link.fact else gr.skip(),
+            link.item if known else gr.skip(),
+            gr.Dropdown(choices=sweeps, value=link.sweep) if link.sweep else gr.skip(),
+            gr.Dropdown(choices=facts_picker.fact_choices(), value=link.fact) if probe_fact else gr.skip())
+
+
+def replay(frame, index: float | None):
+    """An item's stored prompt, sent as typed, with its gold answer: the Probe takes it from there."""
+    if frame is None or index is None or not 0 <= index < len(frame):
+        return (gr.skip(),) * 7
+    index = int(index)
+    row = frame.iloc[index]
+    note = (f"Replaying item {index} of run results ({row['audit']}, {row['split']}"
+            f"{', ' + row['category'] if row.get('category') else ''}): its stored prompt, sent as typed.")
+    return gr.Tabs(selected="probe"), row["prompt"], RAW, row["answer"], row["prompt"], None, note
+
+
+def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, hooks: ResultsHooks, app: gr.Blocks) -> None:
+    """What crosses tabs: the URL on load and as the user moves, and "Replay in Probe"."""
+    def on_load(request: gr.Request) -> tuple:
+        return open_link(lab, request)
+
+    app.load(on_load, None, [hooks.run, hooks.fact, hooks.item, hooks.sweep, probe.fact],
+             api_visibility="private").then(None, None, None, js=links.OPEN_TAB_JS)
+    hooks.replay.click(replay, [hooks.items, hooks.item], [tabs, probe.prompt, probe.mode, probe.gold, probe.original,
+                                                           probe.active, probe.active_note],
+                       api_visibility="private").then(None, None, None, js=links.params_js([], {"tab": "probe"}))
+    probe.fact.input(None, probe.fact, None, js=links.params_js(["fact"], {"tab": "probe"}))
+
+
 def build_app(lab: Lab | None = None) -> gr.Blocks:
     """The whole lab; ``lab`` (models, store) defaults to one on ``$LAB_DB``."""
     lab = lab or Lab()
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.HTML(header(), elem_id="lab-header")
         state = gr.State(None)  # this session's PairSpec
-        with gr.Tabs(elem_id="lab-tabs"):
-            with gr.Tab("Models", id="models", elem_id="tab-models"):
+        with gr.Tabs(elem_id="lab-tabs") as tabs:
+            with tab_of("models") as models:
                 models_tab.build(lab, state, app)
-            with gr.Tab("Probe", id="probe", elem_id="tab-probe") as probe:
-                picker = probe_tab.build(lab, state)
-            with gr.Tab("Audit", id="audit", elem_id="tab-audit"):
+            with tab_of("verdicts") as verdicts:
+                verdicts_tab.build(lab, verdicts)
+            with tab_of("probe") as probe_page:
+                probe = probe_tab.build(lab, state)
+            with tab_of("audit") as audit:
                 audit_tab.build(lab, state)
-            with gr.Tab("Internals", id="internals", elem_id="tab-internals") as internals:
+            with tab_of("internals") as internals:
                 internals_picker = internals_tab.build(lab, state)
-            with gr.Tab("Results", id="results", elem_id="tab-results") as results:
-                results_tab.build(lab, results)
-            with gr.Tab("Report", id="report", elem_id="tab-report") as report:
+            with tab_of("results") as results_page:
+                hooks = results_tab.build(lab, results_page)
+            with tab_of("report") as report:
                 report_tab.build(lab, report)
-        probe.select(facts_picker.choices, None, picker, api_visibility="private")
+        for key, page in zip(links.TABS, (models, verdicts, probe_page, audit, internals, results_page, report)):
+            page.select(None, None, None, js=links.params_js([], {"tab": key}))
+        probe_page.select(facts_picker.choices, None, probe.fact, api_visibility="private")
         internals.select(facts_picker.choices, None, internals_picker, api_visibility="private")
+        wire(lab, tabs, probe, hooks, app)
     return app
 
 
 def launch_options() -> dict[str, Any]:
     """Theme, styles and limits every launch uses (the app, the tests)."""
-    return dict(theme=THEME, css_paths=[STATIC / "style.css"], ssr_mode=False, max_file_size=current_policy().max_upload,
-                footer_links=["api", "settings"])
+    return dict(theme=THEME, css_paths=[STATIC / "verdict.css", STATIC / "style.css"], head=links.HEAD, ssr_mode=False,
+                max_file_size=current_policy().max_upload, footer_links=["api", "settings"])
 
 
 def start(lab: Lab | None = None, **overrides: Any) -> tuple[gr.Blocks, str]:

@@ -1,33 +1,51 @@
-"""Audit tab: pick facts, audits and their options, run with progress, read the numbers.
+"""Audit tab: pick facts, audits and their options, run with progress over the whole run, read the verdict.
 
-The progress bar follows the lab's tqdm bars (every batched model call has
-one).  Stop ends the run before its next batch; the run is then stored as
-``interrupted`` with every row written so far.
+The run goes through the runner on a worker thread (:mod:`lab.shell.ui.background`);
+its events (audit k of n started or finished) stream to one progress bar with
+the time left, and each audit's headline numbers appear as soon as it
+finishes.  Run is disabled while the run goes.  Stop ends the run before its
+next batch; the run is then stored as ``interrupted`` with every row written so
+far.  When it ends, the run's verdict row (:mod:`lab.shell.verdict`) shows
+forgotten / hidden / leaked per audit, and a run where some audits failed reads
+"partial: 8 of 9 audits finished", not "failed".
+
+Only audits the loaded models can run are offered; the others are named with
+the reason (a served model may lack log-probs or weights).
 """
 
 from __future__ import annotations
+
+import time
 
 import gradio as gr
 
 from lab.core.batching import Cancelled
 from lab.core.policy import current as current_policy
+from lab.shell.report.grid import grid_html, lab_link
+from lab.shell.report.leaderboard import collect_runs
 from lab.shell.runner import execute
 from lab.shell.ui import auditing
-from lab.shell.ui.feedback import user_errors
+from lab.shell.ui.background import Finished, in_background, progress_html
+from lab.shell.ui.feedback import Beside, note_html
 from lab.shell.ui.plots import run_plots
 from lab.shell.ui.session import MODEL_QUEUE, Lab, PairSpec, require_pair
 from lab.shell.ui.views import facts_summary, metrics_frame, run_summary
 
 
+def verdict_row(lab: Lab, run_id: str) -> str:
+    """The run's verdict grid: one model, a state per audit, its sentence and worst recovered facts."""
+    return grid_html(collect_runs(lab.store, [run_id]), link=lab_link)
+
+
 def build(lab: Lab, state: gr.State) -> None:
-    """The tab's content: inputs on the left, the run's status, numbers and plots on the right and below."""
+    """The tab's content: inputs on the left, the run's progress, verdict and numbers on the right and below."""
     lim = current_policy()
     names = auditing.available_audits()
     gr.Markdown("Run audits on the loaded pair. Every prompt and both outputs are stored; "
                 "open any run later on the Results tab.", elem_classes="tab-intro")
     run_id = gr.State(None)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=4):
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+        with gr.Column(scale=4, min_width=280):
             source = gr.Radio(auditing.fact_sources(), value=auditing.DEMO_FACTS, label="Facts",
                               elem_id="audit-facts-source")
             upload = gr.File(label="Facts file (JSONL, JSON, CSV, Parquet; TOFU, MUSE, RWKU)", visible=False,
@@ -37,59 +55,93 @@ def build(lab: Lab, state: gr.State) -> None:
                                      placeholder="/data/facts.jsonl, tofu:/data/TOFU:forget10, muse:/data/muse:news, "
                                                  "rwku:/data/RWKU, wmdp:/data/wmdp:bio",
                                      visible=False, elem_id="audit-facts-path")
+            facts_msg = Beside("audit-facts")
             facts_info = gr.Markdown(elem_id="audit-facts-info")
             audits = gr.CheckboxGroup(names, value=["direct"] if "direct" in names else [], label="Audits",
                                       elem_id="audit-select")
+            not_offered = gr.Markdown(elem_id="audit-unavailable")
             with gr.Row():
                 limit = gr.Number(auditing.default_limit(), label="Facts per split (0: all)", precision=0,
                                   minimum=0, elem_id="audit-limit")
                 max_new = gr.Number(min(24, lim.max_new_tokens), label="Max new tokens", precision=0, minimum=1,
                                     maximum=lim.max_new_tokens, elem_id="audit-max-tokens")
-            reference = gr.Textbox(label="Reference model (optional, e.g. demo:retrain; for PrivLeak)",
+            reference = gr.Textbox(label="Reference model (optional, e.g. demo:retrain; the control)",
                                    elem_id="audit-reference")
-        with gr.Column(scale=6):
-            options = gr.Dataframe(auditing.options_frame(audits.value or []), label="Audit options (edit 'value')",
-                                   interactive=True, static_columns=[0, 1, 2, 3], elem_id="audit-options")
+        with gr.Column(scale=6, min_width=280):
             with gr.Row():
                 run = gr.Button("Run audits", variant="primary", elem_id="audit-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="audit-stop")
-            status = gr.Markdown(min_height=64, elem_id="audit-status")
+            run_msg = Beside("audit-run")
+            progress = gr.HTML(elem_id="audit-progress")
+            status = gr.Markdown(min_height=48, elem_id="audit-status")
+            verdict = gr.HTML(elem_id="audit-verdict")
             metrics = gr.Dataframe(metrics_frame({}), label="Headline numbers", interactive=False,
-                                   elem_id="audit-metrics")
+                                   elem_id="audit-metrics", elem_classes="scroll-table")
+            with gr.Accordion("Audit options (edit the 'value' column)", open=False, elem_id="audit-options-box"):
+                options = gr.Dataframe(auditing.options_frame(audits.value or []), interactive=True,
+                                       static_columns=[0, 1, 2, 3], column_widths=["90px", "150px", "60px", "90px",
+                                                                                   "110px", "360px"],
+                                       elem_id="audit-options", elem_classes="scroll-table")
     with gr.Column(elem_id="audit-plots"):
         run_plots(lab, run_id, "audit-plots")
 
     def on_source(choice: str):
         return gr.File(visible=choice == auditing.UPLOAD), gr.Textbox(visible=choice == auditing.SERVER_PATH)
 
-    @user_errors
-    def on_facts(source_: str, upload_: str | None, path_: str):
-        if source_ != auditing.DEMO_FACTS and not (upload_ or (path_ or "").strip()):
-            return ""
+    @facts_msg
+    def on_facts(source_: str, upload_: str | None, path_: str | None, request: gr.Request):
+        hint = auditing.facts_hint(source_, upload_, path_)
+        if hint is not None:
+            return note_html(hint)
         return facts_summary(auditing.load_source(source_, upload_, path_))
 
-    @user_errors
+    def on_pair(spec: PairSpec | None, chosen: list[str]):
+        if spec is None:
+            return gr.skip(), gr.skip()
+        names_, why = auditing.offered(lab.pair(spec))
+        return (gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
+                auditing.unavailable_note(why))
+
+    @run_msg
     def on_run(spec: PairSpec | None, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
-               request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+               request: gr.Request):
         require_pair(lab, spec)
-        run = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_)
-        progress(0, desc="starting")
-        prepared = auditing.prepared_run(lab, spec, run)
+        run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_)
+        prepared = auditing.prepared_run(lab, spec, run_)
+        rid, started, done, total = prepared.run_id, time.monotonic(), 0, len(run_.audits)
+        stop_event = lab.stop_event(request.session_hash)
+        # The plots follow run_id: it is set once the run has ended, so they draw what the store then holds.
+        yield (None, f"Running `{rid}`…", progress_html(0, total, started, "starting"), gr.skip(), "",
+               gr.Button(interactive=False))
         try:
-            outcome = execute(prepared, lab.store, lab.stop_event(request.session_hash))
+            for event in in_background(lambda emit: execute(prepared, lab.store, stop_event, emit), "lab-run"):
+                if isinstance(event, Finished):
+                    break
+                done = event.index - (event.status == "running")
+                doing = f"{event.audit} {'running' if event.status == 'running' else event.status}"
+                yield (gr.skip(), f"Running `{rid}`: {done} of {total} audits finished",
+                       progress_html(done, total, started, doing),
+                       metrics_frame(lab.store.metrics_dict(rid)) if event.status != "running" else gr.skip(),
+                       gr.skip(), gr.skip())
         except Cancelled:
-            return (prepared.run_id, run_summary(lab.store, prepared.run_id) +
-                    "\n\nStopped: the rows written so far are kept.", metrics_frame(lab.store.metrics_dict(prepared.run_id)))
-        return (outcome.run_id, run_summary(lab.store, outcome.run_id),
-                metrics_frame(lab.store.metrics_dict(outcome.run_id)))
+            yield (rid, run_summary(lab.store, rid) + "\n\nStopped: the rows written so far are kept.",
+                   progress_html(done, total, started, "stopped"), metrics_frame(lab.store.metrics_dict(rid)),
+                   verdict_row(lab, rid), gr.skip())
+            return
+        yield (rid, run_summary(lab.store, rid), progress_html(total, total, started, "finished"),
+               metrics_frame(lab.store.metrics_dict(rid)), verdict_row(lab, rid), gr.skip())
 
     source.change(on_source, source, [upload, server_path], queue=False, api_visibility="private")
-    gr.on([source.change, upload.change, server_path.submit], on_facts, [source, upload, server_path], facts_info,
-          api_visibility="private")
+    facts_msg.watch(gr.on([source.change, upload.change, server_path.submit], on_facts, [source, upload, server_path],
+                          facts_info, api_visibility="private", **facts_msg.events))
+    state.change(on_pair, [state, audits], [audits, not_offered], api_visibility="private",
+                 concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     audits.change(auditing.options_frame, [audits, options], options, queue=False, api_visibility="private")
-    run.click(on_run, [state, source, upload, server_path, audits, options, limit, max_new, reference],
-              [run_id, status, metrics], api_name="run_audit", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
-              show_progress_on=[status])
+    running = run_msg.watch(run.click(
+        on_run, [state, source, upload, server_path, audits, options, limit, max_new, reference],
+        [run_id, status, progress, metrics, verdict, run], api_name="run_audit", concurrency_id=MODEL_QUEUE,
+        concurrency_limit=1, **run_msg.events))
+    running.then(lambda: gr.Button(interactive=True), None, run, queue=False, api_visibility="private")
 
     def on_stop(request: gr.Request) -> None:
         lab.stop(request.session_hash)

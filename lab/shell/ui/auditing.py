@@ -16,6 +16,7 @@ import pandas as pd
 from audits import available, get_audit
 from lab.core.errors import LabError
 from lab.core.facts import FactSet, load_facts
+from lab.core.models import ModelPair
 from lab.core.options import option_specs
 from lab.core.policy import current as current_policy
 from lab.demo.build import demo_facts_path
@@ -29,6 +30,29 @@ OPTION_COLUMNS = ["audit", "option", "type", "default", "value", "help"]
 def available_audits() -> list[str]:
     """Registered audits whose module imports here."""
     return available()
+
+
+def offered(pair: ModelPair, names: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The audits ``pair`` can run, and for each one it cannot, why (``Audit.unavailable``): a served
+    model may offer text only, and an audit that needs log-probs or weights is then not offered."""
+    names = available_audits() if names is None else names
+    why = {name: reason for name in names if (reason := get_audit(name).unavailable(pair))}
+    return [n for n in names if n not in why], why
+
+
+def unavailable_note(why: dict[str, str]) -> str:
+    """Markdown naming the audits not offered for the loaded pair, each with its reason ("" when none)."""
+    return "\n".join(["Not offered for these models:"] + [f"- `{n}` {r}" for n, r in why.items()]) if why else ""
+
+
+def facts_hint(source: str, upload: str | None, server_path: str | None) -> str | None:
+    """What to say before a facts source is complete (no file picked, no path typed yet): a hint, never an
+    error; None when the source is complete and should be read."""
+    if source == UPLOAD and not upload:
+        return "Pick a facts file: JSONL, JSON, CSV or Parquet (TOFU, MUSE and RWKU files are read too)."
+    if source == SERVER_PATH and not (server_path or "").strip():
+        return "Type the path of a facts file or a suite on the server, then press Enter."
+    return None
 
 
 def fact_sources() -> list[str]:

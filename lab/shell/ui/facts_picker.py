@@ -22,11 +22,16 @@ def fact_label(fact: Fact) -> str:
     return f"[{fact.split}] {fact.question}"
 
 
-def choices() -> gr.Dropdown:
-    """The picker filled with the demo's facts, forget facts first (the ones worth probing)."""
+def fact_choices() -> list[tuple[str, str]]:
+    """(label, id) of the demo's facts, forget facts first (the ones worth probing)."""
     order = {"forget": 0, "retain": 1, "holdout": 2}
     facts = sorted(demo_facts(), key=lambda f: order.get(f.split, 3))
-    return gr.Dropdown(choices=[(fact_label(f), f.id) for f in facts])
+    return [(fact_label(f), f.id) for f in facts]
+
+
+def choices() -> gr.Dropdown:
+    """The picker filled with the demo's facts."""
+    return gr.Dropdown(choices=fact_choices())
 
 
 def find(fact_id: str | None) -> Fact:

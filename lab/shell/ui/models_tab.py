@@ -16,7 +16,7 @@ from lab.core import settings
 from lab.core.models import DTYPES
 from lab.core.policy import current as current_policy
 from lab.demo.build import build_demo, read_manifest
-from lab.shell.ui.feedback import user_errors
+from lab.shell.ui.feedback import Beside
 from lab.shell.ui.session import DEMO_UNLEARNED, MODEL_QUEUE, Lab, PairSpec
 from lab.shell.ui.views import MODEL_COLUMNS, manifest_frame, models_frame, tokenizer_check
 
@@ -55,8 +55,8 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> None:
     lim = current_policy()
     gr.Markdown("Load the **base** model and its **unlearned** version. The demo pair is ready on start; "
                 "pick which unlearning method to audit, or name your own pair.", elem_classes="tab-intro")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+        with gr.Column(scale=3, min_width=280):
             source = gr.Radio([DEMO, CUSTOM], value=DEMO, label="Models", elem_id="models-source")
             demo_name = gr.Dropdown(list(DEMO_UNLEARNED), value=DEMO_UNLEARNED[0], label="Unlearned demo model",
                                     info="npo, graddiff, ga: unlearning methods; retrain: trained without the "
@@ -74,28 +74,31 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> None:
             trust = gr.Checkbox(False, label="Trust remote code (runs model code from the hub)",
                                 visible=lim.remote_code, elem_id="models-trust")
             load_btn = gr.Button("Load models", variant="primary", elem_id="models-load")
-        with gr.Column(scale=5):
+            message = Beside("models-load")
+        with gr.Column(scale=5, min_width=280):
             status = gr.Markdown("Preparing the demo pair… (the first launch trains the demo world: a few minutes)",
                                  min_height=64, elem_id="models-status")
             table = gr.Dataframe(pd.DataFrame(columns=MODEL_COLUMNS), label="Loaded models", interactive=False,
-                                 elem_id="models-table")
+                                 elem_id="models-table", elem_classes="scroll-table")
             check = gr.Markdown(elem_id="models-tokenizer")
             manifest = gr.Dataframe(manifest_frame(None), label="Demo build: greedy accuracy per model and split",
-                                    interactive=False, elem_id="models-manifest")
+                                    interactive=False, elem_id="models-manifest", elem_classes="scroll-table")
 
     source.change(lambda s: (gr.Group(visible=s == CUSTOM), gr.Dropdown(visible=s == DEMO)), source,
                   [custom, demo_name], queue=False, api_visibility="private")
     outputs = [state, status, table, check, manifest]
 
-    @user_errors
-    def on_load(source_, demo_, base_, unlearned_, device_, dtype_, trust_, progress=gr.Progress(track_tqdm=True)):
+    @message
+    def on_load(source_, demo_, base_, unlearned_, device_, dtype_, trust_, request: gr.Request,
+                progress=gr.Progress(track_tqdm=True)):
         return load(lab, spec_from_inputs(source_, demo_, base_, unlearned_, device_, dtype_, trust_), progress)
 
-    @user_errors
-    def on_start(spec: PairSpec | None, progress=gr.Progress(track_tqdm=True)):
+    @message
+    def on_start(spec: PairSpec | None, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         return load(lab, spec or PairSpec.demo(), progress)
 
-    queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, show_progress_on=[status])
-    load_btn.click(on_load, [source, demo_name, base, unlearned, device, dtype, trust], outputs,
-                   api_name="load_models", **queued)
-    app.load(on_start, state, outputs, api_visibility="private", **queued)
+    # Progress and errors show beside the button; the loaded pair's description stays as it was.
+    queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, **message.events)
+    message.watch(load_btn.click(on_load, [source, demo_name, base, unlearned, device, dtype, trust], outputs,
+                                 api_name="load_models", **queued))
+    message.watch(app.load(on_start, state, outputs, api_visibility="private", **queued))

@@ -9,12 +9,9 @@ are released where they were taken even when the page stops listening.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from typing import Iterator
-
-import pandas as pd
 
 from audits import get_audit
 from audits.base import Rewritten
@@ -23,9 +20,9 @@ from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.models import ModelPair
 from lab.core.scoring import score_answer
+from lab.shell.ui.diff import Scored
 
 _DONE = object()
-SCORE_COLUMNS = ["model", "answer hit", "ROUGE-L recall", "mean log-prob of gold", "per-token probability"]
 
 
 def build_prompt(pair: ModelPair, text: str, raw: bool, max_chars: int) -> str:
@@ -66,15 +63,14 @@ def stream_both(pair: ModelPair, prompt: str, max_new_tokens: int) -> Iterator[t
         yield item
 
 
-def gold_scores(pair: ModelPair, prompt: str, outputs: tuple[str, str], gold: str) -> pd.DataFrame:
-    """For a gold answer: each model's output hit, ROUGE-L and the answer's mean token log-prob."""
-    rows = []
-    for (name, engine), output in zip((("base", pair.base), ("unlearned", pair.unlearned)), outputs):
+def gold_scores(pair: ModelPair, prompt: str, outputs: tuple[str, str], gold: str) -> dict[str, Scored]:
+    """For a gold answer: each model's output hit, ROUGE-L and the answer's mean token log-prob (the project's
+    one scorer), by role."""
+    scores = {}
+    for (name, engine), output in zip(pair.roles(), outputs):
         score = score_answer(output, gold)
-        logprob = engine.answer_logprobs([prompt], [gold])[0]
-        rows.append([name, "yes" if score.hit else "no", round(score.rouge_l, 3), round(logprob, 3),
-                     round(math.exp(logprob), 4)])
-    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+        scores[name] = Scored(score.hit, score.rouge_l, engine.answer_logprobs([prompt], [gold])[0])
+    return scores
 
 
 def rewrites(audit: str, pair: ModelPair, fact: Fact, related: list[Fact], transform: str) -> list[Rewritten]:

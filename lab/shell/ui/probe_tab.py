@@ -1,33 +1,55 @@
-"""Probe tab: one prompt, both models answering side by side as they generate.
+"""Probe tab: one prompt, both models answering side by side as they generate, the difference first.
 
-A demo fact can fill the question and its gold answer.  With a gold answer the
-tab also shows whether each output hits it (the project's one scorer) and the
-answer's mean token log-prob under each model: a suppressed answer often keeps
-a high probability while the greedy output changes.
+A demo fact can fill the question and its gold answer.  The outputs show as a
+word-level diff (:mod:`lab.shell.ui.diff`): words only one model wrote are
+tinted in its colour, the gold answer is marked, hit or miss is a badge and
+each model's probability of the gold answer is always visible (a suppressed
+answer often keeps a high probability while the greedy output changes).  The
+plain texts stay one click away for copying.
+
+Attack transforms always start from the original question (the picked fact's,
+or what the user last typed), never from an already rewritten prompt, and the
+active one is named under the buttons.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
 
 import gradio as gr
-import pandas as pd
 
 from audits import get_audit
 from audits.base import Rewritten
 from lab.core.attribution import METHOD_TITLES, METHODS, attribution_figure
 from lab.core.facts import Fact
 from lab.core.policy import current as current_policy
+from lab.shell.report.style import styled
 from lab.shell.ui import facts_picker
-from lab.shell.ui.feedback import user_errors
-from lab.shell.ui.probe import SCORE_COLUMNS, build_prompt, explain, gold_scores, rewrites, stream_both
+from lab.shell.ui.diff import compare_outputs
+from lab.shell.ui.feedback import Beside
+from lab.shell.ui.probe import build_prompt, explain, gold_scores, rewrites, stream_both
+from lab.shell.ui.saliency import saliency_html
 from lab.shell.ui.session import MODEL_QUEUE, Lab, PairSpec, require_pair
 
 QUESTION, RAW = "Question (prompt template applied)", "Raw prompt (sent as typed)"
+NO_TRANSFORM = "No transform active: the prompt is the original question."
 
 
 # The Probe's transforms: which audit's rewrite hook, and the stable element id prefix of its buttons.
 TRANSFORM_GROUPS = {"reasoning": ("probe-steps", "Step by step"), "keywords": ("probe-emphasis", "Keywords")}
+
+
+@dataclass
+class ProbeInputs:
+    """What other tabs fill to replay something here (an item's prompt, a fact)."""
+
+    fact: gr.Dropdown
+    prompt: gr.Textbox
+    mode: gr.Radio
+    gold: gr.Textbox
+    original: gr.State
+    active: gr.State
+    active_note: gr.Markdown
 
 
 def probe_fact(fact_id: str | None, original: str, gold: str) -> tuple[Fact, list[Fact]]:
@@ -47,13 +69,19 @@ def next_variant(variants: list[Rewritten], active: tuple | None, key: tuple) ->
     return variants[index], index
 
 
-def build(lab: Lab, state: gr.State) -> gr.Dropdown:
-    """The tab's content; returns its fact picker (filled when the tab opens)."""
+def active_text(audit: str, transform: str, index: int, count: int, original: str) -> str:
+    """The note under the buttons: which transform is applied, and to which original question."""
+    return (f"Active transform: **{audit} · {transform}** (variant {index + 1} of {count}), "
+            f"applied to the original question: _{original.strip()}_")
+
+
+def build(lab: Lab, state: gr.State) -> ProbeInputs:
+    """The tab's content; returns the inputs other tabs fill (the fact picker is filled when the tab opens)."""
     lim = current_policy()
     gr.Markdown("Ask both models the same thing and compare. Apply an attack's prompt transform to see "
                 "whether the unlearned model still knows.", elem_classes="tab-intro")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=4):
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+        with gr.Column(scale=4, min_width=280):
             fact = gr.Dropdown(label="Demo fact (fills the question and the gold answer)", elem_id="probe-fact")
             prompt = gr.Textbox(label="Question or prompt", lines=3, max_length=lim.max_prompt_chars,
                                 elem_id="probe-prompt")
@@ -64,6 +92,7 @@ def build(lab: Lab, state: gr.State) -> gr.Dropdown:
             with gr.Row():
                 run = gr.Button("Ask both models", variant="primary", elem_id="probe-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="probe-stop")
+            run_msg = Beside("probe-run")
             gr.Markdown("**Attack transforms** rewrite the original question with an audit's own method; "
                         "ask again to compare.")
             buttons = {}
@@ -71,72 +100,91 @@ def build(lab: Lab, state: gr.State) -> gr.Dropdown:
                 with gr.Row(elem_classes="transforms"):
                     for name in get_audit(audit).rewrites:
                         buttons[(audit, name)] = gr.Button(f"{label}: {name}", size="sm", elem_id=f"{prefix}-{name}")
-            active_note = gr.Markdown(elem_id="probe-active")
-        with gr.Column(scale=6):
+            reset = gr.Button("Back to the original question", size="sm", elem_id="probe-reset")
+            active_note = gr.Markdown(NO_TRANSFORM, elem_id="probe-active")
+            transform_msg = Beside("probe-transform")
+        with gr.Column(scale=6, min_width=280):
             sent = gr.Textbox(label="Prompt sent", lines=2, interactive=False, elem_id="probe-sent")
-            with gr.Row():
-                out_base = gr.Textbox(label="Base model", lines=6, interactive=False, elem_id="probe-base",
-                                      elem_classes="out-base")
-                out_unl = gr.Textbox(label="Unlearned model", lines=6, interactive=False, elem_id="probe-unlearned",
-                                     elem_classes="out-unlearned")
-            scores = gr.Dataframe(pd.DataFrame(columns=SCORE_COLUMNS), label="Scores on the gold answer",
-                                  interactive=False, elem_id="probe-scores")
+            compare = gr.HTML(compare_outputs("", ""), elem_id="probe-compare")
+            with gr.Accordion("Plain outputs (to copy)", open=False, elem_id="probe-plain"):
+                with gr.Row(elem_classes="stack-on-phone"):
+                    out_base = gr.Textbox(label="Base model", lines=4, interactive=False, elem_id="probe-base",
+                                          elem_classes="out-base")
+                    out_unl = gr.Textbox(label="Unlearned model", lines=4, interactive=False,
+                                         elem_id="probe-unlearned", elem_classes="out-unlearned")
             with gr.Row(equal_height=False):
                 methods = gr.CheckboxGroup([(METHOD_TITLES[m], m) for m in METHODS], value=[METHODS[0]],
                                            label="Attribution methods", scale=3, elem_id="probe-methods")
                 attribute = gr.Button("Explain the answer", scale=1, elem_id="probe-attribute")
-    attribution = gr.Plot(label="Which prompt tokens carry the answer, base vs unlearned", elem_id="probe-attribution")
+            attribute_msg = Beside("probe-attribute")
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+        saliency = gr.HTML(elem_id="probe-saliency", elem_classes="card")
+        attribution = gr.Plot(label="Which prompt tokens carry the answer, base vs unlearned",
+                              elem_id="probe-attribution")
 
     original = gr.State("")  # the question every transform starts from
     active = gr.State(None)  # (audit, transform, variant index) of the transform shown, None when none
 
-    @user_errors
     def on_fact(fact_id: str | None):
         if not fact_id:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         picked = facts_picker.find(fact_id)
-        return picked.question, picked.answer, QUESTION, picked.question, None, ""
+        return picked.question, picked.answer, QUESTION, picked.question, None, NO_TRANSFORM
 
     def on_typed(text: str):
         """A prompt the user types by hand is the new original question; no transform is active."""
-        return text, None, ""
+        return text, None, NO_TRANSFORM
 
-    @user_errors
-    def on_run(spec: PairSpec | None, text: str, mode_: str, gold_: str, max_new: float):
+    @run_msg
+    def on_run(spec: PairSpec | None, text: str, mode_: str, gold_: str, max_new: float, request: gr.Request):
         pair = require_pair(lab, spec)
         full = build_prompt(pair, text, mode_ == RAW, lim.max_prompt_chars)
-        outputs, empty = ("", ""), pd.DataFrame(columns=SCORE_COLUMNS)
-        yield full, "", "", empty
+        gold_ = gold_.strip()
+        outputs = ("", "")
+        yield full, "", "", compare_outputs("", "", gold_)
         for outputs in stream_both(pair, full, int(min(max_new, lim.max_new_tokens))):
-            yield full, outputs[0], outputs[1], gr.skip()
-        yield full, outputs[0], outputs[1], gold_scores(pair, full, outputs, gold_.strip()) if gold_.strip() else empty
+            yield full, outputs[0], outputs[1], compare_outputs(*outputs, gold_)
+        scores = gold_scores(pair, full, outputs, gold_) if gold_ else None
+        yield full, outputs[0], outputs[1], compare_outputs(*outputs, gold_, scores)
 
-    @user_errors
-    def on_transform(audit: str, transform: str, spec: PairSpec | None, fact_id: str | None, original_: str,
-                     text: str, gold_: str, active_: tuple | None):
-        start = original_ or text
-        fact_, related = probe_fact(fact_id, start, gold_)
-        variants = rewrites(audit, require_pair(lab, spec), fact_, related, transform)
-        chosen, index = next_variant(variants, active_, (audit, transform))
-        note = f"Active transform: **{audit} · {transform}** (variant {index + 1} of {len(variants)}), " \
-               f"from the original question: _{start.strip()}_"
-        return chosen.text, RAW if chosen.raw else QUESTION, start, (audit, transform, index), note
+    def transform(audit: str, name: str):
+        """The handler of one transform button (Gradio passes the request only to a plain signature)."""
 
-    @user_errors
-    def on_attribute(spec: PairSpec | None, sent_: str, gold_: str, base_output: str, methods_: list[str]):
+        @transform_msg
+        def on_transform(spec: PairSpec | None, fact_id: str | None, original_: str, text: str, gold_: str,
+                         active_: tuple | None, request: gr.Request):
+            start = original_ or text
+            fact_, related = probe_fact(fact_id, start, gold_)
+            variants = rewrites(audit, require_pair(lab, spec), fact_, related, name)
+            chosen, index = next_variant(variants, active_, (audit, name))
+            note = active_text(audit, name, index, len(variants), start)
+            return chosen.text, RAW if chosen.raw else QUESTION, start, (audit, name, index), note
+
+        return on_transform
+
+    def on_reset(original_: str, text: str):
+        return original_ or text, QUESTION, None, NO_TRANSFORM
+
+    @attribute_msg
+    def on_attribute(spec: PairSpec | None, sent_: str, gold_: str, base_output: str, methods_: list[str],
+                     request: gr.Request):
         attr = explain(require_pair(lab, spec), sent_, gold_.strip() or base_output.strip(), methods_)
-        return attribution_figure(attr)
+        return saliency_html(attr), styled(attribution_figure(attr))
 
     queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     fact.change(on_fact, fact, [prompt, gold, mode, original, active, active_note], queue=False,
                 api_visibility="private")
     prompt.input(on_typed, prompt, [original, active, active_note], queue=False, api_visibility="private")
     for (audit, name), button in buttons.items():
-        button.click(partial(on_transform, audit, name), [state, fact, original, prompt, gold, active],
-                     [prompt, mode, original, active, active_note], api_visibility="private", **queued)
-    attribute.click(on_attribute, [state, sent, gold, out_base, methods], attribution, api_name="attribute",
-                    **queued)
-    event = run.click(on_run, [state, prompt, mode, gold, tokens], [sent, out_base, out_unl, scores],
-                      api_name="probe", **queued)
+        transform_msg.watch(button.click(
+            transform(audit, name), [state, fact, original, prompt, gold, active],
+            [prompt, mode, original, active, active_note], api_visibility="private", **transform_msg.events,
+            **queued))
+    reset.click(on_reset, [original, prompt], [prompt, mode, active, active_note], queue=False,
+                api_visibility="private")
+    attribute_msg.watch(attribute.click(on_attribute, [state, sent, gold, out_base, methods], [saliency, attribution],
+                                        api_name="attribute", **attribute_msg.events, **queued))
+    event = run_msg.watch(run.click(on_run, [state, prompt, mode, gold, tokens], [sent, out_base, out_unl, compare],
+                                    api_name="probe", **run_msg.events, **queued))
     stop.click(None, cancels=[event], queue=False)
-    return fact
+    return ProbeInputs(fact, prompt, mode, gold, original, active, active_note)

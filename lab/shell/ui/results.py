@@ -30,9 +30,13 @@ def runs_frame(store: Store, text: str = "", status: str = ALL) -> pd.DataFrame:
 
 
 def run_items(store: Store, run_id: str, audit: str = ALL, split: str = ALL,
-              recovered_only: bool = False) -> pd.DataFrame:
-    """The run's items, filtered, with a ``#`` column that names each row for the detail view."""
+              recovered_only: bool = False, fact: str = "") -> pd.DataFrame:
+    """The run's items, filtered (``fact``: part of a fact id), with a ``#`` column that names each row for
+    the detail view and the URL."""
     items = store.items(run_id)
+    fact = (fact or "").strip()
+    if fact:
+        items = items[items["fact_id"].astype(str).str.contains(fact, regex=False)]
     if audit != ALL:
         items = items[items["audit"] == audit]
     if split != ALL:
@@ -54,6 +58,15 @@ def scratch_path(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix="lab-")) / name
 
 
-def export_file(store: Store, run_id: str, fmt: str) -> str:
-    """Write the run's items in ``fmt`` to a fresh temporary file and return its path."""
-    return str(store.export(run_id, fmt, scratch_path(f"{run_id}.{fmt}")))
+def export_file(store: Store, run_id: str, fmt: str, items: pd.DataFrame | None = None) -> str:
+    """Write the run's items in ``fmt`` to a fresh temporary file and return its path: the rows ``items``
+    holds (the filters on screen, every matching row, not only those shown) or, without it, all of them."""
+    rows = None if items is None else items.drop(columns="#", errors="ignore")
+    suffix = "" if items is None else "-filtered"
+    return str(store.export(run_id, fmt, scratch_path(f"{run_id}{suffix}.{fmt}"), items=rows))
+
+
+def sweep_choices(store: Store) -> list[tuple[str, str]]:
+    """Stored sweeps for a picker, newest first: ``sweep-… · complete · 4 of 4 pairs``."""
+    sweeps = store.sweeps().iloc[::-1]
+    return [(f"{r.sweep_id} · {r.status} · {r.completed} of {r.pairs} pairs", r.sweep_id) for r in sweeps.itertuples()]

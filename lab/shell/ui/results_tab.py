@@ -1,16 +1,49 @@
-"""Results tab: every stored run, filtered and compared, down to each prompt and both outputs."""
+"""Results tab: every stored run, filtered and compared, down to each prompt and both outputs; and the
+leaderboard of a stored sweep.
+
+Runs: pick one (and others to compare): the verdict grid puts them side by
+side as models x audits, the metrics table beside it; the items below follow
+the filters (audit, split, fact, recovered only), the download carries exactly
+the filtered rows, and a selected item opens in full, diffed, with "Replay in
+Probe".  The address bar follows the run, fact and item (:mod:`lab.shell.ui.links`).
+
+Leaderboard: one sweep's checkpoints x audits (:mod:`lab.shell.report.leaderboard`),
+with the release gate at the chosen threshold and the same report as
+``python -m lab report --sweep``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 
+from lab.core.errors import LabError
 from lab.core.store import EXPORT_FORMATS
+from lab.shell.report import FORMATS
+from lab.shell.report.grid import grid_html, lab_link
+from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
+from lab.shell.report.sweep_report import write_sweep_report
 from lab.shell.ui import results
-from lab.shell.ui.feedback import user_errors
+from lab.shell.ui.board import board_values, board_view
+from lab.shell.ui.feedback import Beside
+from lab.shell.ui.links import LEADERBOARD_TITLE, params_js
 from lab.shell.ui.plots import run_plots
 from lab.shell.ui.session import Lab
 from lab.shell.ui.views import ITEM_COLUMNS, ITEM_WIDTHS, compare_frame, item_detail, run_summary
+
+
+@dataclass
+class ResultsHooks:
+    """What the app wires across tabs and to the URL."""
+
+    run: gr.Dropdown
+    fact: gr.Textbox
+    item: gr.Number  # the selected row's number, or one the URL asked for (hidden)
+    items: gr.State  # the filtered items (full rows)
+    sweep: gr.Dropdown
+    replay: gr.Button
 
 
 def run_dropdown(frame: pd.DataFrame, current: str | None) -> gr.Dropdown:
@@ -20,85 +53,169 @@ def run_dropdown(frame: pd.DataFrame, current: str | None) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, value=current if current in ids else (ids[0] if ids else None))
 
 
-def build(lab: Lab, tab: gr.Tab) -> None:
-    """The tab's content; its runs reload whenever the tab is opened."""
-    gr.Markdown("Runs stored in DuckDB. Pick a run to see its numbers, plots and every item; "
-                "pick several to compare.", elem_classes="tab-intro")
+def build(lab: Lab, tab: gr.Tab) -> ResultsHooks:
+    """The tab's content; its runs and sweeps reload whenever the tab is opened."""
+    gr.Markdown("Runs stored in DuckDB. Pick a run to see its verdict, numbers, plots and every item; "
+                "pick several to compare; open a sweep's leaderboard.", elem_classes="tab-intro")
+    with gr.Tabs(elem_id="results-views"):
+        with gr.Tab("Runs", id="runs", elem_id="results-runs-tab"):
+            hooks = _runs(lab, tab)
+        with gr.Tab(LEADERBOARD_TITLE, id="leaderboard", elem_id="results-leaderboard-tab"):
+            sweep = _leaderboard(lab, tab)
+    return ResultsHooks(hooks[0], hooks[1], hooks[2], hooks[3], sweep, hooks[4])
+
+
+def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr.State, gr.Button]:
     run_id = gr.State(None)
     items_state = gr.State(None)
-    with gr.Row(equal_height=False):
+    # The selected row's number: a hidden field, not a State, so the browser can put it into the URL.
+    item_state = gr.Number(None, precision=0, visible="hidden", elem_id="results-item-index")
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
         text = gr.Textbox(label="Filter (run id, model or audit)", scale=4, elem_id="results-filter")
         status = gr.Dropdown(results.STATUSES, value=results.ALL, label="Status", scale=2, elem_id="results-status")
         refresh = gr.Button("Refresh", scale=1, elem_id="results-refresh")
     runs = gr.Dataframe(results.runs_frame(lab.store).head(0), label="Runs (newest first)", interactive=False,
-                        max_height=260, elem_id="results-runs")
-    with gr.Row(equal_height=True):
+                        max_height=260, elem_id="results-runs", elem_classes="scroll-table")
+    with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
         run = gr.Dropdown(label="Run", scale=3, elem_id="results-run")
         compare = gr.Dropdown(label="Compare with", multiselect=True, scale=3, elem_id="results-compare")
-        fmt = gr.Radio(list(EXPORT_FORMATS), value="parquet", label="Items file", scale=2, elem_id="results-format")
-        with gr.Column(scale=1, min_width=150):
-            export = gr.Button("Prepare download", elem_id="results-export")
-            download = gr.DownloadButton("Download", visible=False, variant="primary", elem_id="results-download")
+    run_msg = Beside("results-run")
     summary = gr.Markdown(elem_id="results-summary")
-    metrics = gr.Dataframe(compare_frame(lab.store, []), label="Metrics (one column per run)", interactive=False,
-                           elem_id="results-metrics")
-    with gr.Row(equal_height=True):
+    verdict = gr.HTML(elem_id="results-verdict")
+    with gr.Accordion("Every metric (one column per run)", open=False, elem_id="results-metrics-box"):
+        metrics = gr.Dataframe(compare_frame(lab.store, []), interactive=False, elem_id="results-metrics",
+                               elem_classes="scroll-table")
+    with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
         audit = gr.Dropdown([results.ALL], value=results.ALL, label="Audit", elem_id="results-audit")
         split = gr.Dropdown([results.ALL, "forget", "retain", "holdout"], value=results.ALL, label="Split",
                             elem_id="results-split")
+        fact = gr.Textbox(label="Fact id contains", elem_id="results-fact")
         recovered = gr.Checkbox(False, label="Recovered only", elem_id="results-recovered")
+    items_msg = Beside("results-items")
+    count = gr.Markdown(elem_id="results-count")
     items = gr.Dataframe(pd.DataFrame(columns=ITEM_COLUMNS), label="Items (select a row for the full record)",
                          interactive=False, wrap=True, max_height=420, column_widths=ITEM_WIDTHS,
-                         elem_id="results-items")
+                         pinned_columns=1, elem_id="results-items", elem_classes="scroll-table")
     detail = gr.HTML(elem_id="results-item")
+    replay = gr.Button("Replay in Probe", visible=False, size="sm", elem_id="results-replay")
+    with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
+        fmt = gr.Radio(list(EXPORT_FORMATS), value="parquet", label="Download the filtered items as", scale=3,
+                       elem_id="results-format")
+        with gr.Column(scale=1, min_width=150):
+            export = gr.Button("Prepare download", elem_id="results-export")
+            download = gr.DownloadButton("Download", visible=False, variant="primary", elem_id="results-download")
+    export_msg = Beside("results-export")
     with gr.Column(elem_id="results-plots"):
         run_plots(lab, run_id, "results-plots")
 
-    @user_errors
-    def on_refresh(text_: str, status_: str, current: str | None):
+    @run_msg
+    def on_refresh(text_: str, status_: str, current: str | None, request: gr.Request):
         frame = results.runs_frame(lab.store, text_, status_)
         picker = run_dropdown(frame, current)
         return frame, picker, gr.Dropdown(choices=picker.choices)
 
-    @user_errors
-    def on_run(run_id_: str | None, compare_: list[str] | None):
+    @run_msg
+    def on_run(run_id_: str | None, compare_: list[str] | None, request: gr.Request):
         if not run_id_:
-            return None, "", None, gr.Dropdown(choices=[results.ALL], value=results.ALL)
+            return None, "", "", None, gr.Dropdown(choices=[results.ALL], value=results.ALL)
         audits = [results.ALL] + list(lab.store.audits(run_id_)["audit"])
         chosen = [run_id_] + [r for r in compare_ or [] if r != run_id_]
-        return (run_id_, run_summary(lab.store, run_id_), compare_frame(lab.store, chosen),
-                gr.Dropdown(choices=audits, value=results.ALL))
+        board = collect_runs(lab.store, chosen)
+        return (run_id_, run_summary(lab.store, run_id_), grid_html(board, link=lab_link),
+                compare_frame(lab.store, chosen), gr.Dropdown(choices=audits, value=results.ALL))
 
-    @user_errors
-    def on_items(run_id_: str | None, audit_: str, split_: str, recovered_: bool):
+    def item_view(frame: pd.DataFrame | None, item_: float | None):
+        """The selected item in full and the replay button, or nothing when no row is picked."""
+        picked = frame is not None and item_ is not None and 0 <= item_ < len(frame)
+        return (item_detail(frame.iloc[int(item_)]) if picked else ""), gr.Button(visible=picked)
+
+    @items_msg
+    def on_items(run_id_: str | None, audit_: str, split_: str, recovered_: bool, fact_: str, item_: float | None,
+                 request: gr.Request):
         if not run_id_:
-            return None, None, ""
-        frame = results.run_items(lab.store, run_id_, audit_, split_, recovered_)
-        return frame, results.shown(frame), ""
+            return None, None, "", "", gr.Button(visible=False)
+        frame = results.run_items(lab.store, run_id_, audit_, split_, recovered_, fact_)
+        shown = f"{len(frame)} items match" + (f" (the first {results.MAX_SHOWN_ITEMS} shown; the download has "
+                                               "all)" if len(frame) > results.MAX_SHOWN_ITEMS else "")
+        return (frame, results.shown(frame), shown, *item_view(frame, item_))
 
-    @user_errors
-    def on_select(frame: pd.DataFrame | None, event: gr.SelectData):
-        if frame is None or not event.row_value:
-            return ""
-        return item_detail(frame.iloc[int(event.row_value[0])])
+    def on_select(event: gr.SelectData):
+        return int(event.row_value[0]) if event.row_value else None
 
-    @user_errors
-    def on_export(run_id_: str | None, fmt_: str):
+    @export_msg
+    def on_export(run_id_: str | None, frame: pd.DataFrame | None, fmt_: str, request: gr.Request):
         if not run_id_:
-            raise gr.Error("pick a run first", print_exception=False)
-        path = results.export_file(lab.store, run_id_, fmt_)
-        return gr.DownloadButton(f"Download .{fmt_}", value=path, visible=True)
+            raise LabError("pick a run first")
+        path = results.export_file(lab.store, run_id_, fmt_, frame)
+        rows = "all items" if frame is None else f"{len(frame)} items"
+        return gr.DownloadButton(f"Download .{fmt_} ({rows})", value=path, visible=True)
 
     refresh_inputs, refresh_outputs = [text, status, run], [runs, run, compare]
-    refresh.click(on_refresh, refresh_inputs, refresh_outputs, api_name="runs")
-    gr.on([tab.select, text.submit, status.change], on_refresh, refresh_inputs, refresh_outputs,
-          api_visibility="private")
-    item_inputs, item_outputs = [run_id, audit, split, recovered], [items_state, items, detail]
-    gr.on([run.change, compare.change], on_run, [run, compare], [run_id, summary, metrics, audit],
-          api_visibility="private").then(on_items, item_inputs, item_outputs, api_visibility="private")
-    gr.on([audit.change, split.change, recovered.change], on_items, item_inputs, item_outputs,
-          api_visibility="private")
-    items.select(on_select, items_state, detail, api_visibility="private")
-    export.click(on_export, [run, fmt], download, api_name="export_items")
-    gr.on([run.change, fmt.change], lambda: gr.DownloadButton(visible=False), None, download, queue=False,
-          api_visibility="private")
+    run_msg.watch(refresh.click(on_refresh, refresh_inputs, refresh_outputs, api_name="runs", **run_msg.events))
+    run_msg.watch(gr.on([tab.select, text.submit, status.change], on_refresh, refresh_inputs, refresh_outputs,
+                        api_visibility="private", **run_msg.events))
+    item_inputs = [run_id, audit, split, recovered, fact, item_state]
+    item_outputs = [items_state, items, count, detail, replay]
+    run_msg.watch(gr.on([run.change, compare.change], on_run, [run, compare], [run_id, summary, verdict, metrics, audit],
+                        api_visibility="private", **run_msg.events)).then(
+        on_items, item_inputs, item_outputs, api_visibility="private", **items_msg.events)
+    run.input(None, run, None, js=params_js(["run", "item"], {"tab": "results"}))
+    filtered = items_msg.watch(gr.on([audit.input, split.input, recovered.input, fact.submit],
+                                     lambda: None, None, item_state, queue=False, api_visibility="private").then(
+        on_items, item_inputs, item_outputs, api_visibility="private", **items_msg.events))
+    filtered.then(None, fact, None, js=params_js(["fact", "item"]))
+    items.select(on_select, None, item_state, api_visibility="private").then(
+        None, [run, fact, item_state], None, js=params_js(["run", "fact", "item"], {"tab": "results"}))
+    # The item shows whichever way it was picked (a row, or the URL while the items were still loading).
+    item_state.change(item_view, [items_state, item_state], [detail, replay], api_visibility="private")
+    export_msg.watch(export.click(on_export, [run_id, items_state, fmt], download, api_name="export_items",
+                                  **export_msg.events))
+    gr.on([run.change, fmt.change, audit.change, split.change, recovered.change, fact.submit],
+          lambda: gr.DownloadButton(visible=False), None, download, queue=False, api_visibility="private")
+    return run, fact, item_state, items_state, replay
+
+
+def _leaderboard(lab: Lab, tab: gr.Tab) -> gr.Dropdown:
+    gr.Markdown("A sweep audits one base against many unlearned checkpoints (`python -m lab sweep SPEC`, or the "
+                "Verdicts tab). Each row is a checkpoint; the release gate fails a checkpoint whose raw recovery "
+                "rate exceeds the threshold.", elem_classes="tab-intro")
+    with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
+        sweep = gr.Dropdown(label="Sweep", scale=4, elem_id="results-sweep")
+        gate = gr.Slider(0, 100, value=round(100 * GATE), step=1, label="Release gate: fail above (% recovered)",
+                         scale=2, elem_id="results-gate")
+    sweep_msg = Beside("results-sweep")
+    view = board_view("results-board")
+    with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
+        fmt = gr.Radio(list(FORMATS), value="html", label="Leaderboard report", scale=3, elem_id="results-board-format")
+        with gr.Column(scale=1, min_width=150):
+            export = gr.Button("Export leaderboard", elem_id="results-board-export")
+            download = gr.DownloadButton("Download", visible=False, variant="primary",
+                                         elem_id="results-board-download")
+
+    @sweep_msg
+    def on_open(current: str | None, request: gr.Request):
+        choices = results.sweep_choices(lab.store)
+        ids = [c[1] for c in choices]
+        return gr.Dropdown(choices=choices, value=current if current in ids else (ids[0] if ids else None))
+
+    @sweep_msg
+    def on_sweep(sweep_id: str | None, gate_: float, request: gr.Request):
+        return board_values(collect_sweep(lab.store, sweep_id, gate_ / 100) if sweep_id else None)
+
+    @sweep_msg
+    def on_export(sweep_id: str | None, gate_: float, fmt_: str, request: gr.Request):
+        if not sweep_id:
+            raise LabError("pick a sweep first")
+        path = write_sweep_report(lab.store, sweep_id, fmt_, results.scratch_path(f"leaderboard-{sweep_id}.{fmt_}"),
+                                  gate_ / 100)
+        return gr.DownloadButton(f"Download .{fmt_}", value=str(path), visible=True)
+
+    sweep_msg.watch(tab.select(on_open, sweep, sweep, api_visibility="private", **sweep_msg.events))
+    sweep_msg.watch(gr.on([sweep.change, gate.release], on_sweep, [sweep, gate], view.outputs, api_name="leaderboard",
+                          **sweep_msg.events))
+    sweep.input(None, sweep, None, js=params_js(["sweep"], {"tab": "results"}))
+    sweep_msg.watch(export.click(on_export, [sweep, gate, fmt], download, api_visibility="private",
+                                 **sweep_msg.events))
+    gr.on([sweep.change, fmt.change, gate.release], lambda: gr.DownloadButton(visible=False), None, download,
+          queue=False, api_visibility="private")
+    return sweep

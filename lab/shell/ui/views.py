@@ -24,11 +24,12 @@ from lab.core.engine import Engine
 from lab.core.facts import FactSet
 from lab.core.models import ModelPair, tokenizer_mismatch
 from lab.core.store import Store
+from lab.shell.report.style import styled
+from lab.shell.ui.diff import Scored, compare_outputs
+from lab.shell.verdict import run_label
 
 log = logging.getLogger("lab.shell.ui")
-MODEL_COLORS = {"base": "#4f46e5", "unlearned": "#e11d48"}
-PLOT_LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=50, b=40), height=340,
-                   font=dict(family="Inter, ui-sans-serif, system-ui, sans-serif", size=12))
+PLOT_HEIGHT = 360
 
 
 def human_count(n: int) -> str:
@@ -65,8 +66,8 @@ MANIFEST_COLUMNS = ["model", "forget", "retain", "holdout"]
 
 
 def manifest_frame(manifest: dict[str, Any] | None) -> pd.DataFrame:
-    """The demo's measured greedy accuracy per model and split (what the build recorded)."""
-    rows = [{"model": name, **{s: round(v, 3) for s, v in acc.items()}}
+    """The demo's measured greedy accuracy per model and split (what the build recorded), in percent."""
+    rows = [{"model": name, **{s: f"{v:.0%}" for s, v in acc.items()}}
             for name, acc in (manifest or {}).get("accuracy", {}).items()]
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
@@ -99,22 +100,26 @@ def metrics_frame(metrics: dict[str, dict[str, float | None]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["audit", "metric", "value", "95% low", "95% high"])
 
 
-def verdicts_markdown(metrics: dict[str, dict[str, float | None]]) -> str:
-    """Each audit's one-line verdict (the audit's own ``verdict``)."""
-    return "\n".join(f"- **{audit}**: {get_audit(audit)().verdict(values)}" for audit, values in metrics.items())
+def audit_statuses(store: Store, run_id: str) -> dict[str, str]:
+    """Every audit the run planned, with its stored status (``not run`` for one it never reached)."""
+    run = store.run(run_id)
+    planned = [a for a in str(run.get("audits") or "").split(",") if a]
+    statuses = {a: "not run" for a in planned}
+    statuses.update(zip(store.audits(run_id)["audit"], store.audits(run_id)["status"]))
+    return statuses
 
 
 def run_summary(store: Store, run_id: str) -> str:
+    """The run's status as people read it (a run where 8 of 9 audits finished is partial, not failed),
+    what failed and why, and each finished audit's own one-line verdict."""
     run = store.run(run_id)
     audits = store.audits(run_id)
-    failed = audits[audits["status"] != "complete"]
-    lines = [f"### Run `{run_id}`: {run['status']}",
+    lines = [f"### Run `{run_id}`: {run_label(run['status'], audit_statuses(store, run_id))}",
              f"{run['base_ref']} → {run['unlearned_ref']} · {len(store.items(run_id))} items stored"]
     lines += [f"- ✗ **{r.audit}** {r.status}: {str(r.error or '').splitlines()[0] if r.error else ''}"
-              for r in failed.itertuples()]
-    metrics = store.metrics_dict(run_id)
-    if metrics:
-        lines += ["", verdicts_markdown(metrics)]
+              for r in audits[~audits["status"].isin(["complete", "skipped"])].itertuples()]
+    lines += [f"- **{audit}**: {get_audit(audit)().verdict(values)}"
+              for audit, values in store.metrics_dict(run_id).items()]
     return "\n".join(lines)
 
 
@@ -139,17 +144,18 @@ def hit_rates_figure(audit: str, items: pd.DataFrame) -> go.Figure | None:
     fig = go.Figure()
     for model in ("base", "unlearned"):
         rates = items[f"hit_{model}"].astype("float").groupby(group).mean()
-        fig.add_bar(x=list(rates.index), y=list(rates.values), name=model, marker_color=MODEL_COLORS[model],
+        fig.add_bar(x=list(rates.index), y=list(rates.values), name=model,
                     text=[f"{v:.0%}" for v in rates.values], textposition="outside")
     fig.update_layout(title=f"{audit}: answers that hit the gold answer", barmode="group",
-                      yaxis=dict(title="hit rate", range=[0, 1.12], tickformat=".0%"), **PLOT_LAYOUT)
+                      yaxis=dict(title="hit rate", range=[0, 1.12], tickformat=".0%"))
     return fig
 
 
-def run_figures(store: Store, run_id: str) -> list[tuple[str, go.Figure]]:
-    """Every figure of a run: each audit's own, or the generic hit-rate chart for an audit without any."""
+def run_figures(store: Store, run_id: str) -> dict[str, list[tuple[str, go.Figure]]]:
+    """Every figure of a run, grouped per audit and styled (:func:`lab.shell.report.style.styled`):
+    each audit's own, or the generic hit-rate chart for an audit without any."""
     artifacts = store.artifacts(run_id)
-    out: list[tuple[str, go.Figure]] = []
+    out: dict[str, list[tuple[str, go.Figure]]] = {}
     for audit in store.audits(run_id)["audit"]:
         items = store.items(run_id, audit)
         try:
@@ -160,7 +166,8 @@ def run_figures(store: Store, run_id: str) -> list[tuple[str, go.Figure]]:
         generic = None if figures else hit_rates_figure(audit, items)
         if generic is not None:
             figures = {"hit rates": generic}
-        out += [(f"{audit} · {name}", fig) for name, fig in figures.items()]
+        if figures:
+            out[audit] = [(name, styled(fig, PLOT_HEIGHT)) for name, fig in figures.items()]
     return out
 
 
@@ -179,28 +186,34 @@ def show_cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
 
 
+def _number(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def item_scores(row: pd.Series) -> dict[str, Scored]:
+    """Each model's stored scores of one item, for the diff view's badges."""
+    return {model: Scored(None if pd.isna(row[f"hit_{model}"]) else bool(row[f"hit_{model}"]),
+                          _number(row[f"rouge_{model}"]), _number(row[f"logprob_{model}"]))
+            for model in ("base", "unlearned")}
+
+
 def item_detail(row: pd.Series) -> str:
-    """One stored item in full: prompt, gold answer, both outputs and every score (HTML-escaped)."""
+    """One stored item in full: prompt, gold answer, both outputs diffed word by word with their scores
+    (:func:`lab.shell.ui.diff.compare_outputs`), whether the attack recovered it, and its extra fields."""
     extra = row.get("extra")
     has_extra = isinstance(extra, str) and extra not in ("{}", "")
     extra_text = json.dumps(json.loads(extra), indent=1)[:2000] if has_extra else ""
+    recovered = row.get("recovered")
+    badge = ("" if recovered is None or pd.isna(recovered) else
+             "<span class='badge badge-miss'>recovered by the attack</span>" if recovered else
+             "<span class='badge badge-hit'>not recovered</span>")
     parts = [
         f"<div class='item-head'>{show_cell(row['audit'])} · {show_cell(row['fact_id'])} · {show_cell(row['split'])}"
-        f"{' · ' + show_cell(row['category']) if row.get('category') else ''}</div>",
+        f"{' · ' + show_cell(row['category']) if row.get('category') else ''} {badge}</div>",
         f"<div class='item-label'>Prompt</div><pre>{show_cell(row['prompt'])}</pre>",
-        f"<div class='item-label'>Gold answer</div><pre>{show_cell(row['answer'])}</pre>",
-        "<div class='item-pair'>",
+        compare_outputs(str(row["output_base"] or ""), str(row["output_unlearned"] or ""), str(row["answer"] or ""),
+                        item_scores(row)),
     ]
-    for model in ("base", "unlearned"):
-        parts.append(
-            f"<div class='item-side {model}'><div class='item-label'>{model}</div>"
-            f"<pre>{show_cell(row[f'output_{model}'])}</pre>"
-            f"<div class='item-scores'>hit {show_cell(row[f'hit_{model}'])}"
-            f" · ROUGE-L {show_cell(row[f'rouge_{model}'])}"
-            f" · answer log-prob {show_cell(row[f'logprob_{model}'])}</div></div>"
-        )
-    parts.append("</div>")
-    parts.append(f"<div class='item-scores'>recovered by the attack: {show_cell(row['recovered'])}</div>")
     if extra_text:
         parts.append(f"<div class='item-label'>Extra</div><pre>{html.escape(extra_text)}</pre>")
     return "<div class='item-detail'>" + "".join(parts) + "</div>"

@@ -1,0 +1,75 @@
+"""Long work (a run, a sweep) in a worker thread, its progress events streamed to a Gradio generator.
+
+The runner and the sweep report progress through callbacks on the thread that
+does the work; a Gradio handler streams to the page only by yielding.  This
+joins the two: :func:`in_background` runs ``work(emit)`` on a thread and
+yields every event it emits, then the work's result (a :class:`Finished`),
+or raises its error on the handler's thread, where the error boundary
+(:mod:`lab.shell.ui.feedback`) turns it into a message.  :func:`progress_html`
+draws one bar over the whole job (step k of n, elapsed, time left).
+"""
+
+from __future__ import annotations
+
+import html
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+R = TypeVar("R")
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class Finished(Generic[R]):
+    """The work's return value (the last thing :func:`in_background` yields)."""
+
+    value: R
+
+
+def in_background(work: Callable[[Callable[[Any], None]], R], name: str = "lab-job") -> Iterator[Any]:
+    """Run ``work(emit)`` on a thread; yield what it emits as it comes, then ``Finished(result)``."""
+    events: queue.Queue = queue.Queue()
+
+    def target() -> None:
+        try:
+            events.put(Finished(work(events.put)))
+        except BaseException as error:  # noqa: BLE001 - raised again on the reading thread
+            events.put(error)
+        finally:
+            events.put(_DONE)
+
+    threading.Thread(target=target, daemon=True, name=name).start()
+    while (item := events.get()) is not _DONE:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def clock(seconds: float) -> str:
+    """``1:05`` for 65 seconds (``1:02:05`` past an hour)."""
+    seconds = max(int(round(seconds)), 0)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def time_left(done: int, total: int, elapsed: float) -> str:
+    """The time left at the pace so far, or "" before the first step finished."""
+    if done <= 0 or done >= total:
+        return ""
+    return f"about {clock(elapsed / done * (total - done))} left"
+
+
+def progress_html(done: int, total: int, started: float, doing: str, unit: str = "audit") -> str:
+    """One bar over the whole job: ``audit 3 of 8 · npo: reasoning · 0:42 elapsed · about 1:10 left``."""
+    elapsed = time.monotonic() - started
+    share = done / total if total else 0.0
+    step = min(done + 1, total)
+    parts = [f"{unit} {step} of {total}" if done < total else f"{total} of {total} {unit}s done",
+             doing, f"{clock(elapsed)} elapsed", time_left(done, total, elapsed)]
+    text = " · ".join(html.escape(p) for p in parts if p)
+    return (f"<div class='lab-progress' role='progressbar' aria-valuemin='0' aria-valuemax='{total}' "
+            f"aria-valuenow='{done}'><div class='lab-progress-bar'><span style='width:{share:.1%}'></span></div>"
+            f"<div class='lab-progress-text'>{text}</div></div>")

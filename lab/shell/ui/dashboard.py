@@ -1,0 +1,129 @@
+"""The verdict dashboard's work: one base against several unlearned models in one action.
+
+It is a sweep (:func:`lab.shell.sweep.run_sweep`, every pair in this process),
+so it lands in the store exactly as ``python -m lab sweep`` would: one run per
+model, all carrying the sweep's id, and the Results tab's leaderboard and
+``python -m lab report --sweep`` reopen it later.
+
+The sweep runner reports whole pairs; the page wants to move on every audit.
+The store sees every audit begin and end, so the dashboard hands the sweep an
+:class:`Observed` store: the same store, which also tells the page (through
+``emit``) when a sweep, a run or an audit starts or ends.  :class:`Tally`
+turns those events into "audit k of n" over the whole dashboard.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lab.core.errors import LabError
+from lab.core.refs import DEMO_PREFIX
+from lab.core.store import Store
+from lab.shell.report.leaderboard import model_label
+from lab.shell.sweep import PairResult, SweepOutcome, SweepSpec, run_sweep
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the dashboard's sweep did: ``kind`` is sweep, run, audit (started) or done (an audit
+    ended with ``status``), or pair (a pair ended, maybe without ever running)."""
+
+    kind: str
+    run_id: str | None = None
+    model: str | None = None
+    audit: str | None = None
+    status: str | None = None
+
+
+class Observed:
+    """The store as the sweep uses it, reporting sweeps, runs and audits to ``emit`` as they begin and end."""
+
+    def __init__(self, store: Store, emit: Callable[[Event], None]):
+        self._store, self._emit = store, emit
+        self._models: dict[str, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def create_sweep(self, sweep_id: str, *args: Any, **kwargs: Any) -> None:
+        self._store.create_sweep(sweep_id, *args, **kwargs)
+        self._emit(Event("sweep", run_id=sweep_id))
+
+    def create_run(self, **kwargs: Any) -> str:
+        run_id = self._store.create_run(**kwargs)
+        self._models[run_id] = model_label(kwargs["unlearned"]["ref"])
+        self._emit(Event("run", run_id, self._models[run_id]))
+        return run_id
+
+    def start_audit(self, run_id: str, audit: str) -> None:
+        self._store.start_audit(run_id, audit)
+        self._emit(Event("audit", run_id, self._models.get(run_id), audit))
+
+    def finish_audit(self, run_id: str, audit: str, status: str, *args: Any, **kwargs: Any) -> None:
+        self._store.finish_audit(run_id, audit, status, *args, **kwargs)
+        self._emit(Event("done", run_id, self._models.get(run_id), audit, status))
+
+
+@dataclass
+class Tally:
+    """Audits done over the whole dashboard: each model's finished audits, a pair that ended counting whole."""
+
+    models: int
+    audits: int
+    finished: dict[str, int] = field(default_factory=dict)  # run id -> audits ended
+    pairs_ended: int = 0
+    runs_ended: set[str] = field(default_factory=set)
+    doing: str = "loading the models"
+
+    @property
+    def total(self) -> int:
+        return self.models * self.audits
+
+    @property
+    def done(self) -> int:
+        running = sum(n for run, n in self.finished.items() if run not in self.runs_ended)
+        return min(self.pairs_ended * self.audits + running, self.total)
+
+    def add(self, event: Event) -> None:
+        if event.kind == "audit":
+            self.doing = f"{event.model}: {event.audit}"
+        elif event.kind == "done" and event.run_id:
+            self.finished[event.run_id] = self.finished.get(event.run_id, 0) + 1
+        elif event.kind == "pair":
+            self.pairs_ended += 1
+            if event.run_id:
+                self.runs_ended.add(event.run_id)
+            self.doing = f"{event.model} {event.status}"
+
+
+def parse_models(chosen: list[str] | None, typed: str | None) -> list[str]:
+    """The unlearned models to audit: the demo models ticked (as ``demo:NAME``) and any typed references
+    (one per line or comma-separated), each once, in that order."""
+    refs = [f"{DEMO_PREFIX}{name}" for name in chosen or []]
+    refs += [part.strip() for line in (typed or "").splitlines() for part in line.split(",") if part.strip()]
+    unique = list(dict.fromkeys(refs))
+    if not unique:
+        raise LabError("pick at least one unlearned model to audit")
+    return unique
+
+
+def dashboard_spec(base: str, models: list[str], audits: list[str], reference: str | None, limit: int | None,
+                   max_new_tokens: int, facts: str | None, device: str = "auto") -> SweepSpec:
+    """The sweep the dashboard runs (checked by the sweep runner before anything is stored)."""
+    if not audits:
+        raise LabError("pick at least one audit")
+    reference = (reference or "").strip() or None
+    return SweepSpec(base=base.strip(), unlearned=models, audits=list(audits), facts=facts,
+                     reference=reference, limit=limit or None, device=device, max_new_tokens=max_new_tokens)
+
+
+def run_dashboard(store: Store, spec: SweepSpec, stop: threading.Event | None,
+                  emit: Callable[[Event], None]) -> SweepOutcome:
+    """Every model of ``spec`` against its base, in this process, each audit's start and end reported."""
+
+    def on_pair(result: PairResult, done: int, total: int) -> None:
+        emit(Event("pair", result.run_id, model_label(result.unlearned), status=result.status))
+
+    return run_sweep(spec, Observed(store, emit), stop=stop, on_pair=on_pair, local=True)  # type: ignore[arg-type]

@@ -1,0 +1,90 @@
+"""Links into the lab: the URL carries the tab, run, sweep, fact and item, so a result can be reopened.
+
+Reading: on page load, :func:`parse` turns the query (``?tab=results&run=run-…&fact=f12&item=3``) into a
+:class:`Link` and the app opens that place.  Writing: events that move somewhere run a small script in the
+browser (:func:`params_js`, through :data:`HEAD`'s ``labParams``) that updates the address bar with
+``history.replaceState`` — no reload, nothing sent to the server — so the address is always the way back.
+The verdict grid's and the report's links (:func:`lab.shell.report.grid.lab_link`) use the same parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+TABS = {"models": "Models", "verdicts": "Verdicts", "probe": "Probe", "audit": "Audit", "internals": "Internals",
+        "results": "Results", "report": "Report"}  # the URL's tab -> the tab's title
+PARAMS = ("tab", "run", "sweep", "fact", "item")
+
+# labParams(names, values): each name set to its value, or removed when the value is empty.  Only once the
+# page has opened the place its link names (OPEN_TAB_JS sets labOpened): events that fire while the page opens
+# (a tab's select on mount) must not overwrite the link before the server read it.
+HEAD = """<script>
+window.labOpened = false;
+window.labParams = function (names, values) {
+  if (!window.labOpened) return;
+  const url = new URL(window.location.href);
+  names.forEach(function (name, i) {
+    const v = values[i];
+    if (v === null || v === undefined || v === "" || (Array.isArray(v) && !v.length)) url.searchParams.delete(name);
+    else url.searchParams.set(name, String(v));
+  });
+  window.history.replaceState(null, "", url);
+};
+</script>"""
+
+
+# After the page opened (and the server filled the run, fact, item or sweep): open the tab the URL names, and
+# the leaderboard for a sweep, by clicking them as a user would, once their buttons exist.  On a narrow screen
+# Gradio folds tabs into its "More tabs" menu, whose buttons carry no id: those are found by their title.
+LEADERBOARD_TITLE = "Leaderboard (sweeps)"
+OPEN_TAB_JS = """() => {
+  const titles = TITLES;
+  const query = new URLSearchParams(window.location.search);
+  const clicks = [query.get("tab") && "tab-" + query.get("tab") + "-button",
+                  query.get("sweep") && "results-leaderboard-tab-button"].filter(Boolean);
+  const find = function (id) {
+    return document.getElementById(id) || Array.from(document.querySelectorAll(".overflow-dropdown button"))
+      .find(function (b) { return b.textContent.trim() === titles[id]; });
+  };
+  const next = function (tries) {
+    if (!clicks.length || tries > 50) { window.labOpened = true; return; }
+    const button = find(clicks[0]);
+    if (button) { button.click(); clicks.shift(); }
+    setTimeout(function () { next(tries + 1); }, 100);
+  };
+  next(0);
+}""".replace("TITLES", json.dumps({**{f"tab-{key}-button": title for key, title in TABS.items()},
+                                   "results-leaderboard-tab-button": LEADERBOARD_TITLE}))
+
+
+@dataclass(frozen=True)
+class Link:
+    """A place in the lab, from the URL's query (every field optional)."""
+
+    tab: str | None = None
+    run: str | None = None
+    sweep: str | None = None
+    fact: str | None = None
+    item: int | None = None
+
+
+def parse(query: Mapping[str, str]) -> Link:
+    """The place a URL names; unknown tabs and malformed items are dropped, never errors."""
+    def text(name: str) -> str | None:
+        value = str(query.get(name) or "").strip()
+        return value[:200] or None
+
+    tab = text("tab")
+    item = text("item")
+    return Link(tab=tab if tab in TABS else None, run=text("run"), sweep=text("sweep"), fact=text("fact"),
+                item=int(item) if item and item.isdigit() else None)
+
+
+def params_js(names: list[str], fixed: Mapping[str, str | None] | None = None) -> str:
+    """An event's browser-side ``js``: write its inputs (in the order of ``names``), then ``fixed``, into the URL."""
+    fixed = dict(fixed or {})
+    keys = json.dumps(list(names) + list(fixed))
+    extra = json.dumps(list(fixed.values()))
+    return f"(...values) => {{ window.labParams({keys}, values.slice(0, {len(names)}).concat({extra})); }}"

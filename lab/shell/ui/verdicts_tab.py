@@ -1,0 +1,115 @@
+"""Verdicts tab: one base against several unlearned models in one action, a verdict per model.
+
+One click runs the chosen audits on every chosen model (a sweep, see
+:mod:`lab.shell.ui.dashboard`) with one progress bar over the whole job
+(audit k of n, time left); the grid fills as each audit finishes: a row per
+model, a state per audit (forgotten / hidden / leaked, judged on the 95%
+interval, against the control when one is given), one sentence per model and
+its worst recovered facts one click away.  The same leaderboard reopens
+later in Results → Leaderboard and as ``python -m lab report --sweep ID``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from lab.core import settings
+from lab.core.batching import Cancelled
+from lab.core.policy import current as current_policy
+from lab.demo.build import read_manifest
+from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
+from lab.shell.ui import auditing
+from lab.shell.ui.background import Finished, in_background, progress_html
+from lab.shell.ui.board import board_values, board_view
+from lab.shell.ui.dashboard import Tally, dashboard_spec, parse_models, run_dashboard
+from lab.shell.ui.feedback import Beside
+from lab.shell.ui.session import DEMO_UNLEARNED, MODEL_QUEUE, Lab
+
+DEFAULT_MODELS = ["npo", "graddiff", "ga", "retrain"]  # the demo's three unlearners and the retrain control
+DEFAULT_AUDITS = ["direct", "reasoning", "keywords", "logit_lens"]
+DASHBOARD_LIMIT = 30  # facts per split by default: a verdict in about a minute on a laptop CPU
+
+
+def demo_models() -> list[str]:
+    """The unlearned models the built demo has (all the lab knows of before it is built)."""
+    manifest = read_manifest(settings.demo_dir()) or {}
+    built = [m for m in manifest.get("accuracy", {}) if m != "base"]
+    return [m for m in DEMO_UNLEARNED if m in built] or list(DEMO_UNLEARNED)
+
+
+def build(lab: Lab, tab: gr.Tab) -> gr.Button:
+    """The tab's content; returns its Run button."""
+    lim = current_policy()
+    names = auditing.available_audits()
+    gr.Markdown("Audit one base model against several unlearned models at once and get a verdict per model: "
+                "**forgotten** (nothing comes back), **hidden** (an attack brings answers back) or **leaked** "
+                "(it still answers directly).", elem_classes="tab-intro")
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
+        with gr.Column(scale=4, min_width=280):
+            base = gr.Textbox("demo:base", label="Base model", elem_id="verdicts-base")
+            models = gr.CheckboxGroup(DEMO_UNLEARNED, value=DEFAULT_MODELS, label="Unlearned demo models",
+                                      elem_id="verdicts-models")
+            typed = gr.Textbox(label="More unlearned models (Hugging Face ids or folders, one per line)", lines=2,
+                               elem_id="verdicts-more")
+            audits = gr.CheckboxGroup(names, value=[a for a in DEFAULT_AUDITS if a in names], label="Audits",
+                                      elem_id="verdicts-audits")
+            with gr.Row():
+                limit = gr.Number(lim.default_limit or DASHBOARD_LIMIT, label="Facts per split (0: all)",
+                                  precision=0, minimum=0, elem_id="verdicts-limit")
+                max_new = gr.Number(min(24, lim.max_new_tokens), label="Max new tokens", precision=0, minimum=1,
+                                    maximum=lim.max_new_tokens, elem_id="verdicts-max-tokens")
+            reference = gr.Textbox(label="Control model (optional, e.g. demo:retrain): cells are judged on the "
+                                         "rate beyond the control's", elem_id="verdicts-reference")
+            with gr.Row():
+                run = gr.Button("Audit every model", variant="primary", elem_id="verdicts-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="verdicts-stop")
+            run_msg = Beside("verdicts-run")
+        with gr.Column(scale=7, min_width=280):
+            progress = gr.HTML(elem_id="verdicts-progress")
+            status = gr.Markdown(elem_id="verdicts-status")
+            view = board_view("verdicts")
+
+    @run_msg
+    def on_run(base_, models_, typed_, audits_, limit_, max_new_, reference_, request: gr.Request):
+        spec = dashboard_spec(base_, parse_models(models_, typed_), audits_, reference_, int(limit_ or 0) or None,
+                              int(max_new_ or 24), None)
+        stop_event = lab.stop_event(request.session_hash)
+        tally, started, runs, sweep_id = Tally(len(spec.unlearned), len(spec.audits)), time.monotonic(), [], None
+        yield progress_html(0, tally.total, started, tally.doing), "Starting…", *board_values(None), \
+            gr.Button(interactive=False)
+        try:
+            for event in in_background(lambda emit: run_dashboard(lab.store, spec, stop_event, emit), "lab-sweep"):
+                if isinstance(event, Finished):
+                    break
+                tally.add(event)
+                sweep_id = event.run_id if event.kind == "sweep" else sweep_id
+                runs += [event.run_id] if event.kind == "run" else []
+                fresh = event.kind in ("done", "pair") and runs
+                yield (progress_html(tally.done, tally.total, started, tally.doing),
+                       f"Sweep `{sweep_id}`: {tally.done} of {tally.total} audits finished",
+                       *(board_values(collect_runs(lab.store, runs, GATE, "Verdicts so far")) if fresh
+                         else (gr.skip(),) * 3), gr.skip())
+        except Cancelled:
+            yield (progress_html(tally.done, tally.total, started, "stopped"),
+                   f"Stopped: sweep `{sweep_id}` is partial; every finished audit is kept.",
+                   *board_values(collect_runs(lab.store, runs, GATE) if runs else None), gr.skip())
+            return
+        board = collect_sweep(lab.store, sweep_id)
+        yield (progress_html(tally.total, tally.total, started, "finished"),
+               f"Sweep `{sweep_id}`: {board.sweep['status'] if board.sweep else 'done'} · reopen it in Results → "
+               f"Leaderboard or with `python -m lab report --sweep {sweep_id}`", *board_values(board), gr.skip())
+
+    outputs = [progress, status, *view.outputs, run]
+    started = run_msg.watch(run.click(on_run, [base, models, typed, audits, limit, max_new, reference], outputs,
+                                      api_name="verdicts", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
+                                      **run_msg.events))
+    started.then(lambda: gr.Button(interactive=True), None, run, queue=False, api_visibility="private")
+
+    def on_stop(request: gr.Request) -> None:
+        lab.stop(request.session_hash)
+
+    stop.click(on_stop, None, None, queue=False, api_visibility="private")
+    tab.select(lambda: gr.CheckboxGroup(choices=demo_models()), None, models, queue=False, api_visibility="private")
+    return run
