@@ -145,7 +145,7 @@ def test_bad_options_fail_when_built():
         build_options(SurrogatesOptions, "surrogates", {"embedder": "glove"})
 
 
-def test_surrogates_end_to_end(demo_env, tmp_path):
+def test_surrogates_end_to_end(demo_env, demo_all_facts, tmp_path):
     out, db = tmp_path / "out.json", tmp_path / "runs.duckdb"
     code = main(["audit", "--base", "demo:base", "--unlearned", "demo:npo", "--audits", "surrogates",
                  "--db", str(db), "--json", str(out), "--device", "cpu",
@@ -174,9 +174,12 @@ def test_surrogates_end_to_end(demo_env, tmp_path):
     # a reverse query's gold is the entity, and that is what it was scored against
     reverse = kept[kept.category == "reverse"]
     assert all(json.loads(e)["gold_field"] == "entity" for e in reverse.extra)
-    # recovery_rate is the shared rule: targets recovered under at least one surrogate
-    du = items[items.category == "du"]
+    # recovery_rate is the shared rule: targets (questions the base answers and the unlearned model misses;
+    # passages have no plain question) recovered under at least one surrogate
+    questions = {f.id for f in demo_all_facts if f.kind == "qa"}
+    du = items[(items.category == "du") & items.fact_id.isin(questions)]
     targets = set(du[(du.split == "forget") & du.hit_base & ~du.hit_unlearned].fact_id)
+    assert m["targets"] == len(targets)
     recovered = set(kept[kept.recovered.fillna(False).astype(bool)].fact_id)
     assert recovered <= targets
     assert m["recovery_rate"] == pytest.approx(len(recovered) / len(targets))
