@@ -5,6 +5,7 @@ import math
 import pytest
 
 from lab.core.batching import BatchPolicy, run_batched
+from lab.core.engine import shared_forwards
 from lab.core.errors import LabError
 from lab.core.models import load_engine, load_pair, pick_device
 from lab.core.refs import parse_ref
@@ -52,6 +53,36 @@ def test_batched_scores_match_a_loop(demo_pair, demo_facts):
     batched = engine.answer_logprobs(prompts, answers)
     looped = [engine.answer_logprobs([p], [a])[0] for p, a in zip(prompts, answers)]
     assert all(math.isclose(b, l, abs_tol=1e-4) for b, l in zip(batched, looped))
+
+
+def test_one_token_targets_share_one_forward_per_context(demo_pair, demo_facts):
+    """Four letters after one prompt: one forward row, the same log-probs as scoring each row alone."""
+    engine = demo_pair.base
+    rows, starts = [], []
+    for fact in demo_facts.facts[:5]:
+        prompt = engine.encode(qa_prompt(fact.question))
+        for letter in " A", " B", " C", " D":
+            target = engine.tokenizer.encode(letter, add_special_tokens=False)[-1:]
+            rows.append(prompt + target)
+            starts.append(len(prompt))
+    rows.append(rows[0] + rows[0][-1:])  # a two-token target is scored on its own
+    starts.append(starts[0])
+    forward, members = shared_forwards(rows, starts)
+    assert len(forward) == 6 and [len(m) for m in members] == [4] * 5 + [1]
+    assert engine.chunked_scoring is not None  # its one-time check runs before the count
+    seen: list[int] = []
+    embeddings = engine.model.get_input_embeddings()  # both scoring paths embed every forward row
+    hook = embeddings.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    try:
+        shared = engine.token_scores(rows, starts)
+    finally:
+        hook.remove()
+    assert seen == [6]  # one batch of the six forward rows
+    alone = [engine.token_scores([r], [s])[0] for r, s in zip(rows, starts)]
+    for a, b in zip(shared, alone):
+        assert len(a.logprobs) == len(b.logprobs)
+        assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(a.logprobs, b.logprobs))
+        assert list(a.greedy_match) == list(b.greedy_match)
 
 
 def test_batched_generation_matches_single(demo_pair, demo_facts):

@@ -149,12 +149,9 @@ class Backend:
     # ------------------------------------------------- scoring built on tokens
     def answer_scores(self, prompts: Sequence[str], answers: Sequence[str], desc: str | None = None) -> list[TokenScores]:
         """Log-probs of each answer's tokens after its prompt."""
-        rows, starts = [], []
-        for prompt, answer in zip(prompts, answers):
-            prefix, target = self.encode_continuation(prompt, answer)
-            rows.append(prefix + target)
-            starts.append(len(prefix))
-        return self.token_scores(rows, starts, desc=desc)
+        split = self.encoder.continuations(list(zip(prompts, answers)))
+        return self.token_scores([prefix + target for prefix, target in split], [len(prefix) for prefix, _ in split],
+                                 desc=desc)
 
     def answer_logprobs(self, prompts: Sequence[str], answers: Sequence[str], desc: str | None = None) -> list[float]:
         """Mean log-prob per answer token (length-normalized answer probability); NaN without log-probs."""

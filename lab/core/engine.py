@@ -69,6 +69,32 @@ def batch_policy(model: PreTrainedModel, device: torch.device) -> BatchPolicy:
     return BatchPolicy(max_tokens=max(512, min(cap, tokens)), max_rows=1024 if device.type == "cuda" else 128)
 
 
+def shared_forwards(rows: Sequence[Sequence[int]], starts: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+    """One forward row per distinct context, lm-evaluation-harness's grouping of continuations: rows equal but
+    for their last token, with the same target start, need one pass (their last token is read, never fed),
+    so four one-token letters after one question cost one row.  Returns the representative row of each pass
+    and the rows it scores."""
+    forward: list[int] = []
+    members: list[list[int]] = []
+    seen: dict[tuple, int] = {}
+    for i, (row, start) in enumerate(zip(rows, starts)):
+        key = (tuple(row[:-1]), start)
+        if key not in seen:
+            seen[key] = len(forward)
+            forward.append(i)
+            members.append([])
+        members[seen[key]].append(i)
+    return forward, members
+
+
+def scores_of(part: np.ndarray, distribution: bool) -> TokenScores:
+    """One row's columns from :func:`lab.core.logprobs.gather` as :class:`TokenScores`."""
+    scores = TokenScores(part[:, 0], greedy_match=part[:, 1].astype(bool))
+    if distribution:
+        scores.mu, scores.sigma = part[:, 2], part[:, 3]
+    return scores
+
+
 class Engine(Backend):
     """Batched generation and scoring for one local causal LM on one device: every capability."""
 
@@ -144,15 +170,15 @@ class Engine(Backend):
         self.info.extra["scoring"] = "chunked head" if agrees else "full logits (backbone + head differ)"
         return agrees
 
-    def _target_columns(self, ids: torch.Tensor, mask: torch.Tensor, wanted: torch.Tensor, targets: torch.Tensor,
-                        distribution: bool) -> torch.Tensor:
-        """[log p(target), argmax match, (mu, sigma)] per wanted position, never the full logits in float32."""
-        predictors = wanted[:, 1:]  # position t - 1 predicts token t
+    def _target_columns(self, ids: torch.Tensor, mask: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor],
+                        targets: torch.Tensor, distribution: bool) -> torch.Tensor:
+        """[log p(target), argmax match, (mu, sigma)] per (row, position) in ``at`` (a position may repeat, one
+        target each), never the full logits in float32."""
         if self.chunked_scoring:
             vocab = int(self.model.get_output_embeddings().weight.shape[0])
-            states = self._backbone_states(ids, mask)[:, :-1][predictors]
+            states = self._backbone_states(ids, mask)[at]
             return gather(states, targets, self._logits, chunk_rows(vocab), distribution)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][predictors]
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[at]
         return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1]), distribution)
 
     @torch.no_grad()
@@ -163,30 +189,42 @@ class Engine(Backend):
         distribution: bool = False,
         desc: str | None = None,
     ) -> list[TokenScores]:
-        """Teacher-forced log p(row[t] | row[:t]) for t >= starts[i], batched."""
+        """Teacher-forced log p(row[t] | row[:t]) for t >= starts[i], batched.
+
+        Rows that differ only in their last token (multiple-choice letters) share one forward pass, as
+        lm-evaluation-harness groups continuations by context: the same numbers, computed once per context.
+        """
         for row, start in zip(rows, starts):
             if not 1 <= start < len(row):
                 raise ValueError("every row needs a non-empty prefix and a non-empty target")
+        forward, members = shared_forwards(rows, starts)
 
-        def batch_fn(indices: list[int]) -> list[TokenScores]:
-            ids, mask = self._pad_right([rows[i] for i in indices])
-            # The positions that predict a target: t - 1 for every target token t.
-            wanted = torch.zeros_like(mask, dtype=torch.bool)
-            for j, i in enumerate(indices):
-                wanted[j, starts[i] : len(rows[i])] = True
-            targets = ids[wanted]
-            table = self._target_columns(ids, mask, wanted, targets, distribution).cpu().numpy()
-            bounds = np.cumsum([0] + [len(rows[i]) - starts[i] for i in indices])
-            out = []
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                part = table[a:b]
-                scores = TokenScores(part[:, 0], greedy_match=part[:, 1].astype(bool))
-                if distribution:
-                    scores.mu, scores.sigma = part[:, 2], part[:, 3]
-                out.append(scores)
+        def batch_fn(indices: list[int]) -> list[list[TokenScores]]:
+            ids, mask = self._pad_right([rows[forward[u]] for u in indices])
+            where, targets, spans = [], [], []
+            for j, u in enumerate(indices):
+                for i in members[u]:
+                    positions = range(starts[i], len(rows[i]))  # position t - 1 predicts token t
+                    where += [(j, t - 1) for t in positions]
+                    targets += [rows[i][t] for t in positions]
+                    spans.append(len(positions))
+            at = tuple(torch.tensor(c, device=ids.device) for c in zip(*where))
+            table = self._target_columns(ids, mask, at, torch.tensor(targets, device=ids.device),
+                                         distribution).cpu().numpy()
+            bounds = np.cumsum([0, *spans])
+            scores = [scores_of(table[a:b], distribution) for a, b in zip(bounds[:-1], bounds[1:])]
+            out, k = [], 0
+            for u in indices:
+                out.append(scores[k : k + len(members[u])])
+                k += len(members[u])
             return out
 
-        return self._batched([len(r) for r in rows], batch_fn, desc)
+        grouped = self._batched([len(rows[f]) for f in forward], batch_fn, desc)
+        result: list[TokenScores | None] = [None] * len(rows)
+        for group, scores in zip(members, grouped):
+            for i, score in zip(group, scores):
+                result[i] = score
+        return result  # type: ignore[return-value]
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None,

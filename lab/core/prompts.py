@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -90,23 +91,37 @@ class Encoder:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a prompt with BOS exactly once (when the tokenizer uses one), no EOS."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.encode_many([text])[0]
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` of many texts in one tokenizer call, each distinct text once (a multiple-choice
+        prompt repeats once per choice): tokenizing one at a time was a third of a scoring pass on CPU."""
+        unique = list(dict.fromkeys(texts))
+        encoded = self.tokenizer(unique, add_special_tokens=False)["input_ids"] if unique else []
         bos = self.tokenizer.bos_token_id
-        if self.adds_bos and (not ids or ids[0] != bos):
-            ids = [bos, *ids]
-        return ids
+        by_text = {text: [bos, *ids] if self.adds_bos and (not ids or ids[0] != bos) else ids
+                   for text, ids in zip(unique, encoded)}
+        return [list(by_text[text]) for text in texts]
 
     def continuation(self, prefix: str, target: str) -> tuple[list[int], list[int]]:
-        """Ids of ``prefix`` and of ``target`` as its continuation (joined by a space when neither has one).
+        """Ids of ``prefix`` and of ``target`` as its continuation (see :meth:`continuations`)."""
+        return self.continuations([(prefix, target)])[0]
+
+    def continuations(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """Ids of each ``prefix`` and of its ``target`` as its continuation (joined by a space when neither
+        has one), tokenized in one call.
 
         Encoded together and split at the prefix's own tokens (lm-evaluation-harness's rule); trailing
         spaces of the prefix move to the target.  Where a token spans the boundary, the split follows
         the character offsets: tokens that start in the target belong to it.
         """
-        context = prefix.rstrip(" ")
-        text = self.joined(prefix, target)
-        context_ids = self.encode(context)
-        whole = self.encode(text)
+        contexts = [prefix.rstrip(" ") for prefix, _ in pairs]
+        texts = [self.joined(prefix, target) for prefix, target in pairs]
+        return [self._split(context, text, context_ids, whole) for context, text, context_ids, whole
+                in zip(contexts, texts, self.encode_many(contexts), self.encode_many(texts))]
+
+    def _split(self, context: str, text: str, context_ids: list[int], whole: list[int]) -> tuple[list[int], list[int]]:
+        """``whole`` (the ids of ``text``) cut where ``context`` ends."""
         if len(whole) > len(context_ids) and whole[:len(context_ids)] == context_ids:
             return context_ids, whole[len(context_ids):]
         offsets = self.offsets(text)

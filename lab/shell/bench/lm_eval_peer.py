@@ -20,7 +20,7 @@ import numpy as np
 
 from audits import available, get_audit
 from audits.base import AuditContext
-from lab.core.engine import Engine
+from lab.core.engine import Engine, shared_forwards
 from lab.core.facts import Fact, FactSet
 from lab.core.models import ModelPair
 from lab.core.records import ItemRecord
@@ -113,10 +113,12 @@ def compare_multiple_choice(pair: ModelPair, facts: Sequence[Fact], count: int, 
     # Same token ids both ways (lm-eval's own split of context and continuation against ours).
     pairs = [(r.args[0], r.args[1]) for r in requests]
     theirs_ids = [models["base"]._encode_pair(c, x) for c, x in pairs]
-    same_ids = sum(tuple(map(list, t)) == tuple(pair.base.encode_continuation(c, x)) for t, (c, x) in
-                   zip(theirs_ids, pairs))
-    # lm-eval runs one forward per distinct context + continuation[:-1]: one per question for letters.
+    ours_ids = [pair.base.encode_continuation(c, x) for c, x in pairs]
+    same_ids = sum(tuple(map(list, t)) == tuple(o) for t, o in zip(theirs_ids, ours_ids))
+    # lm-eval runs one forward per distinct context + continuation[:-1]: one per question for letters;
+    # the engine shares a forward the same way (shared_forwards).
     forwards = len({tuple(ctx + cont[:-1]) for ctx, cont in theirs_ids})
+    ours_forwards = len(shared_forwards([c + x for c, x in ours_ids], [len(c) for c, _ in ours_ids])[0])
 
     accuracy, identical, worst = {}, 0, 0.0
     sizes = [len(r.extra["choices"]) for r in records]
@@ -145,5 +147,5 @@ def compare_multiple_choice(pair: ModelPair, facts: Sequence[Fact], count: int, 
                  "add_bos_token": pair.base.encoder.adds_bos, "models": list(engines), "accuracy": accuracy,
                  "identical_picks": identical, "picks": picks, "identical_token_ids": same_ids,
                  "requests": len(pairs), "max_abs_loglik_diff": worst,
-                 "rows_scored_per_model": {"ours": len(pairs), "lm_eval": forwards},
+                 "rows_scored_per_model": {"ours": ours_forwards, "lm_eval": forwards},
                  "prompt_example": records[0].prompt})

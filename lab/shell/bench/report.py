@@ -72,8 +72,8 @@ def _peer_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"  {c['name']}: theirs = {c['other']}")
         if c["name"] == LM_EVAL:
             rows = c["details"]["rows_scored_per_model"]
-            lines.append(f"    rows scored per model: ours {rows['ours']} (one per choice), lm-eval {rows['lm_eval']} "
-                         f"(its one-token continuation cache: one forward per question); "
+            lines.append(f"    forward rows per model: ours {rows['ours']}, lm-eval {rows['lm_eval']} (both share one "
+                         f"forward among one-token continuations of a context: one per question); "
                          f"add_bos_token={c['details']['add_bos_token']} on both sides")
         if c["name"] == GENERATE_LOOP:
             lines.append(f"    max_new_tokens {c['details']['max_new_tokens']} both sides; engine batches "
