@@ -127,3 +127,33 @@ def test_prompt_assembly_per_family(family_pairs, name):
         end_of_turn = [t for t in ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>") if t in family.extra_tokens]
         for token in end_of_turn:
             assert tok.convert_tokens_to_ids(token) in engine.encoder.stop_ids
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_decode_loop_matches_generate_per_family(family_pairs, name):
+    """The engine's own decode loop (finished rows leave the batch) gives the texts ``model.generate`` gives
+    on the same left-padded batch, on every family's attention, cache and position scheme."""
+    import torch
+
+    from lab.core.models import load_engine
+
+    pairs, facts = family_pairs
+    engine = load_engine(str(pairs[name][0]), device="cpu")
+    prompts = [engine.prompt(f.question) for f in facts.facts[:6]] + ["Ada", "Ada was born in the city of"]
+    ids, mask = engine._pad(engine.encoder.encode_many(prompts), left=True)
+
+    def hf_generate() -> tuple[list[str], torch.Tensor]:
+        with torch.no_grad():
+            out = engine.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS,
+                                        do_sample=False, pad_token_id=engine.pad_id,
+                                        eos_token_id=engine.encoder.stop_ids or None)
+        new = out[:, ids.shape[1]:]
+        return [t.strip() for t in engine.tokenizer.batch_decode(new, skip_special_tokens=True)], new
+
+    theirs, new = hf_generate()
+    assert engine.generate(prompts, NEW_TOKENS) == theirs
+    # A random model seldom says EOS: make two of its own tokens stops, so rows finish at different steps
+    engine.encoder.__dict__["stop_ids"] = [*engine.encoder.stop_ids, int(new[0, 2]), int(new[1, 5])]
+    theirs, new = hf_generate()
+    assert (new == engine.pad_id).any(dim=1).sum() >= 1  # some rows did stop early
+    assert engine.generate(prompts, NEW_TOKENS) == theirs

@@ -14,13 +14,14 @@ against the model's own logits.  Prompts and ids come from
 
 from __future__ import annotations
 
+import inspect
 import threading
 from functools import cached_property
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
 from lab.core.architecture import Architecture, LensReading, discover, layer_count, lens_readings, text_config
 from lab.core.batching import BatchPolicy, run_batched
@@ -87,6 +88,14 @@ def shared_forwards(rows: Sequence[Sequence[int]], starts: Sequence[int]) -> tup
     return forward, members
 
 
+def pick_tokens(logits: torch.Tensor, temperature: float, sampler: torch.Generator | None) -> torch.Tensor:
+    """The next token of each row: the argmax, or a draw from softmax(logits / temperature)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=sampler).squeeze(-1)
+
+
 def scores_of(part: np.ndarray, distribution: bool) -> TokenScores:
     """One row's columns from :func:`lab.core.logprobs.gather` as :class:`TokenScores`."""
     scores = TokenScores(part[:, 0], greedy_match=part[:, 1].astype(bool))
@@ -129,13 +138,16 @@ class Engine(Backend):
         with self.lock:
             return run_batched(lengths, batch_fn, self.policy, desc)
 
-    def _pad_right(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pad(self, rows: Sequence[Sequence[int]], left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids and attention mask of ``rows`` padded to one width: on the right for scoring, on the left for
+        generation (every row's last token in the last column)."""
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
+            cols = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, cols] = torch.as_tensor(row, dtype=torch.long)
+            mask[i, cols] = 1
         return ids.to(self.device), mask.to(self.device)
 
     def _backbone_states(self, ids: torch.Tensor, mask: torch.Tensor, all_layers: bool = False):
@@ -200,7 +212,7 @@ class Engine(Backend):
         forward, members = shared_forwards(rows, starts)
 
         def batch_fn(indices: list[int]) -> list[list[TokenScores]]:
-            ids, mask = self._pad_right([rows[forward[u]] for u in indices])
+            ids, mask = self._pad([rows[forward[u]] for u in indices])
             where, targets, spans = [], [], []
             for j, u in enumerate(indices):
                 for i in members[u]:
@@ -230,32 +242,55 @@ class Engine(Backend):
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None,
                  temperature: float = 0.0, seed: int = 0) -> list[str]:
         """Continuations, batched with left padding: greedy, or sampled at ``temperature`` > 0 (seeded)."""
-        encoded = [self.encode(p) for p in prompts]
-        sampling = dict(do_sample=True, temperature=temperature, top_p=1.0) if temperature > 0 else \
-            dict(do_sample=False)
-        if temperature > 0:
-            torch.manual_seed(seed)
+        encoded = self.encoder.encode_many(prompts)
+        sampler = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
 
         def batch_fn(indices: list[int]) -> list[str]:
-            rows = [encoded[i] for i in indices]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, row in enumerate(rows):
-                ids[j, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
-                mask[j, width - len(row) :] = 1
-            out = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                max_new_tokens=max_new_tokens,
-                pad_token_id=self.pad_id,
-                eos_token_id=self.encoder.stop_ids or None,
-                **sampling,
-            )
-            return [t.strip() for t in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+            ids, mask = self._pad([encoded[i] for i in indices], left=True)
+            new = self._decode(ids, mask, max_new_tokens, temperature, sampler)
+            return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
         lengths = [len(r) + max_new_tokens for r in encoded]
         return self._batched(lengths, batch_fn, desc, new_tokens=max_new_tokens)
+
+    def _decode(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float,
+                sampler: torch.Generator | None) -> list[list[int]]:
+        """New tokens of each left-padded row, one KV-cached step at a time, until a stop token or the length.
+
+        A row that has stopped leaves the batch (its cache rows are dropped), so the last steps cost only the
+        rows still running; ``model.generate`` keeps finished rows in the batch, padded, to the end.  The
+        picks are the plain argmax (or a draw at ``temperature``): a checkpoint's generation_config penalties
+        are not applied, as on the remote backend.
+        """
+        stops = torch.tensor(self.encoder.stop_ids, dtype=torch.long, device=ids.device)
+        produced: list[list[int]] = [[] for _ in range(len(ids))]
+        alive = list(range(len(ids)))
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate: pads at 1, tokens from 0
+        cache = DynamicCache(config=self.model.config)
+        step_ids = ids
+        for step in range(max_new_tokens):
+            logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                                past_key_values=cache, use_cache=True, **self._last_logits).logits[:, -1]
+            picked = pick_tokens(logits, temperature, sampler)
+            for row, token in zip(alive, picked.tolist()):
+                produced[row].append(token)
+            running = ~torch.isin(picked, stops)
+            if step == max_new_tokens - 1 or not bool(running.any()):
+                break
+            if not bool(running.all()):
+                keep = running.nonzero().squeeze(-1)
+                cache.reorder_cache(keep)
+                alive = [alive[k] for k in keep.tolist()]
+                picked, mask, positions = picked[keep], mask[keep], positions[keep]
+            mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
+            positions = positions[:, -1:] + 1
+            step_ids = picked[:, None]
+        return produced
+
+    @cached_property
+    def _last_logits(self) -> dict[str, int]:
+        """``logits_to_keep=1`` where the model takes it (the head on the last position only, as generate does)."""
+        return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
 
     def stream(self, prompt: str, max_new_tokens: int = 48) -> Iterator[str]:
         """Greedy continuation of one prompt, yielded as the text grows."""
@@ -279,7 +314,7 @@ class Engine(Backend):
         encoded = [self.encode(p) for p in prompts]
 
         def batch_fn(indices: list[int]) -> list[torch.Tensor]:
-            ids, mask = self._pad_right([encoded[i] for i in indices])
+            ids, mask = self._pad([encoded[i] for i in indices])
             states = self._backbone_states(ids, mask, all_layers=True)
             stacked = torch.stack(states, dim=1)  # [batch, layers + 1, seq, hidden]
             return [stacked[j, :, len(encoded[i]) - 1].float().cpu() for j, i in enumerate(indices)]
@@ -297,7 +332,7 @@ class Engine(Backend):
         """Residual stream at every token of raw token rows, hidden-state index ``layer``: [len, hidden]."""
 
         def batch_fn(indices: list[int]) -> list[torch.Tensor]:
-            ids, mask = self._pad_right([rows[i] for i in indices])
+            ids, mask = self._pad([rows[i] for i in indices])
             states = self._backbone_states(ids, mask, all_layers=True)[layer]
             return [states[j, : len(rows[i])].float().cpu() for j, i in enumerate(indices)]
 
@@ -316,7 +351,7 @@ class Engine(Backend):
             starts.append(len(prefix))
 
         def batch_fn(indices: list[int]) -> list[LensReading]:
-            ids, mask = self._pad_right([rows[i] for i in indices])
+            ids, mask = self._pad([rows[i] for i in indices])
             hidden = self._backbone_states(ids, mask, all_layers=True)
             spans = [slice(starts[i] - 1, len(rows[i]) - 1) for i in indices]
             picked = torch.stack([torch.cat([h[j, span] for j, span in enumerate(spans)]) for h in hidden],
