@@ -38,17 +38,26 @@ def _mem(reading: dict[str, Any] | None) -> str:
     return text + (f" / cuda {reading['peak_cuda_mb']:.0f}" if reading.get("peak_cuda_mb") is not None else "")
 
 
+def _table(rows: list[dict[str, Any]], name: tuple[str, int], ours: tuple[str, int], other: tuple[str, int],
+           mem_ours: tuple[str, int], mem_other: tuple[str, int], ratio: str) -> list[str]:
+    """A comparison table: header and one line per comparison, columns as (title, width)."""
+    lines = [f"  {name[0]:<{name[1]}}{'items':>7}{ours[0]:>{ours[1]}}{other[0]:>{other[1]}}{'speedup':>9}  "
+             f"{mem_ours[0]:<{mem_ours[1]}}{mem_other[0]:<{mem_other[1]}}agreement"]
+    for c in rows:
+        memory = c.get("memory") or {}
+        lines.append(f"  {c['name']:<{name[1]}}{c['items']:>7}{c['batched_s']:>{ours[1]}.3f}"
+                     f"{c['loop_s']:>{other[1]}.3f}{c['speedup']:>8{ratio}}x  "
+                     f"{_mem(memory.get('ours')):<{mem_ours[1]}}{_mem(memory.get('other')):<{mem_other[1]}}"
+                     f"{c['agreement']}{'' if c['agrees'] else '  MISMATCH'}")
+    return lines
+
+
 def _comparison_lines(result: dict[str, Any]) -> list[str]:
     own = [c for c in result["comparisons"] if c.get("other", OWN_LOOP) == OWN_LOOP]
     lines = [f"batched engine vs per-example loop (same inputs, best of {result['sizes']['repeats']}; "
              "peak RSS MB with the growth over its start in brackets):",
-             f"  {'path':<24}{'items':>7}{'batched s':>11}{'loop s':>10}{'speedup':>9}  "
-             f"{'peak MB batched':<17}{'peak MB loop':<15}agreement"]
-    for c in own:
-        memory = c.get("memory") or {}
-        lines.append(f"  {c['name']:<24}{c['items']:>7}{c['batched_s']:>11.3f}{c['loop_s']:>10.3f}"
-                     f"{c['speedup']:>8.1f}x  {_mem(memory.get('ours')):<17}{_mem(memory.get('other')):<15}"
-                     f"{c['agreement']}{'' if c['agrees'] else '  MISMATCH'}")
+             *_table(own, ("path", 24), ("batched s", 11), ("loop s", 10), ("peak MB batched", 17),
+                     ("peak MB loop", 15), ".1f")]
     gated = [c for c in own if c["name"] != "greedy generation"]
     return lines + [f"  target: batched >= {TARGET_SPEEDUP:.0f}x the loop for scoring and REMIND on 2 CPU cores: "
                     + ", ".join(f"{c['name']} {_met(c['speedup'] >= TARGET_SPEEDUP)}" for c in gated)]
@@ -61,13 +70,8 @@ def _peer_lines(result: dict[str, Any]) -> list[str]:
         return []
     lines = [f"against the tools users would pick instead (same model, same items, best of "
              f"{result['sizes']['repeats']}; speedup = their time / ours):",
-             f"  {'comparison':<42}{'items':>6}{'ours s':>9}{'theirs s':>10}{'speedup':>9}  "
-             f"{'peak MB ours':<14}{'peak MB theirs':<16}agreement"]
-    for c in peers:
-        memory = c.get("memory") or {}
-        lines.append(f"  {c['name']:<42}{c['items']:>6}{c['batched_s']:>9.3f}{c['loop_s']:>10.3f}"
-                     f"{c['speedup']:>8.2f}x  {_mem(memory.get('ours')):<14}{_mem(memory.get('other')):<16}"
-                     f"{c['agreement']}{'' if c['agrees'] else '  MISMATCH'}")
+             *_table(peers, ("comparison", 42), ("ours s", 9), ("theirs s", 10), ("peak MB ours", 14),
+                     ("peak MB theirs", 16), ".2f")]
     for c in peers:
         lines.append(f"  {c['name']}: theirs = {c['other']}")
         if c["name"] == LM_EVAL:
