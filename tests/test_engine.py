@@ -193,3 +193,14 @@ def test_a_long_prompt_is_cut_from_the_left_to_fit_the_context(demo_pair):
     assert engine.fit_prompt("a short question", 16) == "a short question"
     with pytest.raises(LabError, match="exceeds .* context of"):
         engine.generate([text], 16)
+
+
+def test_sampled_generation_is_seeded(demo_pair, demo_facts):
+    """A draw at a temperature repeats under its seed and changes with it; at a high temperature it leaves the
+    greedy answers (so the sampling path really samples)."""
+    engine = demo_pair.base
+    prompts = [qa_prompt(f.question) for f in demo_facts.facts[:8]]
+    first = engine.generate(prompts, 8, temperature=5.0, seed=1)
+    assert engine.generate(prompts, 8, temperature=5.0, seed=1) == first
+    assert engine.generate(prompts, 8, temperature=5.0, seed=2) != first
+    assert first != engine.generate(prompts, 8)
