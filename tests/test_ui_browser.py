@@ -4,13 +4,16 @@
   unlearned models in one click, streaming progress with Run disabled, and its grid matches the stored
   sweep; the Results tab's leaderboard reopens that sweep; the Probe diffs both outputs (checked against the
   engines' own greedy answers and probabilities), transforms start from the original question, the
-  attribution colours the prompt; an audit runs with progress over the whole run and shows its verdict row;
-  the Results tab filters items, exports exactly the filtered rows, replays an item in the Probe, and the URL
-  reopens the run, fact and item; the report downloads.
+  attribution colours the prompt; an audit runs with progress over the whole run (audits and fact checks)
+  and shows its verdict row; the Results tab filters items, exports exactly the filtered rows, replays an
+  item in the Probe, opens its logit lens in Internals and explains it in the Probe, and the URL reopens the
+  run, fact and item; the report downloads.
 - Errors: beside the control that caused them, never over the input; "Upload a file" before a file is
-  picked (a regression) shows a hint, not an error; an unknown hub id fails fast offline.
+  picked (a regression) shows a hint, not an error; an unknown hub id fails fast offline; an over-long prompt
+  is flagged beside the prompt box and sent cut from the left; the attribution panel says what Explain shows.
 - Looks: every tab at desktop 1440x900 and phone 390x844, light and dark: nothing wider than a phone,
-  the theme's colours in dark mode.  Screenshots go to test-artifacts/ for a person to look at.
+  the theme's colours in dark mode; on a phone the leaderboard's sentences stay inside their card and the
+  heatmap's title clears the audits' labels.  Screenshots go to test-artifacts/ for a person to look at.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
     expect(page.locator("#verdicts-status")).to_contain_text("complete", timeout=240_000)
     expect(page.locator("#verdicts-run")).to_be_enabled()
     expect(page.locator("#verdicts-progress")).to_contain_text("16 of 16 audits done")
+    expect(page.locator("#verdicts-progress")).to_contain_text(re.compile(r"\b(\d+) of \1 fact checks"))
     sweep_id = lab.store.sweeps().iloc[-1]["sweep_id"]
     board = collect_sweep(lab.store, sweep_id)
     assert [e.model for e in board.entries] == ["npo", "graddiff", "ga", "retrain"]
@@ -218,6 +222,8 @@ def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
     expect(page.locator("#audit-run")).to_be_enabled()
     expect(page.locator("#audit-progress")).to_contain_text("2 of 2 audits done")
     run_id = lab.store.runs().iloc[-1]["run_id"]
+    questions = int((lab.store.facts(run_id)["kind"] == "qa").sum())  # direct and logit_lens read the questions
+    expect(page.locator("#audit-progress")).to_contain_text(f"{2 * questions} of {2 * questions} fact checks")
     assert run_id in page.locator("#audit-status").inner_text()
     assert lab.store.run(run_id)["config"]["options"]["logit_lens"]["k"] == 3
     assert len(lab.store.items(run_id, "direct")) == 3 * LIMIT
@@ -268,6 +274,24 @@ def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
     expect(page.locator("#probe-prompt textarea")).to_have_value(forget.iloc[1]["prompt"])
     expect(page.locator("#probe-gold textarea")).to_have_value(forget.iloc[1]["answer"])
     expect(page.locator("#probe-active")).to_contain_text("Replaying item 1")
+    item = forget.iloc[1]
+    # The same item's logit lens in Internals: its stored prompt, sent as typed, on the run's pair.
+    open_tab(page, "Results")
+    page.locator("#results-lens").click()
+    expect(page.locator("#internals-question textarea")).to_have_value(item["prompt"])
+    expect(page.locator("#internals-answer textarea")).to_have_value(item["answer"])
+    expect(page.locator("#internals-mode").get_by_label("Raw prompt (sent as typed)")).to_be_checked()
+    expect(page.locator("#internals-lens-plot .gtitle")).to_contain_text(f"Logit lens: {item['prompt'].split()[0]}")
+    assert "tab=internals" in page.url
+    shot(page, artifacts_dir, "internals-item")
+    # ... and explained in the Probe: the attribution of its gold answer to its stored prompt.
+    open_tab(page, "Results")
+    page.locator("#results-explain").click()
+    expect(page.locator("#probe-active")).to_contain_text("Explaining item 1")
+    expect(page.locator("#probe-saliency .sal-head mark.gold")).to_have_text(item["answer"])
+    expect(page.locator("#probe-saliency .sal-row")).to_have_count(3)
+    assert text_of(page, "probe-sent") == item["prompt"]
+    shot(page, artifacts_dir, "probe-explained")
 
     # A link reopens the run, the fact filter and the item.
     target = forget.iloc[2]
@@ -319,8 +343,23 @@ def test_errors_show_beside_their_control_and_never_replace_input(served, page, 
     page.locator("#models-status").get_by_text("demo:ga").wait_for()
     expect(page.locator("#models-load-msg")).to_have_text("")  # cleared by the success
 
-    # Probe: an empty prompt is refused beside the button; what the user typed in the gold field stays.
+    # Probe: before Explain, the attribution panel says what it will show.
     open_tab(page, "Probe")
+    expect(page.locator("#probe-saliency")).to_contain_text("Press Explain the answer to colour the prompt by "
+                                                            "attribution")
+    # An over-long prompt: flagged beside the prompt box as typed, sent cut from the left to the context.
+    long = " ".join(f"word{i}" for i in range(300))
+    page.locator("#probe-prompt textarea").fill(long)
+    expect(page.locator("#probe-fit .lab-msg-warn")).to_contain_text(re.compile(
+        r"256-token context .* cut from the left to \d+ tokens"))
+    shot(page, artifacts_dir, "probe-long")
+    page.locator("#probe-run").click()
+    expect(page.locator("#probe-sent textarea")).to_have_value(re.compile(r"word299\nAnswer:$"))
+    assert not text_of(page, "probe-sent").startswith("Question: word0 ")
+    page.locator("#probe-prompt textarea").fill("Who?")
+    expect(page.locator("#probe-fit")).to_have_text("")
+    page.locator("#probe-prompt textarea").fill("")
+    # An empty prompt is refused beside the button; what the user typed in the gold field stays.
     page.locator("#probe-gold textarea").fill("Zed")
     page.locator("#probe-run").click()
     expect(page.locator("#probe-run-msg")).to_contain_text("type a question or a prompt first")
@@ -355,6 +394,21 @@ def luminance(css_colour: str) -> float:
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
 
 
+def leaderboard_reads_at_any_width(page) -> None:
+    """Every verdict sentence inside the grid's card (nothing cut at its edge), and the heatmap's caption clear
+    of the audits' labels above the cells (Plotly turns them on a phone)."""
+    card = page.locator("#results-board-grid .vgrid-card").bounding_box()
+    for sentence in page.locator("#results-board-grid tr.vsentence > td").all():
+        box = sentence.bounding_box()
+        assert box["x"] >= card["x"] - 1 and box["x"] + box["width"] <= card["x"] + card["width"] + 1, (box, card)
+        assert sentence.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
+    title = page.locator("#results-board-caption").bounding_box()
+    assert page.locator("#results-board-heatmap .gtitle").count() == 0
+    for tick in page.locator("#results-board-heatmap .xtick text").all():
+        label = tick.bounding_box()
+        assert title["y"] + title["height"] <= label["y"] + 1, (title, label)
+
+
 @pytest.mark.parametrize("size", ["desktop", "phone"])
 def test_every_tab_fits_and_follows_the_theme(served, browser, artifacts_dir, tiny_demo, size):
     """Desktop and phone, light and dark: a stored sweep and run opened by URL on every tab."""
@@ -385,6 +439,7 @@ def test_every_tab_fits_and_follows_the_theme(served, browser, artifacts_dir, ti
             if name == "leaderboard":
                 page.locator("#results-board-grid tr.vrow").first.wait_for()
                 page.locator("#results-board-heatmap .js-plotly-plot").wait_for()
+                leaderboard_reads_at_any_width(page)
             if name == "report":
                 page.locator("#report-preview").get_by_text(run_id.split("-")[0]).first.wait_for()
             shot(page, artifacts_dir, f"{name}-{size}-{scheme}")

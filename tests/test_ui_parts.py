@@ -99,10 +99,14 @@ def test_dashboard_tally_counts_every_audit_of_every_model(demo_env, tmp_path):
         outcome = run_dashboard(store, spec, threading.Event(), lambda e: (seen.append((e.kind, tally.done)),
                                                                              tally.add(e)))
         runs = store.sweep_runs(outcome.sweep_id)
+        facts = store.facts(runs.iloc[0]["run_id"])
     assert outcome.status == "complete" and len(runs) == 2 and tally.done == tally.total == 4
     kinds = [k for k, _ in seen]
     assert kinds[0] == "sweep" and kinds.count("audit") == kinds.count("done") == 4 and kinds.count("pair") == 2
     assert [d for k, d in seen if k == "done"] == [0, 1, 2, 3]  # the count before each audit ended
+    assert kinds.count("facts") == 2 and len(tally.counts) == 2 and all(tally.counts)
+    assert tally.counts[0] == len(facts[facts["kind"] == "qa"])  # direct: the run's questions
+    assert tally.checks == (2 * sum(tally.counts), 2 * sum(tally.counts))  # every model's checks done
 
 
 def test_export_carries_the_filtered_rows_only(full_run, tmp_path):
@@ -127,3 +131,95 @@ def test_style_gives_roles_one_colour_integer_layers_and_empty_states():
     assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d" and fig.layout.yaxis.tickformat == ".0%"
     zeros = styled(go.Figure([go.Bar(x=["a", "b"], y=[0, 0], name="base")]))
     assert any("Every value is 0" in a.text for a in zeros.layout.annotations)
+
+
+def test_progress_counts_fact_checks_from_the_runs_own_facts(demo_all_facts):
+    from audits import get_audit
+    from lab.shell.ui.auditing import checks_done, fact_counts
+    from lab.shell.ui.background import progress_html
+
+    names = ["direct", "multiple_choice"]
+    counts = fact_counts(demo_all_facts, names)
+    assert counts == [len(demo_all_facts.of_kinds(get_audit(n).uses)) for n in names] and all(counts)
+    assert checks_done(counts, 0) == (0, sum(counts)) and checks_done(counts, 1) == (counts[0], sum(counts))
+    bar = progress_html(1, 2, time.monotonic(), "multiple_choice running", checks=checks_done(counts, 1))
+    assert f"audit 2 of 2 · {counts[0]} of {sum(counts)} fact checks · multiple_choice running" in bar
+    assert "fact checks" not in progress_html(0, 2, time.monotonic(), "loading", checks=None)  # unknown: not shown
+
+
+def test_probe_flags_an_over_long_prompt_and_cuts_it_by_the_engines_rule(demo_pair):
+    from lab.shell.ui.probe import fit_both, prompt_warning
+
+    question = " ".join(f"word{i}" for i in range(300))
+    prompt = demo_pair.base.prompt(question)
+    assert len(demo_pair.base.encode(prompt)) > demo_pair.base.context == 256
+    warning = prompt_warning(demo_pair, question, False, 32, 100_000)
+    kept = fit_both(demo_pair, prompt, 32)
+    assert kept == demo_pair.base.fit_prompt(prompt, 32) and kept.endswith("Answer:")  # the end is kept
+    assert len(demo_pair.base.encode(kept)) <= 256 - 32
+    assert f"cut from the left to {len(demo_pair.base.encode(kept))} tokens" in warning
+    assert f"This prompt is {len(demo_pair.base.encode(prompt))} tokens" in warning and "256-token context" in warning
+    assert prompt_warning(demo_pair, "Who wrote it?", False, 32, 100_000) == ""
+    assert prompt_warning(demo_pair, "  ", False, 32, 100_000) == ""
+    assert "leave no room" in prompt_warning(demo_pair, "Who?", False, 300, 100_000)
+    assert "longer than 10 characters" in prompt_warning(demo_pair, question, True, 32, 10)
+
+
+def test_attribution_panel_says_what_explain_will_show():
+    from lab.shell.ui.saliency import saliency_placeholder
+
+    text = saliency_placeholder()
+    assert "Press <b>Explain the answer</b> to colour the prompt by attribution" in text
+    assert "sal-row" not in text  # no empty rows: a sentence, not a blank box
+
+
+def test_lens_on_a_stored_prompt_reads_it_as_typed(demo_pair, demo_facts):
+    """The "Logit lens" link reads an item's stored prompt through the audit's own view, template left out:
+    the same readings as the view of the question itself."""
+    from audits.logit_lens import logit_lens_for_fact
+    from lab.core.facts import Fact
+    from lab.shell.ui.probe import as_typed
+
+    fact = demo_facts.split("forget")[0]
+    stored = demo_pair.base.prompt(fact.question)
+    typed = as_typed(demo_pair)
+    assert typed.base.prompt(stored) == stored and typed.base.tokenizer is demo_pair.base.tokenizer
+    direct = logit_lens_for_fact(demo_pair, fact, 3)
+    raw = logit_lens_for_fact(typed, Fact(id="item", question=stored, answer=fact.answer), 3)
+    assert [list(t.y) for t in raw.data] == [list(t.y) for t in direct.data]
+
+
+def test_item_links_fill_the_probe_and_internals_on_the_runs_pair(full_run):
+    from lab.shell.ui import item_links, results
+    from lab.shell.ui.probe_tab import RAW
+    from lab.shell.ui.session import PairSpec
+
+    store, run_id = full_run
+    frame = results.run_items(store, run_id, audit="direct", split="forget")
+    row = frame.iloc[1]
+    tab, fact, prompt, mode, gold, original, active, note = item_links.replay(frame, 1)
+    assert (tab.selected, fact, prompt, mode, gold, original, active) == ("probe", None, row["prompt"], RAW,
+                                                                           row["answer"], row["prompt"], None)
+    assert note.startswith("Replaying item 1 of run results (direct, forget")
+    explained = item_links.explain(frame, 1)
+    assert explained[0].selected == "probe" and explained[1:7] == item_links.replay(frame, 1)[1:7]  # as replay
+    assert explained[8] == row["prompt"] and explained[7].startswith("Explaining item 1")
+    assert explained[10:] == ("", "") and "cmp" in explained[9]
+    tab, fact, question, answer, mode = item_links.lens(frame, 1)
+    assert (tab.selected, fact, question, answer, mode) == ("internals", None, row["prompt"], row["answer"], RAW)
+    assert all(v is not None for v in item_links.replay(frame, 99))  # no such row: nothing changes (skips)
+    config = store.run(run_id)["config"]
+    mine = PairSpec("demo:base", "demo:ga", "cpu", "float32")
+    assert item_links.run_pair(store, run_id, mine) == PairSpec(config["base"], config["unlearned"], "cpu", "float32")
+    assert item_links.run_pair(store, run_id, None).device == config["device"]
+
+
+def test_leaderboard_heatmap_title_is_a_caption_above_it():
+    """Regression: at 390 px Plotly turned the audits' labels on top of the heatmap into its title."""
+    from lab.shell.ui.board import captioned
+
+    fig = go.Figure(go.Heatmap(z=[[0.1, 0.5]], x=["direct", "logit_lens"], y=["npo"]),
+                    layout=dict(title="Checkpoints × audits: judged<br>rate & interval", xaxis=dict(side="top")))
+    caption, figure = captioned(fig)
+    assert caption == "<div class='plot-caption-text'>Checkpoints × audits: judged rate &amp; interval</div>"
+    assert figure.layout.title.text is None and figure.layout.margin.t == 16 and figure.layout.margin.b == 16

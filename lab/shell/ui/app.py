@@ -18,9 +18,10 @@ import gradio as gr
 from lab.core import settings
 from lab.core.errors import route_warnings
 from lab.core.policy import current as current_policy
-from lab.shell.ui import (audit_tab, facts_picker, internals_tab, links, models_tab, probe_tab, report_tab, results,
-                          results_tab, verdicts_tab)
-from lab.shell.ui.probe_tab import RAW, ProbeInputs
+from lab.shell.ui import (audit_tab, facts_picker, internals_tab, item_links, links, models_tab, probe_tab,
+                          report_tab, results, results_tab, verdicts_tab)
+from lab.shell.ui.internals_tab import InternalsInputs
+from lab.shell.ui.probe_tab import ProbeInputs
 from lab.shell.ui.results_tab import ResultsHooks
 from lab.shell.ui.session import Lab
 
@@ -65,27 +66,16 @@ def open_link(lab: Lab, request: gr.Request) -> tuple:
             gr.Dropdown(choices=facts_picker.fact_choices(), value=link.fact) if probe_fact else gr.skip())
 
 
-def replay(frame, index: float | None):
-    """An item's stored prompt, sent as typed, with its gold answer: the Probe takes it from there."""
-    if frame is None or index is None or not 0 <= index < len(frame):
-        return (gr.skip(),) * 7
-    index = int(index)
-    row = frame.iloc[index]
-    note = (f"Replaying item {index} of run results ({row['audit']}, {row['split']}"
-            f"{', ' + row['category'] if row.get('category') else ''}): its stored prompt, sent as typed.")
-    return gr.Tabs(selected="probe"), row["prompt"], RAW, row["answer"], row["prompt"], None, note
-
-
-def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, hooks: ResultsHooks, app: gr.Blocks) -> None:
-    """What crosses tabs: the URL on load and as the user moves, and "Replay in Probe"."""
+def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, internals: InternalsInputs, hooks: ResultsHooks,
+         models: list, app: gr.Blocks) -> None:
+    """What crosses tabs: the URL on load and as the user moves, and an item's links
+    (:mod:`lab.shell.ui.item_links`)."""
     def on_load(request: gr.Request) -> tuple:
         return open_link(lab, request)
 
     app.load(on_load, None, [hooks.run, hooks.fact, hooks.item, hooks.sweep, probe.fact],
              api_visibility="private").then(None, None, None, js=links.OPEN_TAB_JS)
-    hooks.replay.click(replay, [hooks.items, hooks.item], [tabs, probe.prompt, probe.mode, probe.gold, probe.original,
-                                                           probe.active, probe.active_note],
-                       api_visibility="private").then(None, None, None, js=links.params_js([], {"tab": "probe"}))
+    item_links.wire(lab, tabs, probe, internals, hooks, models)
     probe.fact.input(None, probe.fact, None, js=links.params_js(["fact"], {"tab": "probe"}))
 
 
@@ -97,7 +87,7 @@ def build_app(lab: Lab | None = None) -> gr.Blocks:
         state = gr.State(None)  # this session's PairSpec
         with gr.Tabs(elem_id="lab-tabs") as tabs:
             with tab_of("models") as models:
-                models_tab.build(lab, state, app)
+                loaded = models_tab.build(lab, state, app)
             with tab_of("verdicts") as verdicts:
                 verdicts_tab.build(lab, verdicts)
             with tab_of("probe") as probe_page:
@@ -105,7 +95,7 @@ def build_app(lab: Lab | None = None) -> gr.Blocks:
             with tab_of("audit") as audit:
                 audit_tab.build(lab, state)
             with tab_of("internals") as internals:
-                internals_picker = internals_tab.build(lab, state)
+                internals_inputs = internals_tab.build(lab, state)
             with tab_of("results") as results_page:
                 hooks = results_tab.build(lab, results_page)
             with tab_of("report") as report:
@@ -113,8 +103,8 @@ def build_app(lab: Lab | None = None) -> gr.Blocks:
         for key, page in zip(links.TABS, (models, verdicts, probe_page, audit, internals, results_page, report)):
             page.select(None, None, None, js=links.params_js([], {"tab": key}))
         probe_page.select(facts_picker.choices, None, probe.fact, api_visibility="private")
-        internals.select(facts_picker.choices, None, internals_picker, api_visibility="private")
-        wire(lab, tabs, probe, hooks, app)
+        internals.select(facts_picker.choices, None, internals_inputs.fact, api_visibility="private")
+        wire(lab, tabs, probe, internals_inputs, hooks, loaded, app)
     return app
 
 

@@ -2,7 +2,8 @@
 
 The run goes through the runner on a worker thread (:mod:`lab.shell.ui.background`);
 its events (audit k of n started or finished) stream to one progress bar with
-the time left, and each audit's headline numbers appear as soon as it
+the fact checks done (each audit's facts, counted as the runner hands them
+out) and the time left, and each audit's headline numbers appear as soon as it
 finishes.  Run is disabled while the run goes.  Stop ends the run before its
 next batch; the run is then stored as ``interrupted`` with every row written so
 far.  When it ends, the run's verdict row (:mod:`lab.shell.verdict`) shows
@@ -109,10 +110,14 @@ def build(lab: Lab, state: gr.State) -> None:
         run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_)
         prepared = auditing.prepared_run(lab, spec, run_)
         rid, started, done, total = prepared.run_id, time.monotonic(), 0, len(run_.audits)
+        counts = auditing.fact_counts(prepared.facts, run_.audits)
         stop_event = lab.stop_event(request.session_hash)
+
+        def bar(done_: int, doing: str) -> str:
+            return progress_html(done_, total, started, doing, checks=auditing.checks_done(counts, done_))
+
         # The plots follow run_id: it is set once the run has ended, so they draw what the store then holds.
-        yield (None, f"Running `{rid}`…", progress_html(0, total, started, "starting"), gr.skip(), "",
-               gr.Button(interactive=False))
+        yield (None, f"Running `{rid}`…", bar(0, "starting"), gr.skip(), "", gr.Button(interactive=False))
         try:
             for event in in_background(lambda emit: execute(prepared, lab.store, stop_event, emit), "lab-run"):
                 if isinstance(event, Finished):
@@ -120,15 +125,15 @@ def build(lab: Lab, state: gr.State) -> None:
                 done = event.index - (event.status == "running")
                 doing = f"{event.audit} {'running' if event.status == 'running' else event.status}"
                 yield (gr.skip(), f"Running `{rid}`: {done} of {total} audits finished",
-                       progress_html(done, total, started, doing),
+                       bar(done, doing),
                        metrics_frame(lab.store.metrics_dict(rid)) if event.status != "running" else gr.skip(),
                        gr.skip(), gr.skip())
         except Cancelled:
             yield (rid, run_summary(lab.store, rid) + "\n\nStopped: the rows written so far are kept.",
-                   progress_html(done, total, started, "stopped"), metrics_frame(lab.store.metrics_dict(rid)),
+                   bar(done, "stopped"), metrics_frame(lab.store.metrics_dict(rid)),
                    verdict_row(lab, rid), gr.skip())
             return
-        yield (rid, run_summary(lab.store, rid), progress_html(total, total, started, "finished"),
+        yield (rid, run_summary(lab.store, rid), bar(total, "finished"),
                metrics_frame(lab.store.metrics_dict(rid)), verdict_row(lab, rid), gr.skip())
 
     source.change(on_source, source, [upload, server_path], queue=False, api_visibility="private")

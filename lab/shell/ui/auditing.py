@@ -126,6 +126,17 @@ def prepared_run(lab: Lab, pair_spec: PairSpec, run: RunSpec) -> PreparedRun:
     return prepare(run, loader=lab.loader(pair_spec, run.prompt_format), checked=check(run))
 
 
+def fact_counts(facts: FactSet, audits: list[str]) -> list[int]:
+    """How many facts each audit runs on, in ``audits``' order: the runner gives an audit the facts of the
+    kinds it uses (``Audit.uses``), so these are the run's own numbers (the progress bar's fact checks)."""
+    return [len(facts.of_kinds(get_audit(name).uses)) for name in audits]
+
+
+def checks_done(counts: list[int], audits_done: int) -> tuple[int, int]:
+    """(fact checks done, in all) once the first ``audits_done`` audits ended (the runner runs them in order)."""
+    return sum(counts[:audits_done]), sum(counts)
+
+
 def default_limit() -> int:
     """Facts per split a run starts with: all (0) locally, the policy's share in a Space."""
     return current_policy().default_limit or 0

@@ -6,7 +6,10 @@ joins the two: :func:`in_background` runs ``work(emit)`` on a thread and
 yields every event it emits, then the work's result (a :class:`Finished`),
 or raises its error on the handler's thread, where the error boundary
 (:mod:`lab.shell.ui.feedback`) turns it into a message.  :func:`progress_html`
-draws one bar over the whole job (step k of n, elapsed, time left).
+draws one bar over the whole job (step k of n, fact checks done, elapsed, time
+left).  A *fact check* is one fact under one audit: the runner hands each audit
+the facts of the kinds it uses, so a run of 30 facts and 4 audits is 120 checks.
+The runner reports whole audits only, so checks advance an audit at a time.
 """
 
 from __future__ import annotations
@@ -62,13 +65,23 @@ def time_left(done: int, total: int, elapsed: float) -> str:
     return f"about {clock(elapsed / done * (total - done))} left"
 
 
-def progress_html(done: int, total: int, started: float, doing: str, unit: str = "audit") -> str:
-    """One bar over the whole job: ``audit 3 of 8 · npo: reasoning · 0:42 elapsed · about 1:10 left``."""
+def checks_text(checks: tuple[int, int] | None) -> str:
+    """``120 of 400 fact checks`` (see the module docstring), or "" while the facts are not known yet: the
+    page never shows a count the runner did not give."""
+    if checks is None or checks[1] <= 0:
+        return ""
+    return f"{checks[0]} of {checks[1]} fact checks"
+
+
+def progress_html(done: int, total: int, started: float, doing: str, unit: str = "audit",
+                  checks: tuple[int, int] | None = None) -> str:
+    """One bar over the whole job: ``audit 3 of 8 · 60 of 240 fact checks · npo: reasoning · 0:42 elapsed ·
+    about 1:10 left``; ``checks`` is (done, in all), None when unknown."""
     elapsed = time.monotonic() - started
     share = done / total if total else 0.0
     step = min(done + 1, total)
     parts = [f"{unit} {step} of {total}" if done < total else f"{total} of {total} {unit}s done",
-             doing, f"{clock(elapsed)} elapsed", time_left(done, total, elapsed)]
+             checks_text(checks), doing, f"{clock(elapsed)} elapsed", time_left(done, total, elapsed)]
     text = " · ".join(html.escape(p) for p in parts if p)
     return (f"<div class='lab-progress' role='progressbar' aria-valuemin='0' aria-valuemax='{total}' "
             f"aria-valuenow='{done}'><div class='lab-progress-bar'><span style='width:{share:.1%}'></span></div>"

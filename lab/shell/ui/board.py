@@ -4,15 +4,22 @@ The Verdicts tab (a dashboard run) and the Results tab (a stored sweep) show
 the same :class:`~lab.shell.report.leaderboard.Leaderboard` the same way, and
 ``python -m lab report --sweep`` writes it to a file
 (:mod:`lab.shell.report.sweep_report`).
+
+On the page the heatmap's title is a caption above the figure, not inside it:
+on a phone (390 px) Plotly turns the audits' labels on top of the cells, and a
+title in the figure's top margin overlapped them, and was cut at its right
+edge; page text wraps to any width (:func:`captioned`).
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 import pandas as pd
+import plotly.graph_objects as go
 
 from lab.shell.report.grid import grid_html, lab_link
 from lab.shell.report.leaderboard import Leaderboard, heatmap, table_frame
@@ -24,29 +31,40 @@ class BoardView:
     """The components one leaderboard fills."""
 
     grid: gr.HTML
+    caption: gr.HTML
     heatmap: gr.Plot
     table: gr.Dataframe
 
     @property
     def outputs(self) -> list[Any]:
-        return [self.grid, self.heatmap, self.table]
+        return [self.grid, self.caption, self.heatmap, self.table]
 
 
 def board_view(prefix: str) -> BoardView:
-    """Under the current layout: the grid, then the heatmap and the table (``<prefix>-grid`` etc.)."""
-    grid_text, figure, frame = board_values(None)
+    """Under the current layout: the grid, then the heatmap (under its caption) and the table
+    (``<prefix>-grid`` etc.)."""
+    grid_text, caption_text, figure, frame = board_values(None)
     grid = gr.HTML(grid_text, elem_id=f"{prefix}-grid")
     with gr.Accordion("Heatmap and sortable table (click a column header to sort)", open=True,
                       elem_id=f"{prefix}-more"):
+        caption = gr.HTML(caption_text, elem_id=f"{prefix}-caption", elem_classes="plot-caption")
         plot = gr.Plot(figure, elem_id=f"{prefix}-heatmap", show_label=False)
         table = gr.Dataframe(frame, interactive=False, elem_id=f"{prefix}-table", elem_classes="scroll-table",
                              wrap=True)
-    return BoardView(grid, plot, table)
+    return BoardView(grid, caption, plot, table)
 
 
-def board_values(board: Leaderboard | None) -> tuple[str, Any, pd.DataFrame]:
+def board_values(board: Leaderboard | None) -> tuple[str, str, Any, pd.DataFrame]:
     """What a :class:`BoardView` shows for ``board`` (or its empty state)."""
     if board is None or not board.entries:
-        return ("<p class='vnone'>No models audited yet.</p>", message_figure("No runs to compare yet"),
+        return ("<p class='vnone'>No models audited yet.</p>", "", message_figure("No runs to compare yet"),
                 pd.DataFrame(columns=["model", "verdict", "gate"]))
-    return grid_html(board, link=lab_link), heatmap(board), table_frame(board)
+    return (grid_html(board, link=lab_link), *captioned(heatmap(board)), table_frame(board))
+
+
+def captioned(fig: go.Figure) -> tuple[str, go.Figure]:
+    """The figure's title as a caption for above it, and the figure without the title (and without the legend
+    room below: a heatmap has none), so the audits' labels on top never meet the title at any width."""
+    text = (fig.layout.title.text or "").replace("<br>", " ")
+    fig.update_layout(title=None, margin=dict(t=16, b=16))
+    return f"<div class='plot-caption-text'>{html.escape(text)}</div>", fig

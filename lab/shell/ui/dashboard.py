@@ -8,40 +8,45 @@ model, all carrying the sweep's id, and the Results tab's leaderboard and
 The sweep runner reports whole pairs; the page wants to move on every audit.
 The store sees every audit begin and end, so the dashboard hands the sweep an
 :class:`Observed` store: the same store, which also tells the page (through
-``emit``) when a sweep, a run or an audit starts or ends.  :class:`Tally`
-turns those events into "audit k of n" over the whole dashboard.
+``emit``) when a sweep, a run or an audit starts or ends, and which facts a
+run was given.  :class:`Tally` turns those events into "audit k of n" and the
+fact checks done over the whole dashboard.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from lab.core.errors import LabError
+from lab.core.facts import Fact, FactSet
 from lab.core.refs import DEMO_PREFIX
 from lab.core.store import Store
 from lab.shell.report.leaderboard import model_label
 from lab.shell.sweep import PairResult, SweepOutcome, SweepSpec, run_sweep
+from lab.shell.ui.auditing import fact_counts
 
 
 @dataclass(frozen=True)
 class Event:
-    """Something the dashboard's sweep did: ``kind`` is sweep, run, audit (started) or done (an audit
-    ended with ``status``), or pair (a pair ended, maybe without ever running)."""
+    """Something the dashboard's sweep did: ``kind`` is sweep, run, facts (the run's facts were stored:
+    ``counts`` holds how many each audit runs on), audit (started) or done (an audit ended with ``status``),
+    or pair (a pair ended, maybe without ever running)."""
 
     kind: str
     run_id: str | None = None
     model: str | None = None
     audit: str | None = None
     status: str | None = None
+    counts: tuple[int, ...] = ()
 
 
 class Observed:
     """The store as the sweep uses it, reporting sweeps, runs and audits to ``emit`` as they begin and end."""
 
-    def __init__(self, store: Store, emit: Callable[[Event], None]):
-        self._store, self._emit = store, emit
+    def __init__(self, store: Store, emit: Callable[[Event], None], audits: list[str] | None = None):
+        self._store, self._emit, self._audits = store, emit, list(audits or [])
         self._models: dict[str, str] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -57,6 +62,12 @@ class Observed:
         self._emit(Event("run", run_id, self._models[run_id]))
         return run_id
 
+    def add_facts(self, run_id: str, facts: Iterable[Fact]) -> None:
+        facts = list(facts)
+        self._store.add_facts(run_id, facts)
+        counts = tuple(fact_counts(FactSet(facts), self._audits))
+        self._emit(Event("facts", run_id, self._models.get(run_id), counts=counts))
+
     def start_audit(self, run_id: str, audit: str) -> None:
         self._store.start_audit(run_id, audit)
         self._emit(Event("audit", run_id, self._models.get(run_id), audit))
@@ -68,7 +79,8 @@ class Observed:
 
 @dataclass
 class Tally:
-    """Audits done over the whole dashboard: each model's finished audits, a pair that ended counting whole."""
+    """Audits done over the whole dashboard: each model's finished audits, a pair that ended counting whole;
+    the same for fact checks once a run named its facts (every pair of a sweep gets the same fact set)."""
 
     models: int
     audits: int
@@ -76,6 +88,10 @@ class Tally:
     pairs_ended: int = 0
     runs_ended: set[str] = field(default_factory=set)
     doing: str = "loading the models"
+    counts: tuple[int, ...] | None = None  # facts per audit, in the sweep's audit order
+
+    def _running(self, count: Callable[[int], int]) -> int:
+        return sum(count(n) for run, n in self.finished.items() if run not in self.runs_ended)
 
     @property
     def total(self) -> int:
@@ -83,11 +99,22 @@ class Tally:
 
     @property
     def done(self) -> int:
-        running = sum(n for run, n in self.finished.items() if run not in self.runs_ended)
-        return min(self.pairs_ended * self.audits + running, self.total)
+        return min(self.pairs_ended * self.audits + self._running(lambda n: n), self.total)
+
+    @property
+    def checks(self) -> tuple[int, int] | None:
+        """(fact checks done, in all) over every model, or None before the first run named its facts."""
+        if self.counts is None:
+            return None
+        counts = self.counts
+        per_run = sum(counts)
+        done = self.pairs_ended * per_run + self._running(lambda n: sum(counts[:n]))
+        return min(done, per_run * self.models), per_run * self.models
 
     def add(self, event: Event) -> None:
-        if event.kind == "audit":
+        if event.kind == "facts" and self.counts is None:
+            self.counts = event.counts
+        elif event.kind == "audit":
             self.doing = f"{event.model}: {event.audit}"
         elif event.kind == "done" and event.run_id:
             self.finished[event.run_id] = self.finished.get(event.run_id, 0) + 1
@@ -126,4 +153,4 @@ def run_dashboard(store: Store, spec: SweepSpec, stop: threading.Event | None,
     def on_pair(result: PairResult, done: int, total: int) -> None:
         emit(Event("pair", result.run_id, model_label(result.unlearned), status=result.status))
 
-    return run_sweep(spec, Observed(store, emit), stop=stop, on_pair=on_pair, local=True)  # type: ignore[arg-type]
+    return run_sweep(spec, Observed(store, emit, spec.audits), stop=stop, on_pair=on_pair, local=True)  # type: ignore[arg-type]

@@ -66,6 +66,11 @@ def note_html(text: str) -> str:
     return f"<div class='lab-msg-note'>{html.escape(text)}</div>"
 
 
+def warning_html(text: str) -> str:
+    """A warning in a message place: nothing failed, but what will happen is not what was typed."""
+    return f"<div class='lab-msg-warn' role='status'>⚠ {html.escape(text)}</div>" if text else ""
+
+
 def _session(args: tuple, kwargs: dict) -> str | None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, gr.Request):

@@ -50,8 +50,9 @@ def spec_from_inputs(source: str, demo_name: str, base: str, unlearned: str, dev
     return PairSpec(base.strip(), unlearned.strip(), device, dtype, bool(trust))
 
 
-def build(lab: Lab, state: gr.State, app: gr.Blocks) -> None:
-    """The tab's content; the app's load event prepares the demo pair for each new session."""
+def build(lab: Lab, state: gr.State, app: gr.Blocks) -> list[gr.components.Component]:
+    """The tab's content; the app's load event prepares the demo pair for each new session.  Returns what
+    :func:`load` fills (the session's pair and its description), for other tabs that load a pair."""
     lim = current_policy()
     gr.Markdown("Load the **base** model and its **unlearned** version. The demo pair is ready on start; "
                 "pick which unlearning method to audit, or name your own pair.", elem_classes="tab-intro")
@@ -102,3 +103,4 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> None:
     message.watch(load_btn.click(on_load, [source, demo_name, base, unlearned, device, dtype, trust], outputs,
                                  api_name="load_models", **queued))
     message.watch(app.load(on_start, state, outputs, api_visibility="private", **queued))
+    return outputs

@@ -1,5 +1,10 @@
 """The Probe tab's model work: both models answer one prompt, streamed side by side.
 
+A prompt longer than a model's context is cut from the left by the engine's
+own rule (:meth:`Backend.fit_prompt`, lm-evaluation-harness's: the end of the
+prompt is what the answer depends on), for both models; :func:`fit_warning`
+says so beside the prompt box before anything is sent.
+
 ``Engine.stream`` holds its engine's lock for the whole generation, so both
 streams are driven from one worker thread (Gradio may resume a generator on a
 different thread each step, and a lock must be released by the thread that
@@ -11,11 +16,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 from audits import get_audit
 from audits.base import Rewritten
 from lab.core.attribution import PromptAttribution, attribute_prompt
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.models import ModelPair
@@ -33,6 +39,35 @@ def build_prompt(pair: ModelPair, text: str, raw: bool, max_chars: int) -> str:
     if len(text) > max_chars:
         raise LabError(f"the prompt is longer than {max_chars} characters")
     return text if raw else pair.base.prompt(text)
+
+
+def fit_both(pair: ModelPair, prompt: str, new_tokens: int) -> str:
+    """``prompt`` cut from the left until it fits both models' contexts with room for ``new_tokens``
+    (unchanged when it fits; a :class:`LabError` when the new tokens alone fill a context)."""
+    return pair.unlearned.fit_prompt(pair.base.fit_prompt(prompt, new_tokens), new_tokens)
+
+
+def fit_warning(pair: ModelPair, prompt: str, new_tokens: int) -> str:
+    """What to say beside the prompt box when ``prompt`` (template applied) will not fit a model's context
+    with ``new_tokens`` to generate: how long it is and how many tokens are kept; "" when it fits."""
+    fitted = fit_both(pair, prompt, new_tokens)
+    if fitted == prompt:
+        return ""
+    context = min(e.context for _, e in pair.roles() if e.context)
+    return (f"This prompt is {len(pair.base.encode(prompt))} tokens with the prompt template, more than the "
+            f"{context}-token context leaves beside {new_tokens} new tokens: it will be cut from the left to "
+            f"{len(pair.base.encode(fitted))} tokens (the end is kept).")
+
+
+def prompt_warning(pair: ModelPair, text: str, raw: bool, new_tokens: int, max_chars: int) -> str:
+    """The warning beside the prompt box for what is typed now: it will be cut to fit, or it cannot be sent
+    (too long, no room left for the answer); "" when nothing is typed or it fits."""
+    if not text.strip():
+        return ""
+    try:
+        return fit_warning(pair, build_prompt(pair, text, raw, max_chars), new_tokens)
+    except LabError as error:
+        return str(error)
 
 
 def stream_both(pair: ModelPair, prompt: str, max_new_tokens: int) -> Iterator[tuple[str, str]]:
@@ -76,6 +111,26 @@ def gold_scores(pair: ModelPair, prompt: str, outputs: tuple[str, str], gold: st
 def rewrites(audit: str, pair: ModelPair, fact: Fact, related: list[Fact], transform: str) -> list[Rewritten]:
     """Every variant of one audit's prompt transform for ``fact`` (the audit's own method, through its hook)."""
     return get_audit(audit)().rewrite(pair, fact, related, transform)
+
+
+class AsTyped:
+    """An engine whose prompt template is the identity; everything else (weights, lock, tokenizer) is the
+    engine's own.  A stored item keeps the exact prompt its models were sent; views that build their prompt
+    from a question (``Audit.fact_view``) read that prompt again, unchanged, through this."""
+
+    def __init__(self, engine: Backend):
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def prompt(self, question: str) -> str:
+        return question
+
+
+def as_typed(pair: ModelPair) -> ModelPair:
+    """``pair`` with both models sending prompts as typed (see :class:`AsTyped`)."""
+    return ModelPair(AsTyped(pair.base), AsTyped(pair.unlearned))  # type: ignore[arg-type]
 
 
 def explain(pair: ModelPair, prompt: str, answer: str, methods: list[str]) -> PromptAttribution:

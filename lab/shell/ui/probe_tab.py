@@ -10,29 +10,37 @@ plain texts stay one click away for copying.
 Attack transforms always start from the original question (the picked fact's,
 or what the user last typed), never from an already rewritten prompt, and the
 active one is named under the buttons.
+
+A prompt longer than the models' context (template applied, room left for the
+new tokens) is flagged under the prompt box as it is typed and cut from the
+left when sent, by the engine's rule (:func:`lab.shell.ui.probe.fit_both`).
+Before Explain is pressed, the attribution panel says what it will show.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import gradio as gr
 
 from audits import get_audit
 from audits.base import Rewritten
 from lab.core.attribution import METHOD_TITLES, METHODS, attribution_figure
+from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.policy import current as current_policy
-from lab.shell.report.style import styled
+from lab.shell.report.style import message_figure, styled
 from lab.shell.ui import facts_picker
 from lab.shell.ui.diff import compare_outputs
-from lab.shell.ui.feedback import Beside
-from lab.shell.ui.probe import build_prompt, explain, gold_scores, rewrites, stream_both
-from lab.shell.ui.saliency import saliency_html
+from lab.shell.ui.feedback import Beside, warning_html
+from lab.shell.ui.probe import build_prompt, explain, fit_both, gold_scores, prompt_warning, rewrites, stream_both
+from lab.shell.ui.saliency import saliency_html, saliency_placeholder
 from lab.shell.ui.session import MODEL_QUEUE, Lab, PairSpec, require_pair
 
 QUESTION, RAW = "Question (prompt template applied)", "Raw prompt (sent as typed)"
 NO_TRANSFORM = "No transform active: the prompt is the original question."
+NOT_EXPLAINED = "Press “Explain the answer” to draw the attributions"
 
 
 # The Probe's transforms: which audit's rewrite hook, and the stable element id prefix of its buttons.
@@ -41,7 +49,7 @@ TRANSFORM_GROUPS = {"reasoning": ("probe-steps", "Step by step"), "keywords": ("
 
 @dataclass
 class ProbeInputs:
-    """What other tabs fill to replay something here (an item's prompt, a fact)."""
+    """What other tabs fill to replay or explain something here (an item's prompt, a fact)."""
 
     fact: gr.Dropdown
     prompt: gr.Textbox
@@ -50,6 +58,11 @@ class ProbeInputs:
     original: gr.State
     active: gr.State
     active_note: gr.Markdown
+    sent: gr.Textbox
+    compare: gr.HTML
+    out_base: gr.Textbox
+    out_unlearned: gr.Textbox
+    explain_after: Callable[[Any], Any]  # chains Explain after another event's success
 
 
 def probe_fact(fact_id: str | None, original: str, gold: str) -> tuple[Fact, list[Fact]]:
@@ -85,6 +98,7 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
             fact = gr.Dropdown(label="Demo fact (fills the question and the gold answer)", elem_id="probe-fact")
             prompt = gr.Textbox(label="Question or prompt", lines=3, max_length=lim.max_prompt_chars,
                                 elem_id="probe-prompt")
+            fit = gr.HTML("", elem_id="probe-fit", elem_classes="lab-msg", min_height=0)
             mode = gr.Radio([QUESTION, RAW], value=QUESTION, label="Send as", elem_id="probe-mode")
             gold = gr.Textbox(label="Gold answer (optional: scores both models on it)", elem_id="probe-gold")
             tokens = gr.Slider(1, lim.max_new_tokens, value=min(32, lim.max_new_tokens), step=1,
@@ -118,9 +132,9 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
                 attribute = gr.Button("Explain the answer", scale=1, elem_id="probe-attribute")
             attribute_msg = Beside("probe-attribute")
     with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
-        saliency = gr.HTML(elem_id="probe-saliency", elem_classes="card")
-        attribution = gr.Plot(label="Which prompt tokens carry the answer, base vs unlearned",
-                              elem_id="probe-attribution")
+        saliency = gr.HTML(saliency_placeholder(), elem_id="probe-saliency", elem_classes="card")
+        attribution = gr.Plot(message_figure(NOT_EXPLAINED), label="Which prompt tokens carry the answer, base vs "
+                              "unlearned", elem_id="probe-attribution")
 
     original = gr.State("")  # the question every transform starts from
     active = gr.State(None)  # (audit, transform, variant index) of the transform shown, None when none
@@ -138,11 +152,12 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
     @run_msg
     def on_run(spec: PairSpec | None, text: str, mode_: str, gold_: str, max_new: float, request: gr.Request):
         pair = require_pair(lab, spec)
-        full = build_prompt(pair, text, mode_ == RAW, lim.max_prompt_chars)
+        new_tokens = int(min(max_new, lim.max_new_tokens))
+        full = fit_both(pair, build_prompt(pair, text, mode_ == RAW, lim.max_prompt_chars), new_tokens)
         gold_ = gold_.strip()
         outputs = ("", "")
         yield full, "", "", compare_outputs("", "", gold_)
-        for outputs in stream_both(pair, full, int(min(max_new, lim.max_new_tokens))):
+        for outputs in stream_both(pair, full, new_tokens):
             yield full, outputs[0], outputs[1], compare_outputs(*outputs, gold_)
         scores = gold_scores(pair, full, outputs, gold_) if gold_ else None
         yield full, outputs[0], outputs[1], compare_outputs(*outputs, gold_, scores)
@@ -161,6 +176,18 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
             return chosen.text, RAW if chosen.raw else QUESTION, start, (audit, name, index), note
 
         return on_transform
+
+    def on_fit(spec: PairSpec | None, text: str, mode_: str, max_new: float) -> str:
+        """The over-long prompt warning as the prompt, its mode or the answer length change (a hint: only
+        the tokenizer runs, not the model)."""
+        if spec is None or not (text or "").strip():
+            return ""
+        try:
+            pair = lab.pair(spec)
+        except LabError:  # the Run button says what is wrong with the pair
+            return ""
+        return warning_html(prompt_warning(pair, text, mode_ == RAW, int(min(max_new, lim.max_new_tokens)),
+                                           lim.max_prompt_chars))
 
     def on_reset(original_: str, text: str):
         return original_ or text, QUESTION, None, NO_TRANSFORM
@@ -182,9 +209,19 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
             **queued))
     reset.click(on_reset, [original, prompt], [prompt, mode, active, active_note], queue=False,
                 api_visibility="private")
-    attribute_msg.watch(attribute.click(on_attribute, [state, sent, gold, out_base, methods], [saliency, attribution],
-                                        api_name="attribute", **attribute_msg.events, **queued))
+    attribute_inputs, attribute_outputs = [state, sent, gold, out_base, methods], [saliency, attribution]
+    attribute_msg.watch(attribute.click(on_attribute, attribute_inputs, attribute_outputs, api_name="attribute",
+                                        **attribute_msg.events, **queued))
+
+    def explain_after(trigger: Any) -> Any:
+        """Explain once ``trigger`` succeeded (an item's "Explain" link fills the prompt and answer first)."""
+        return attribute_msg.watch(trigger.success(on_attribute, attribute_inputs, attribute_outputs,
+                                                   api_visibility="private", **attribute_msg.events, **queued))
+
+    gr.on([prompt.change, mode.change, tokens.change, state.change], on_fit, [state, prompt, mode, tokens], fit,
+          trigger_mode="always_last", show_progress="hidden", api_visibility="private")
     event = run_msg.watch(run.click(on_run, [state, prompt, mode, gold, tokens], [sent, out_base, out_unl, compare],
                                     api_name="probe", **run_msg.events, **queued))
     stop.click(None, cancels=[event], queue=False)
-    return ProbeInputs(fact, prompt, mode, gold, original, active, active_note)
+    return ProbeInputs(fact, prompt, mode, gold, original, active, active_note, sent, compare, out_base, out_unl,
+                       explain_after)

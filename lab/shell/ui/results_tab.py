@@ -4,8 +4,10 @@ leaderboard of a stored sweep.
 Runs: pick one (and others to compare): the verdict grid puts them side by
 side as models x audits, the metrics table beside it; the items below follow
 the filters (audit, split, fact, recovered only), the download carries exactly
-the filtered rows, and a selected item opens in full, diffed, with "Replay in
-Probe".  The address bar follows the run, fact and item (:mod:`lab.shell.ui.links`).
+the filtered rows, and a selected item opens in full, diffed, with its links
+(:mod:`lab.shell.ui.item_links`): "Replay in Probe", "Logit lens in Internals"
+and "Explain in Probe".  The address bar follows the run, fact and item
+(:mod:`lab.shell.ui.links`).
 
 Leaderboard: one sweep's checkpoints x audits (:mod:`lab.shell.report.leaderboard`),
 with the release gate at the chosen threshold and the same report as
@@ -35,6 +37,16 @@ from lab.shell.ui.views import ITEM_COLUMNS, ITEM_WIDTHS, compare_frame, item_de
 
 
 @dataclass
+class ItemButtons:
+    """The selected item's links to other tabs, and the message place under them."""
+
+    replay: gr.Button
+    lens: gr.Button
+    explain: gr.Button
+    message: Beside
+
+
+@dataclass
 class ResultsHooks:
     """What the app wires across tabs and to the URL."""
 
@@ -43,7 +55,7 @@ class ResultsHooks:
     item: gr.Number  # the selected row's number, or one the URL asked for (hidden)
     items: gr.State  # the filtered items (full rows)
     sweep: gr.Dropdown
-    replay: gr.Button
+    buttons: ItemButtons
 
 
 def run_dropdown(frame: pd.DataFrame, current: str | None) -> gr.Dropdown:
@@ -65,7 +77,17 @@ def build(lab: Lab, tab: gr.Tab) -> ResultsHooks:
     return ResultsHooks(hooks[0], hooks[1], hooks[2], hooks[3], sweep, hooks[4])
 
 
-def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr.State, gr.Button]:
+def item_buttons() -> tuple[gr.Row, ItemButtons]:
+    """Under the current layout: the selected item's links (hidden until an item is picked)."""
+    with gr.Row(visible=False, elem_id="results-links") as row:
+        compact = dict(size="sm", scale=0, min_width=170)
+        replay = gr.Button("Replay in Probe", elem_id="results-replay", **compact)
+        lens = gr.Button("Logit lens in Internals", elem_id="results-lens", **compact)
+        explain = gr.Button("Explain in Probe", elem_id="results-explain", **compact)
+    return row, ItemButtons(replay, lens, explain, Beside("results-links"))
+
+
+def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr.State, ItemButtons]:
     run_id = gr.State(None)
     items_state = gr.State(None)
     # The selected row's number: a hidden field, not a State, so the browser can put it into the URL.
@@ -97,7 +119,7 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
                          interactive=False, wrap=True, max_height=420, column_widths=ITEM_WIDTHS,
                          pinned_columns=1, elem_id="results-items", elem_classes="scroll-table")
     detail = gr.HTML(elem_id="results-item")
-    replay = gr.Button("Replay in Probe", visible=False, size="sm", elem_id="results-replay")
+    links, buttons = item_buttons()
     with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
         fmt = gr.Radio(list(EXPORT_FORMATS), value="parquet", label="Download the filtered items as", scale=3,
                        elem_id="results-format")
@@ -125,15 +147,15 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
                 compare_frame(lab.store, chosen), gr.Dropdown(choices=audits, value=results.ALL))
 
     def item_view(frame: pd.DataFrame | None, item_: float | None):
-        """The selected item in full and the replay button, or nothing when no row is picked."""
+        """The selected item in full and its links, or nothing when no row is picked."""
         picked = frame is not None and item_ is not None and 0 <= item_ < len(frame)
-        return (item_detail(frame.iloc[int(item_)]) if picked else ""), gr.Button(visible=picked)
+        return (item_detail(frame.iloc[int(item_)]) if picked else ""), gr.Row(visible=picked)
 
     @items_msg
     def on_items(run_id_: str | None, audit_: str, split_: str, recovered_: bool, fact_: str, item_: float | None,
                  request: gr.Request):
         if not run_id_:
-            return None, None, "", "", gr.Button(visible=False)
+            return None, None, "", "", gr.Row(visible=False)
         frame = results.run_items(lab.store, run_id_, audit_, split_, recovered_, fact_)
         shown = f"{len(frame)} items match" + (f" (the first {results.MAX_SHOWN_ITEMS} shown; the download has "
                                                "all)" if len(frame) > results.MAX_SHOWN_ITEMS else "")
@@ -155,7 +177,7 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
     run_msg.watch(gr.on([tab.select, text.submit, status.change], on_refresh, refresh_inputs, refresh_outputs,
                         api_visibility="private", **run_msg.events))
     item_inputs = [run_id, audit, split, recovered, fact, item_state]
-    item_outputs = [items_state, items, count, detail, replay]
+    item_outputs = [items_state, items, count, detail, links]
     run_msg.watch(gr.on([run.change, compare.change], on_run, [run, compare], [run_id, summary, verdict, metrics, audit],
                         api_visibility="private", **run_msg.events)).then(
         on_items, item_inputs, item_outputs, api_visibility="private", **items_msg.events)
@@ -167,12 +189,12 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
     items.select(on_select, None, item_state, api_visibility="private").then(
         None, [run, fact, item_state], None, js=params_js(["run", "fact", "item"], {"tab": "results"}))
     # The item shows whichever way it was picked (a row, or the URL while the items were still loading).
-    item_state.change(item_view, [items_state, item_state], [detail, replay], api_visibility="private")
+    item_state.change(item_view, [items_state, item_state], [detail, links], api_visibility="private")
     export_msg.watch(export.click(on_export, [run_id, items_state, fmt], download, api_name="export_items",
                                   **export_msg.events))
     gr.on([run.change, fmt.change, audit.change, split.change, recovered.change, fact.submit],
           lambda: gr.DownloadButton(visible=False), None, download, queue=False, api_visibility="private")
-    return run, fact, item_state, items_state, replay
+    return run, fact, item_state, items_state, buttons
 
 
 def _leaderboard(lab: Lab, tab: gr.Tab) -> gr.Dropdown:

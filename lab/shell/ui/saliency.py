@@ -37,6 +37,15 @@ def _row(label: str, css: str, tokens: list[str], values: list[float], scale: fl
             f"<span class='sal-text'>{''.join(chips)}</span></div>")
 
 
+def saliency_placeholder() -> str:
+    """The panel before anything is explained: what pressing Explain will show (not an empty box)."""
+    return ("<div class='sal sal-empty'><div class='sal-head'>Press <b>Explain the answer</b> to colour the prompt "
+            "by attribution</div><p>Each prompt token is tinted by how much it carries the gold answer (or the base "
+            "model's answer) in the base model, in the unlearned model, and in their difference; the bar chart beside "
+            "gives the same numbers. Words the base model relied on and the unlearned model no longer does show up "
+            "at a glance.</p></div>")
+
+
 def saliency_html(attr: PromptAttribution) -> str:
     """Every method's attributions over the prompt's tokens: base, unlearned, and unlearned minus base."""
     blocks = []

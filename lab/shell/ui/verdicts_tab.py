@@ -2,7 +2,7 @@
 
 One click runs the chosen audits on every chosen model (a sweep, see
 :mod:`lab.shell.ui.dashboard`) with one progress bar over the whole job
-(audit k of n, time left); the grid fills as each audit finishes: a row per
+(audit k of n, fact checks done, time left); the grid fills as each audit finishes: a row per
 model, a state per audit (forgotten / hidden / leaked, judged on the 95%
 interval, against the control when one is given), one sentence per model and
 its worst recovered facts one click away.  The same leaderboard reopens
@@ -77,8 +77,11 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
                               int(max_new_ or 24), None)
         stop_event = lab.stop_event(request.session_hash)
         tally, started, runs, sweep_id = Tally(len(spec.unlearned), len(spec.audits)), time.monotonic(), [], None
-        yield progress_html(0, tally.total, started, tally.doing), "Starting…", *board_values(None), \
-            gr.Button(interactive=False)
+
+        def bar(done: int, doing: str) -> str:
+            return progress_html(done, tally.total, started, doing, checks=tally.checks)
+
+        yield bar(0, tally.doing), "Starting…", *board_values(None), gr.Button(interactive=False)
         try:
             for event in in_background(lambda emit: run_dashboard(lab.store, spec, stop_event, emit), "lab-sweep"):
                 if isinstance(event, Finished):
@@ -87,17 +90,17 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
                 sweep_id = event.run_id if event.kind == "sweep" else sweep_id
                 runs += [event.run_id] if event.kind == "run" else []
                 fresh = event.kind in ("done", "pair") and runs
-                yield (progress_html(tally.done, tally.total, started, tally.doing),
+                yield (bar(tally.done, tally.doing),
                        f"Sweep `{sweep_id}`: {tally.done} of {tally.total} audits finished",
                        *(board_values(collect_runs(lab.store, runs, GATE, "Verdicts so far")) if fresh
-                         else (gr.skip(),) * 3), gr.skip())
+                         else (gr.skip(),) * len(view.outputs)), gr.skip())
         except Cancelled:
-            yield (progress_html(tally.done, tally.total, started, "stopped"),
+            yield (bar(tally.done, "stopped"),
                    f"Stopped: sweep `{sweep_id}` is partial; every finished audit is kept.",
                    *board_values(collect_runs(lab.store, runs, GATE) if runs else None), gr.skip())
             return
         board = collect_sweep(lab.store, sweep_id)
-        yield (progress_html(tally.total, tally.total, started, "finished"),
+        yield (bar(tally.total, "finished"),
                f"Sweep `{sweep_id}`: {board.sweep['status'] if board.sweep else 'done'} · reopen it in Results → "
                f"Leaderboard or with `python -m lab report --sweep {sweep_id}`", *board_values(board), gr.skip())
 
