@@ -248,5 +248,7 @@ def attribution_figure(attr: PromptAttribution, title: str | None = None) -> "go
     lp = ", ".join(f"{m} {attr.logprob[m]:.2f}" for m in PAIR_ROLES if m in attr.logprob)
     fig.update_layout(barmode="group", height=320 * len(methods) + 120,
                       title=title or f"Token attributions of '{attr.answer}' (answer mean log-prob: {lp})")
-    fig.update_yaxes(title_text="contribution to LP")
+    for row in range(len(methods)):  # short axis titles: a long one overlaps its neighbour's in a stack
+        fig.update_yaxes(title_text="to LP", row=2 * row + 1, col=1)
+        fig.update_yaxes(title_text="Δ", row=2 * row + 2, col=1)
     return fig
