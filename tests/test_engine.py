@@ -195,6 +195,15 @@ def test_a_long_prompt_is_cut_from_the_left_to_fit_the_context(demo_pair):
         engine.generate([text], 16)
 
 
+def test_streamed_answer_is_the_generated_one(demo_pair, demo_facts):
+    """The Probe's stream steps through the same decode loop as batch generation: its last text is the answer."""
+    engine = demo_pair.base
+    for fact in demo_facts.facts[:4]:
+        prompt = qa_prompt(fact.question)
+        texts = list(engine.stream(prompt, 12))
+        assert texts and texts[-1] == engine.generate([prompt], 12)[0]
+
+
 def test_sampled_generation_is_seeded(demo_pair, demo_facts):
     """A draw at a temperature repeats under its seed and changes with it; at a high temperature it leaves the
     greedy answers (so the sampling path really samples)."""

@@ -149,9 +149,14 @@ class Backend:
     # ------------------------------------------------- scoring built on tokens
     def answer_scores(self, prompts: Sequence[str], answers: Sequence[str], desc: str | None = None) -> list[TokenScores]:
         """Log-probs of each answer's tokens after its prompt."""
-        split = self.encoder.continuations(list(zip(prompts, answers)))
-        return self.token_scores([prefix + target for prefix, target in split], [len(prefix) for prefix, _ in split],
-                                 desc=desc)
+        rows, starts = self.continuation_rows(list(zip(prompts, answers)))
+        return self.token_scores(rows, starts, desc=desc)
+
+    def continuation_rows(self, pairs: Sequence[tuple[str, str]], suffix: Sequence[int] = ()) \
+            -> tuple[list[list[int]], list[int]]:
+        """Ids of each prompt + answer (+ ``suffix``) and where the answer starts, tokenized in one call."""
+        split = self.encoder.continuations(pairs)
+        return [prefix + target + list(suffix) for prefix, target in split], [len(prefix) for prefix, _ in split]
 
     def answer_logprobs(self, prompts: Sequence[str], answers: Sequence[str], desc: str | None = None) -> list[float]:
         """Mean log-prob per answer token (length-normalized answer probability); NaN without log-probs."""

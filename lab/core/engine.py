@@ -15,13 +15,12 @@ against the model's own logits.  Prompts and ids come from
 from __future__ import annotations
 
 import inspect
-import threading
 from functools import cached_property
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from lab.core.architecture import Architecture, LensReading, discover, layer_count, lens_readings, text_config
 from lab.core.batching import BatchPolicy, run_batched
@@ -255,15 +254,25 @@ class Engine(Backend):
 
     def _decode(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float,
                 sampler: torch.Generator | None) -> list[list[int]]:
-        """New tokens of each left-padded row, one KV-cached step at a time, until a stop token or the length.
+        """New tokens of each left-padded row, until a stop token or the length (see :meth:`_steps`)."""
+        produced: list[list[int]] = [[] for _ in range(len(ids))]
+        for alive, picked in self._steps(ids, mask, max_new_tokens, temperature, sampler):
+            for row, token in zip(alive, picked):
+                produced[row].append(token)
+        return produced
+
+    @torch.no_grad()  # wraps the generator: grad mode is off only while a step runs
+    def _steps(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float,
+               sampler: torch.Generator | None) -> Iterator[tuple[list[int], list[int]]]:
+        """One KV-cached decode step at a time: the rows still running and the token each picked.
 
         A row that has stopped leaves the batch (its cache rows are dropped), so the last steps cost only the
         rows still running; ``model.generate`` keeps finished rows in the batch, padded, to the end.  The
         picks are the plain argmax (or a draw at ``temperature``): a checkpoint's generation_config penalties
-        are not applied, as on the remote backend.
+        are not applied, as on the remote backend.  Batch generation and the Probe's streaming both step
+        through here, so a streamed answer is the audited one.
         """
         stops = torch.tensor(self.encoder.stop_ids, dtype=torch.long, device=ids.device)
-        produced: list[list[int]] = [[] for _ in range(len(ids))]
         alive = list(range(len(ids)))
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate: pads at 1, tokens from 0
         cache = DynamicCache(config=self.model.config)
@@ -272,8 +281,7 @@ class Engine(Backend):
             logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
                                 past_key_values=cache, use_cache=True, **self._last_logits).logits[:, -1]
             picked = pick_tokens(logits, temperature, sampler)
-            for row, token in zip(alive, picked.tolist()):
-                produced[row].append(token)
+            yield alive, picked.tolist()
             running = ~torch.isin(picked, stops)
             if step == max_new_tokens - 1 or not bool(running.any()):
                 break
@@ -285,7 +293,6 @@ class Engine(Backend):
             mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
             positions = positions[:, -1:] + 1
             step_ids = picked[:, None]
-        return produced
 
     @cached_property
     def _last_logits(self) -> dict[str, int]:
@@ -293,25 +300,18 @@ class Engine(Backend):
         return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
 
     def stream(self, prompt: str, max_new_tokens: int = 48) -> Iterator[str]:
-        """Greedy continuation of one prompt, yielded as the text grows."""
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        ids = torch.as_tensor([self.encode(prompt)], device=self.device)
-        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                      do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.encoder.stop_ids or None,
-                      streamer=streamer)
+        """Greedy continuation of one prompt, yielded as the text grows (the same steps as :meth:`generate`)."""
+        ids, mask = self._pad([self.encode(prompt)], left=True)
+        tokens: list[int] = []
         with self.lock:
-            worker = threading.Thread(target=self.model.generate, kwargs=kwargs, daemon=True)
-            worker.start()
-            text = ""
-            for piece in streamer:
-                text += piece
-                yield text
-            worker.join()
+            for _, picked in self._steps(ids, mask, max_new_tokens, 0.0, None):
+                tokens += picked
+                yield self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     @torch.no_grad()
     def last_token_states(self, prompts: Sequence[str], desc: str | None = None) -> list[torch.Tensor]:
         """Residual stream at each prompt's last token, all layers: [layers + 1, hidden]."""
-        encoded = [self.encode(p) for p in prompts]
+        encoded = self.encoder.encode_many(prompts)
 
         def batch_fn(indices: list[int]) -> list[torch.Tensor]:
             ids, mask = self._pad([encoded[i] for i in indices])
@@ -344,11 +344,7 @@ class Engine(Backend):
         """Teacher-forced logit lens: every layer's residual before each answer token, read through
         the final norm and output head; rank and probability of that token per layer (lab.core.architecture)."""
         arch = self.architecture
-        rows, starts = [], []
-        for prompt, answer in zip(prompts, answers):
-            prefix, target = self.encode_continuation(prompt, answer)
-            rows.append(prefix + target)
-            starts.append(len(prefix))
+        rows, starts = self.continuation_rows(list(zip(prompts, answers)))
 
         def batch_fn(indices: list[int]) -> list[LensReading]:
             ids, mask = self._pad([rows[i] for i in indices])

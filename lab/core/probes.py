@@ -95,8 +95,8 @@ def eos_suffix(engine: Backend, eos: bool) -> list[int]:
 
 def labelled_row(engine: Backend, prompt: str, answer: str, eos: bool) -> tuple[list[int], int]:
     """Ids of prompt + answer (+ EOS, see :func:`eos_suffix`) and the index where the labels start."""
-    prefix, target = engine.encode_continuation(prompt, answer)
-    return prefix + target + eos_suffix(engine, eos), len(prefix)
+    rows, starts = engine.continuation_rows([(prompt, answer)], eos_suffix(engine, eos))
+    return rows[0], starts[0]
 
 
 def tokenwise(scores: TokenScores) -> TokenScores:
@@ -116,14 +116,11 @@ def score_probes(engine: Backend, probes: Sequence[Probe], desc: str, eos: bool 
     surrogate probes, whose gold may be a mid-sentence continuation) only the
     answer's tokens are scored.
     """
-    rows: list[list[int]] = []
-    starts: list[int] = []
+    pairs: list[tuple[str, str]] = []
 
     def row(prompt: str, target: str) -> int:
-        ids, start = labelled_row(engine, prompt, target, eos)
-        rows.append(ids)
-        starts.append(start)
-        return len(rows) - 1
+        pairs.append((prompt, target))
+        return len(pairs) - 1
 
     layout = []
     for probe in probes:
@@ -133,6 +130,7 @@ def score_probes(engine: Backend, probes: Sequence[Probe], desc: str, eos: bool 
             continue
         true = gold if probe.true_answer == probe.gold else row(probe.prompt, probe.true_answer)
         layout.append((gold, true, [row(probe.prompt, p) for p in probe.perturbed]))
+    rows, starts = engine.continuation_rows(pairs, eos_suffix(engine, eos))
     scores = engine.token_scores(rows, starts, desc=desc) if rows else []
     appended = bool(eos_suffix(engine, eos))
     return [_probe_scores(scores, gold, true, wrong, appended) for gold, true, wrong in layout]
