@@ -20,7 +20,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 
 from lab.core.backend import CAPABILITIES, CAPABILITY_TEXT, Backend
 from lab.core.errors import LabError
@@ -29,7 +29,7 @@ from lab.core.models import ModelPair
 from lab.core.options import AuditOptions
 from lab.core.records import AuditResult, ItemRecord
 from lab.core.scoring import AnswerScore, rate, score_answer
-from lab.core.stats import rate_with_interval
+from lab.core.stats import difference_with_interval, rate_with_interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,15 +116,16 @@ class Rewritten:
 
 ModelLoader = Callable[[str], Backend]  # a model reference -> an engine on the run's device (policy applied)
 ROLES = ("base", "unlearned", "reference")
+O = TypeVar("O", bound=AuditOptions)
 
 
 @dataclass
-class AuditContext:
-    """Everything an audit needs: models, facts, options, and where items go."""
+class AuditContext(Generic[O]):
+    """Everything an audit needs: models, facts, its options (of its own ``Options`` class), and where items go."""
 
     pair: ModelPair
     facts: FactSet
-    options: Any
+    options: O
     record: Callable[[list[ItemRecord]], None]
     reference: Backend | None = None
     max_new_tokens: int = 24
@@ -178,8 +179,14 @@ def item_for(audit: str, fact: Fact, prompt: str, answered: Answered, category: 
     )
 
 
-class Audit:
-    """Base class: subclasses set the class attributes and implement ``run``."""
+class Audit(Generic[O]):
+    """Base class: subclasses set the class attributes and implement ``run``.
+
+    An audit describes itself, so the shell (CLI, web lab, report, verdict,
+    bench) iterates the registry and never names an audit: what it needs and
+    runs on, how the verdict judges it, where the Probe and the Internals tab
+    offer its method, whether it is ticked by default.
+    """
 
     name: ClassVar[str]
     title: ClassVar[str]
@@ -198,8 +205,30 @@ class Audit:
     # forget-split text).
     outside_headline: ClassVar[tuple[str, ...]] = ()
     has_fact_view: ClassVar[bool] = False  # a per-fact figure for the Internals tab (see fact_view)
+    # The Internals tab's controls of that view: an id for its elements, its button's label, the fact fields it
+    # reads (question, answer, entity; a question may be sent as a raw prompt), the options it shows.
+    view_id: ClassVar[str] = ""
+    view_label: ClassVar[str] = ""
+    view_reads: ClassVar[tuple[str, ...]] = ()
+    view_options: ClassVar[tuple[str, ...]] = ()
+    # The Probe's transform buttons (with ``rewrites``): an element-id prefix and the label before each name.
+    probe_group: ClassVar[tuple[str, str] | None] = None
+    # How the verdict judges it (lab.shell.verdict): an audit that asks the forget questions directly reads
+    # "leaked" when the unlearned model answers them beyond chance; a recovery audit (``recovery_key``) reads
+    # "hidden" when its rate clears the control (or, without one, ``chance_key``: a chance level it measures
+    # beside the rate, because the attack also "recovers" facts a model never knew); others are detectors.
+    asks_directly: ClassVar[bool] = False
+    chance_key: ClassVar[str | None] = None
+    default_on: ClassVar[bool] = False  # ticked when a run or the verdict dashboard is set up
+    suite: ClassVar[bool] = False  # one of the design's five attacks: the suite the bench times
+    check_options: ClassVar[dict[str, str]] = {}  # options of the GPU check's short run (an SAE's steps)
 
-    def run(self, ctx: AuditContext) -> AuditResult:
+    @classmethod
+    def rule(cls) -> str:
+        """``leak``, ``recovery`` or ``detector``: which verdict rule applies (see ``asks_directly``)."""
+        return "leak" if cls.asks_directly else ("recovery" if cls.recovery_key else "detector")
+
+    def run(self, ctx: AuditContext[O]) -> AuditResult:
         raise NotImplementedError
 
     @classmethod
@@ -303,8 +332,9 @@ def recovery(key: str, targets: list[Fact], recovered_ids: set[str]) -> dict[str
 
 def control_adjusted(key: str, targets: list[str], raw: set[str], reference: set[str]) -> dict[str, float]:
     """The reference model's rate on the same attack (``<key>_reference``) and the audit's rate less it
-    (``<key>_adjusted``), each with a 95% interval; the adjusted one is a paired bootstrap over the targets
-    (per target: recovered by the audit minus recovered from the reference)."""
+    (``<key>_adjusted``), each with a 95% interval; the adjusted one is Newcombe's interval for paired
+    proportions over the targets (recovered by the audit, recovered from the reference)."""
     out = rate_with_interval(f"{key}_reference", [t in reference for t in targets])
-    out.update(rate_with_interval(f"{key}_adjusted", [float(t in raw) - float(t in reference) for t in targets]))
+    out.update(difference_with_interval(f"{key}_adjusted", [t in raw for t in targets],
+                                        [t in reference for t in targets]))
     return out

@@ -7,19 +7,22 @@ retain and holdout questions.  Every other audit is measured against it.
 from __future__ import annotations
 
 from audits.base import Audit, AuditContext, item_for, pct
+from lab.core.options import AuditOptions
 from lab.core.records import AuditResult
 
 
-class DirectAudit(Audit):
+class DirectAudit(Audit[AuditOptions]):
     name = "direct"
     title = "Plain questions"
     paper = "TOFU: A Task of Fictitious Unlearning for LLMs (forget/retain accuracy protocol)"
     summary = "greedy accuracy of both models on the plain questions of each split"
     recovery_key = None
+    asks_directly = True
+    default_on = True
     headline_keys = ("forget_accuracy_base", "forget_accuracy_unlearned", "retain_accuracy_base",
                      "retain_accuracy_unlearned", "holdout_accuracy_base")
 
-    def run(self, ctx: AuditContext) -> AuditResult:
+    def run(self, ctx: AuditContext[AuditOptions]) -> AuditResult:
         base = ctx.baseline
         ctx.record([
             item_for(self.name, fact, prompt, base.answered[fact.id],

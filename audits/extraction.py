@@ -56,7 +56,7 @@ def passage_prompt(fact: Fact, passages: dict[str, list[str]]) -> str | None:
     return None
 
 
-class ExtractionAudit(Audit):
+class ExtractionAudit(Audit[ExtractionOptions]):
     name = "extraction"
     title = "Verbatim extraction"
     paper = "MUSE: Machine Unlearning Six-Way Evaluation for Language Models (VerbMem)"
@@ -66,8 +66,8 @@ class ExtractionAudit(Audit):
     uses = ("qa", "continuation", "text")
     headline_keys = ("recovery_rate", "verbmem_forget", "verbmem_forget_base")
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: ExtractionOptions = ctx.options
+    def run(self, ctx: AuditContext[ExtractionOptions]) -> AuditResult:
+        opts = ctx.options
         items = [f for f in ctx.facts if f.kind in ("continuation", "text")]
         by_entity: dict[str, list[str]] = {}
         for fact in items:
@@ -80,7 +80,7 @@ class ExtractionAudit(Audit):
         metrics.update(self.verbmem(ctx, items, opts.max_new_tokens, notes))
         return AuditResult(metrics=metrics, artifacts={"verbmem_tokens": opts.max_new_tokens}, notes=notes)
 
-    def fact_extraction(self, ctx: AuditContext, passages: dict[str, list[str]], notes: list[str]
+    def fact_extraction(self, ctx: AuditContext[ExtractionOptions], passages: dict[str, list[str]], notes: list[str]
                         ) -> dict[str, float]:
         """The targets asked through their passages, cut before the answer (both models, batched)."""
         targets = ctx.baseline.targets()
@@ -102,7 +102,7 @@ class ExtractionAudit(Audit):
                          "answer (counted as not recovered)")
         return out
 
-    def verbmem(self, ctx: AuditContext, items: list[Fact], max_new_tokens: int, notes: list[str]
+    def verbmem(self, ctx: AuditContext[ExtractionOptions], items: list[Fact], max_new_tokens: int, notes: list[str]
                 ) -> dict[str, float]:
         """MUSE's VerbMem: ROUGE-L F1 of each passage item's greedy continuation, per split and model."""
         parts = [(f, passage_parts(f)) for f in items if f.split in ("forget", "retain")]
@@ -147,6 +147,6 @@ class ExtractionAudit(Audit):
                 f"(base {pct(metrics, 'verbmem_forget_base')})")
 
 
-def fit_both(ctx: AuditContext, prompt: str, new_tokens: int) -> str:
+def fit_both(ctx: AuditContext[ExtractionOptions], prompt: str, new_tokens: int) -> str:
     """A passage prompt that fits both models' contexts with room for the continuation."""
     return ctx.pair.unlearned.fit_prompt(ctx.pair.base.fit_prompt(prompt, new_tokens), new_tokens)

@@ -57,7 +57,8 @@ def pick_examples(target: Fact, pool: list[Fact], k: int, same_entity: bool, rng
     return chosen[:k]
 
 
-class IncontextAudit(Audit):
+class IncontextAudit(Audit[IncontextOptions]):
+    chance_key = "control_rate"
     name = "incontext"
     title = "In-context relearning"
     paper = "UnUnlearning: Unlearning is not sufficient for content regulation in advanced generative AI"
@@ -66,8 +67,8 @@ class IncontextAudit(Audit):
     Options = IncontextOptions
     headline_keys = ("recovery_rate", "control_rate", "lift")
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: IncontextOptions = ctx.options
+    def run(self, ctx: AuditContext[IncontextOptions]) -> AuditResult:
+        opts = ctx.options
         rng = random.Random(opts.seed)
         targets = ctx.baseline.targets()
         forget = [f for f in ctx.baseline.facts if f.split == "forget"]

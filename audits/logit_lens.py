@@ -51,7 +51,7 @@ from plotly.subplots import make_subplots
 
 from audits.base import Audit, AuditContext, item_for, recovery
 from lab.core.architecture import LensReading
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.models import PAIR_ROLES, ModelPair
@@ -99,7 +99,7 @@ def read_pair(pair: ModelPair, prompts: list[str], answers: list[str], k: int) -
             for model in PAIR_ROLES}
 
 
-def _tokens(engine: Engine, ids: np.ndarray) -> list[str]:
+def _tokens(engine: Backend, ids: np.ndarray) -> list[str]:
     return [engine.tokenizer.decode([int(i)]) for i in ids]
 
 
@@ -174,7 +174,12 @@ def _reading_extra(reading_b: LensReading, reading_u: LensReading, tokenizer: An
             "top1_unlearned": [tokenizer.decode([int(ids[0])]) for ids in reading_u.top_ids]}
 
 
-class LogitLensAudit(Audit):
+class LogitLensAudit(Audit[LogitLensOptions]):
+    chance_key = "hidden_rate_holdout"
+    default_on = True
+    view_id, view_label = "lens", "Logit lens"
+    view_reads = ("question", "answer")
+    view_options = ("k",)
     name = "logit_lens"
     title = "Logit lens: answers hidden in the middle layers"
     paper = "Can Sensitive Information Be Deleted From LLMs? Objectives for Defending Against Extraction Attacks"
@@ -193,12 +198,12 @@ class LogitLensAudit(Audit):
             raise LabError("the logit lens needs a question and its answer (pick a fact or type both)")
         return logit_lens_for_fact(pair, fact, options.k)
 
-    def reference_recovered(self, ctx: AuditContext, items: list[ItemRecord]) -> set[str]:
+    def reference_recovered(self, ctx: AuditContext[LogitLensOptions], items: list[ItemRecord]) -> set[str]:
         """The reference model read by the same lens, at the same middle layers, on the same targets."""
         tries = self.attempts(items)
         if not tries:
             return set()
-        options: LogitLensOptions = ctx.options
+        options = ctx.options
         reference = ctx.model("reference")
         layers = list(middle_layers(reference.architecture.n_layers, options.min_layer))
         readings = reference.logit_lens([i.prompt for i in tries], [i.answer for i in tries], top=options.k,
@@ -206,8 +211,8 @@ class LogitLensAudit(Audit):
         return {i.fact_id for i, r in zip(tries, readings)
                 if read_at(r, options.k, options.target == "first_token")[layers].any()}
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        options: LogitLensOptions = ctx.options
+    def run(self, ctx: AuditContext[LogitLensOptions]) -> AuditResult:
+        options = ctx.options
         first_only = options.target == "first_token"
         base = ctx.baseline
         n_layers = ctx.pair.unlearned.architecture.n_layers

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from audits.base import Audit, AuditContext, answer_both, fmt, item_for
 from lab.core import unlearning_metrics as um
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.facts import TRAINED_SPLITS, Fact
 from lab.core.options import AuditOptions, option
 from lab.core.membership import MIA_NAMES, mia_examples, membership_scores, split_scores
@@ -184,7 +184,7 @@ def truth_ratio_answers(fact: Fact) -> tuple[str, tuple[str, ...]]:
     return true, fact.perturbed_answers
 
 
-def fact_probe(engine: Engine, fact: Fact) -> Probe:
+def fact_probe(engine: Backend, fact: Fact) -> Probe:
     true, perturbed = truth_ratio_answers(fact)
     return Probe(engine.prompt(fact.question), fact.answer, true, perturbed)
 
@@ -200,7 +200,7 @@ def metric_key(name: str, model: str) -> str:
 
 
 # ---------------------------------------------------------------------- audit
-class MetricsAudit(Audit):
+class MetricsAudit(Audit[MetricsOptions]):
     name = "metrics"
     title = "Standard unlearning metrics"
     paper = ("TOFU: A Task of Fictitious Unlearning for LLMs; MUSE: Machine Unlearning Six-Way Evaluation "
@@ -214,8 +214,8 @@ class MetricsAudit(Audit):
                      "model_utility", "rouge_l_forget", "prob_forget", "truth_ratio_forget", "mia_mink_pp_auc")
     recovery_key = None
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: MetricsOptions = ctx.options
+    def run(self, ctx: AuditContext[MetricsOptions]) -> AuditResult:
+        opts = ctx.options
         engines = {"unlearned": ctx.pair.unlearned, "base": ctx.pair.base}
         if ctx.reference is not None:
             engines["reference"] = ctx.reference
@@ -237,7 +237,7 @@ class MetricsAudit(Audit):
         }
         return AuditResult(metrics=metrics, artifacts=artifacts, notes=run_notes(ctx, opts, mia, components))
 
-    def _per_fact(self, ctx: AuditContext, engines: dict[str, Engine], facts: list[Fact],
+    def _per_fact(self, ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], facts: list[Fact],
                   opts: MetricsOptions) -> dict[str, dict[str, list[float]]]:
         """Per model, per value: one value per fact, from the audit's own greedy answers and scores."""
         probes = [fact_probe(ctx.pair.base, f) for f in facts]
@@ -265,7 +265,7 @@ class MetricsAudit(Audit):
         ctx.record(items)
         return per_fact
 
-    def _membership(self, ctx: AuditContext, engines: dict[str, Engine], opts: MetricsOptions) -> dict[str, Any]:
+    def _membership(self, ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], opts: MetricsOptions) -> dict[str, Any]:
         """Membership scores of every forget and holdout text under every model; each text an item."""
         examples = mia_examples(ctx.pair.base, list(ctx.facts), opts.mia_source)
         scores = {m: membership_scores(e, examples, opts.mia_k, f"membership inference ({m})")
@@ -336,7 +336,7 @@ def computed_utility(metrics: dict[str, float], models: list[str]) -> list[str]:
             if all(math.isfinite(metrics.get(metric_key(key, m), float("nan"))) for m in models)]
 
 
-def run_notes(ctx: AuditContext, opts: MetricsOptions, mia: dict[str, Any], components: list[str]) -> list[str]:
+def run_notes(ctx: AuditContext[MetricsOptions], opts: MetricsOptions, mia: dict[str, Any], components: list[str]) -> list[str]:
     """What a reader needs to set these numbers beside published ones."""
     notes = [f"ROUGE-L {opts.rouge} (Porter-stemmed) of greedy answers of up to {opts.max_new_tokens} new tokens "
              f"(open-unlearning: {REFERENCE_GENERATION})"]

@@ -30,7 +30,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from audits.base import Audit, AuditContext, pct
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.facts import SPLITS, Fact
 from lab.core.models import PAIR_ROLES
 from lab.core.options import AuditOptions, option
@@ -73,7 +73,7 @@ class Choices:
         return int(np.argmax(self.scores))
 
 
-def score_choices(engine: Engine, facts: list[Fact], opts: MultipleChoiceOptions, desc: str) -> list[Choices]:
+def score_choices(engine: Backend, facts: list[Fact], opts: MultipleChoiceOptions, desc: str) -> list[Choices]:
     """Every choice of every question scored in one batched engine call."""
     prompts, targets, owner = [], [], []
     for i, fact in enumerate(facts):
@@ -93,7 +93,9 @@ def score_choices(engine: Engine, facts: list[Fact], opts: MultipleChoiceOptions
     return [Choices(values) for values in per_fact]
 
 
-class MultipleChoiceAudit(Audit):
+class MultipleChoiceAudit(Audit[MultipleChoiceOptions]):
+    asks_directly = True
+    chance_key = "chance_forget"
     name = "multiple_choice"
     title = "Multiple-choice accuracy"
     paper = ("The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning (scored as "
@@ -106,8 +108,8 @@ class MultipleChoiceAudit(Audit):
     headline_keys = ("forget_accuracy_base", "forget_accuracy_unlearned", "chance_forget")
     uses = ("mc",)
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: MultipleChoiceOptions = ctx.options
+    def run(self, ctx: AuditContext[MultipleChoiceOptions]) -> AuditResult:
+        opts = ctx.options
         facts = [f for f in ctx.facts if f.kind == "mc"]
         picks = {m: score_choices(getattr(ctx.pair, m), facts, opts, f"multiple choice ({m})") for m in PAIR_ROLES}
         prompt = lettered_prompt if opts.scoring == "letters" else choice_prompt

@@ -36,7 +36,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from audits.base import Answered, Audit, AuditContext, item_for, pct
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.facts import Fact, load_facts
 from lab.core.finetune import Row, Schedule, finetune
@@ -90,7 +90,7 @@ def checkpoints(steps: int, every: int) -> list[int]:
     return sorted({0, *range(every, steps, every), steps})
 
 
-def fact_rows(engine: Engine, facts: list[Fact]) -> list[Row]:
+def fact_rows(engine: Backend, facts: list[Fact]) -> list[Row]:
     """Training rows: a question's answer after its prompt (loss on the answer and EOS), a passage whole."""
     rows = []
     for fact in facts:
@@ -101,7 +101,8 @@ def fact_rows(engine: Engine, facts: list[Fact]) -> list[Row]:
     return rows
 
 
-class RelearnAudit(Audit):
+class RelearnAudit(Audit[RelearnOptions]):
+    chance_key = "holdout_rate"
     name = "relearn"
     title = "Relearning attack"
     paper = ("Unlearning or Obfuscating? Jogging the Memory of Unlearned LLMs via Benign Relearning; "
@@ -115,7 +116,7 @@ class RelearnAudit(Audit):
     def __init__(self) -> None:
         self.reference_hits: set[str] = set()
 
-    def relearning_set(self, ctx: AuditContext, opts: RelearnOptions) -> tuple[list[Fact], set[str]]:
+    def relearning_set(self, ctx: AuditContext[RelearnOptions], opts: RelearnOptions) -> tuple[list[Fact], set[str]]:
         """The facts trained on, and the ids of forget facts among them (never asked afterwards)."""
         rng = random.Random(opts.seed)
         if opts.data == "forget":
@@ -134,8 +135,8 @@ class RelearnAudit(Audit):
             return retain[: opts.size], set()
         return list(load_facts(opts.file)), set()
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: RelearnOptions = ctx.options
+    def run(self, ctx: AuditContext[RelearnOptions]) -> AuditResult:
+        opts = ctx.options
         chosen, used = self.relearning_set(ctx, opts)
         targets = [f for f in ctx.baseline.targets() if f.id not in used]
         holdout = [f for f in ctx.baseline.facts if f.split == "holdout"]
@@ -177,7 +178,7 @@ class RelearnAudit(Audit):
         return AuditResult(metrics=metrics, artifacts=artifacts, notes=notes)
 
     @staticmethod
-    def relearn(engine: Engine, chosen: list[Fact], asked: list[Fact], schedule: Schedule, steps: list[int],
+    def relearn(engine: Backend, chosen: list[Fact], asked: list[Fact], schedule: Schedule, steps: list[int],
                 max_new_tokens: int, role: str) -> Curve:
         """One model fine-tuned on the relearning set, asked at every checkpoint, then restored."""
         prompts = [engine.prompt(f.question) for f in asked]
@@ -190,7 +191,7 @@ class RelearnAudit(Audit):
         finetune(engine, fact_rows(engine, chosen), schedule, steps, ask)
         return Curve(outputs)
 
-    def record(self, ctx: AuditContext, targets: list[Fact], curves: dict[str, Curve], steps: list[int]) -> None:
+    def record(self, ctx: AuditContext[RelearnOptions], targets: list[Fact], curves: dict[str, Curve], steps: list[int]) -> None:
         """One item per held-out target and checkpoint: the relearned base and unlearned models' answers."""
         items: list[ItemRecord] = []
         for step in steps:
@@ -208,7 +209,7 @@ class RelearnAudit(Audit):
         last = f"step_{max(steps)}" if steps else ""
         return [i for i in items if i.category == last and i.recovered is not None]
 
-    def reference_recovered(self, ctx: AuditContext, items: list[ItemRecord]) -> set[str]:
+    def reference_recovered(self, ctx: AuditContext[RelearnOptions], items: list[ItemRecord]) -> set[str]:
         """The reference model went through the same relearning in :meth:`run`; its final answers are the control."""
         return self.reference_hits
 

@@ -6,6 +6,7 @@ in the repo); ``build_demo`` locks, so parallel pytest processes share one build
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -72,13 +73,14 @@ def run_on_pair(tiny_demo: Path, demo_pair, store, names: list[str], sets: dict 
     ``extra_options`` adds audits with ready options that skip the checks (an audit whose module is missing).
     """
     from lab.core.store import new_run_id
-    from lab.shell.runner import PreparedRun, RunSpec, check, execute
+    from lab.shell.spec import RunSpec, build_spec
+    from lab.shell.runner import PreparedRun, check, execute
 
-    spec = RunSpec(base=str(tiny_demo / "models" / "base"), unlearned=str(tiny_demo / "models" / "npo"),
+    spec = build_spec(RunSpec, dict(base=str(tiny_demo / "models" / "base"), unlearned=str(tiny_demo / "models" / "npo"),
                    audits=[n for n in names if n not in (extra_options or {})], facts=str(tiny_demo / "facts.jsonl"),
-                   device="cpu", limit=FULL_RUN_LIMIT, options=sets or {})
+                   device="cpu", limit=FULL_RUN_LIMIT, options=sets or {}))
     checked = check(spec)
-    spec.audits = names
+    spec = dataclasses.replace(spec, audits=tuple(names))  # with the audits that skip the checks
     prepared = PreparedRun(new_run_id(), spec, demo_pair, None, checked.facts,
                            {**checked.options, **(extra_options or {})}, loader=None)
     return execute(prepared, store).run_id

@@ -170,10 +170,11 @@ def test_device_map_auto_loads_and_scores_like_a_plain_load(demo_env):
 
 def test_the_run_states_its_memory_plan(demo_env, tmp_path):
     from lab.core.store import Store
-    from lab.shell.runner import RunSpec, execute, prepare
+    from lab.shell.spec import RunSpec, build_spec
+    from lab.shell.runner import execute, prepare
 
-    spec = RunSpec(base="demo:base", unlearned="demo:npo", reference="demo:retrain", audits=["direct"], limit=1,
-                   device="cpu")
+    spec = build_spec(RunSpec, dict(base="demo:base", unlearned="demo:npo", reference="demo:retrain", audits=["direct"], limit=1,
+                   device="cpu"))
     prepared = prepare(spec)
     with Store(tmp_path / "p.duckdb") as store:
         run_id = execute(prepared, store).run_id

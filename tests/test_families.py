@@ -60,7 +60,8 @@ def test_every_audit_on_every_family(family_pairs, name, tmp_path, monkeypatch):
     from lab.core.options import build_options
     from lab.core.prompts import PromptFormat
     from lab.core.store import Store
-    from lab.shell.runner import RunSpec, check, execute, prepare
+    from lab.shell.spec import RunSpec, build_spec
+    from lab.shell.runner import check, execute, prepare
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     pairs, facts = family_pairs
@@ -70,9 +71,9 @@ def test_every_audit_on_every_family(family_pairs, name, tmp_path, monkeypatch):
     base = load_engine(str(base_dir), device="cpu", prompt_format=PromptFormat(use_chat_template=chat))
     facts_file = fitted_facts(base, facts, tmp_path / "facts.jsonl")
     names = available()
-    spec = RunSpec(base=str(base_dir), unlearned=str(unlearned_dir), audits=names, facts=str(facts_file),
+    spec = build_spec(RunSpec, dict(base=str(base_dir), unlearned=str(unlearned_dir), audits=names, facts=str(facts_file),
                    device="cpu", max_new_tokens=NEW_TOKENS, options={n: FAST[n] for n in names if n in FAST},
-                   chat_template=chat)
+                   chat_template=chat))
     prepared = prepare(spec, checked=check(spec))
     with Store(tmp_path / "f.duckdb") as store:
         outcome = execute(prepared, store)

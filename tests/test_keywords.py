@@ -21,7 +21,8 @@ from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.scoring import score_answer
 from lab.core.store import Store
-from lab.shell.runner import RunSpec, run_audits
+from lab.shell.spec import RunSpec, build_spec
+from lab.shell.runner import run_audits
 
 QUESTION = "Where was Ada Vel born?"
 
@@ -121,8 +122,8 @@ def test_options_are_checked_when_built():
 
 
 def test_keywords_audit_end_to_end(demo_env, tmp_path):
-    spec = RunSpec(base="demo:base", unlearned="demo:graddiff", audits=["direct", "keywords"], device="cpu",
-                   limit=12)
+    spec = build_spec(RunSpec, dict(base="demo:base", unlearned="demo:graddiff", audits=["direct", "keywords"], device="cpu",
+                   limit=12))
     with Store(tmp_path / "lab.duckdb") as store:
         outcome = run_audits(spec, store)
         items = store.items(outcome.run_id, "keywords")

@@ -16,10 +16,10 @@ AUDITS = ["direct", "reasoning", "logit_lens"]
 @pytest.fixture()
 def swept(demo_env, tmp_path):
     """A sweep of three demo models on three audits (4 facts per split): (store, sweep id)."""
-    from lab.shell.sweep import SweepSpec, run_sweep
+    from lab.shell.sweep import SweepSpec, run_sweep, sweep_spec as make_sweep
 
     store = Store(tmp_path / "sweep.duckdb")
-    spec = SweepSpec(base="demo:base", unlearned=MODELS, audits=AUDITS, limit=4, device="cpu", max_new_tokens=16)
+    spec = make_sweep(dict(base="demo:base", unlearned=MODELS, audits=AUDITS, limit=4, device="cpu", max_new_tokens=16))
     outcome = run_sweep(spec, store, local=True)
     assert outcome.status == "complete"
     yield store, outcome.sweep_id

@@ -23,7 +23,8 @@ from lab.core.facts import Fact
 from lab.core.scoring import contains_answer
 from lab.core.store import Store
 from lab.shell.cli import main
-from lab.shell.runner import RunSpec, run_audits
+from lab.shell.spec import RunSpec, build_spec
+from lab.shell.runner import run_audits
 
 BIO = "Ada Vel was born in Korin. Ada Vel worked as a glazier. Ada Vel studied under Tom Brix."
 FACTS = [
@@ -132,8 +133,8 @@ def test_options_are_checked_when_built():
 
 def test_reasoning_audit_end_to_end(demo_env, tmp_path):
     db = tmp_path / "lab.duckdb"
-    spec = RunSpec(base="demo:base", unlearned="demo:npo", audits=["reasoning"], device="cpu", limit=12,
-                   options={"reasoning": {"prompts_per_category": "2"}})
+    spec = build_spec(RunSpec, dict(base="demo:base", unlearned="demo:npo", audits=["reasoning"], device="cpu", limit=12,
+                   options={"reasoning": {"prompts_per_category": "2"}}))
     with Store(db) as store:
         outcome = run_audits(spec, store)
         items = store.items(outcome.run_id, "reasoning")

@@ -20,9 +20,9 @@ from plotly.offline import get_plotlyjs
 import audits
 from audits import available, get_audit
 from lab.core.batching import Cancelled, cancellable
-from lab.core.options import AuditOptions, build_options, options_dict, parse_sets
+from lab.core.options import AuditOptions, build_options, options_dict
 from lab.core.store import Store
-from lab.shell.cli import build_parser, main
+from lab.shell.cli import build_parser, spec_from_args, main
 from lab.shell.report import render_report, write_report
 from lab.shell.report.collect import collect, kill_chain
 from lab.shell.report.render import SECTIONS, figure_id, number
@@ -208,12 +208,13 @@ def test_json_and_markdown_hold_the_same_content(full, demo_all_facts):
 def test_repeat_command_parses_back_to_the_stored_config(full):
     store, run_id = full
     command = collect(store, run_id).repeat_command
-    args = build_parser().parse_args(shlex.split(command)[3:])
+    spec = spec_from_args(build_parser().parse_args(shlex.split(command)[3:]))
     config = store.run(run_id)["config"]
-    assert (args.base, args.unlearned, args.limit, args.device) == (config["base"], config["unlearned"], FULL_RUN_LIMIT, "cpu")
-    sets = parse_sets(args.set)
-    for name in args.audits.split(","):
-        rebuilt = build_options(get_audit(name).Options, name, sets.get(name, {}))
+    assert (spec.limit, spec.device) == (FULL_RUN_LIMIT, "cpu")
+    assert {k: v for k, v in spec.to_dict().items() if k != "options"} == \
+        {k: config[k] for k in spec.to_dict() if k != "options"}  # every run-spec field, the prompt format included
+    for name in spec.audits:
+        rebuilt = build_options(get_audit(name).Options, name, spec.options.get(name, {}))
         assert options_dict(rebuilt) == config["options"][name]
 
 

@@ -77,12 +77,12 @@ def space(monkeypatch):
 @pytest.mark.parametrize("ref", ["/etc", "./models", "../x", "lab", "~", "owner/../../etc", "a b"])
 def test_space_mode_refuses_server_paths(space, tmp_path, ref):
     from lab.core.errors import LabError
-    from lab.shell.ui.session import Lab
+    from lab.shell.ui.session import Lab, demo_pair
 
     lab = Lab(tmp_path / "lab.duckdb")
     try:
         with pytest.raises(LabError, match="disabled"):
-            lab.engine(ref)
+            lab.engine(ref, demo_pair())
     finally:
         lab.close()
 
@@ -98,25 +98,26 @@ def test_space_mode_limits_requests(space, demo_env, tmp_path):
     from lab.core.errors import LabError
     from lab.core.policy import current
     from lab.shell.runner import check
+    from lab.shell.spec import replaced
     from lab.shell.ui import auditing
-    from lab.shell.ui.session import PairSpec
+    from lab.shell.ui.session import demo_pair
 
     policy = current()
     assert policy.max_new_tokens == 64 and not policy.server_paths and not policy.remote_code and policy.max_upload
     assert auditing.SERVER_PATH not in auditing.fact_sources()
     with pytest.raises(LabError, match="server paths are disabled"):
         auditing.facts_path(auditing.SERVER_PATH, None, str(tmp_path / "facts.jsonl"))
-    run = auditing.run_spec(PairSpec.demo(), auditing.DEMO_FACTS, None, "", ["direct"], None, 10, 10_000, "")
+    run = auditing.run_spec(demo_pair(), auditing.DEMO_FACTS, None, "", ["direct"], None, 10, 10_000, "")
     with pytest.raises(LabError, match="--max-new-tokens=10000 is above the cap of 64 new tokens in Space mode"):
         check(run)
-    run.max_new_tokens = 64
+    run = replaced(run, max_new_tokens=64)
     per_split_and_kind = Counter((f.split, f.kind) for f in check(run).facts)
     assert max(per_split_and_kind.values()) == 10 and run.limit == 10
     assert auditing.default_limit() == 50
     for value in ("/etc/passwd", "~/.ssh", "lab"):  # an SAE corpus read from the server
         options = auditing.options_frame(["sae"])
         options.loc[options["option"] == "corpus", "value"] = value
-        spec = auditing.run_spec(PairSpec.demo(), auditing.DEMO_FACTS, None, "", ["sae"], options, 10, 24, "")
+        spec = auditing.run_spec(demo_pair(), auditing.DEMO_FACTS, None, "", ["sae"], options, 10, 24, "")
         with pytest.raises(LabError, match="option sae.corpus: .* server path"):
             check(spec)
 
@@ -126,13 +127,13 @@ def test_space_mode_caps_facts_per_run(space, demo_env, tmp_path, monkeypatch):
     from lab.core.policy import SPACE
     from lab.shell.runner import check
     from lab.shell.ui import auditing
-    from lab.shell.ui.session import PairSpec
+    from lab.shell.ui.session import demo_pair
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
     big = tmp_path / "uploads" / "abc" / "big.csv"  # where an upload lands
     big.parent.mkdir(parents=True)
     big.write_text("question,answer\n" + "".join(f"Question {i}?,answer {i}\n" for i in range(SPACE.max_facts + 1)))
-    spec = PairSpec.demo()
+    spec = demo_pair()
     too_many = auditing.run_spec(spec, auditing.UPLOAD, str(big), "", ["direct"], None, 1000, 24, "")
     with pytest.raises(LabError, match=f"at most {SPACE.max_facts} facts"):
         check(too_many)
@@ -146,12 +147,12 @@ def test_space_mode_caps_facts_per_run(space, demo_env, tmp_path, monkeypatch):
 
 def test_space_mode_refuses_remote_code(space, demo_env, tmp_path):
     from lab.core.errors import LabError
-    from lab.shell.ui.session import Lab
+    from lab.shell.ui.session import Lab, demo_pair
 
     lab = Lab(tmp_path / "lab.duckdb")
     try:
         with pytest.raises(LabError, match="remote model code is disabled"):
-            lab.engine("demo:base", trust_remote_code=True)
+            lab.engine("demo:base", demo_pair(trust_remote_code=True))
     finally:
         lab.close()
 

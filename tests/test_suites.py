@@ -176,11 +176,12 @@ def test_direct_and_multiple_choice_on_a_suite(tiny_demo, demo_pair, tmp_path):
     """direct on TOFU's questions and multiple_choice on its option files, end to end on the tiny model."""
     from lab.core.store import Store
     from lab.core.store import new_run_id
-    from lab.shell.runner import PreparedRun, RunSpec, check, execute
+    from lab.shell.spec import RunSpec, build_spec
+    from lab.shell.runner import PreparedRun, check, execute
 
-    spec = RunSpec(base=str(tiny_demo / "models" / "base"), unlearned=str(tiny_demo / "models" / "npo"),
+    spec = build_spec(RunSpec, dict(base=str(tiny_demo / "models" / "base"), unlearned=str(tiny_demo / "models" / "npo"),
                    audits=["direct", "multiple_choice"], facts=f"tofu:{REAL / 'tofu'}:forget01", limit=8,
-                   device="cpu")
+                   device="cpu"))
     checked = check(spec)
     with Store(tmp_path / "suite.duckdb") as store:
         outcome = execute(PreparedRun(new_run_id(), spec, demo_pair, None, checked.facts, checked.options, None),
@@ -200,13 +201,14 @@ def test_direct_and_multiple_choice_on_a_suite(tiny_demo, demo_pair, tmp_path):
 def test_an_audit_with_nothing_to_run_on_is_skipped_and_says_why(tiny_demo, demo_pair, tmp_path):
     from lab.core.store import Store
     from lab.core.store import new_run_id
-    from lab.shell.runner import PreparedRun, RunSpec, check, execute
+    from lab.shell.spec import RunSpec, build_spec
+    from lab.shell.runner import PreparedRun, check, execute
 
     questions = tmp_path / "questions.jsonl"  # the demo's questions alone: no multiple-choice items
     questions.write_text("".join(line for line in (tiny_demo / "facts.jsonl").read_text().splitlines(True)
                                  if json.loads(line)["kind"] == "qa"))
-    spec = RunSpec(base="demo:base", unlearned="demo:npo", audits=["multiple_choice", "direct"],
-                   facts=str(questions), limit=2, device="cpu")
+    spec = build_spec(RunSpec, dict(base="demo:base", unlearned="demo:npo", audits=["multiple_choice", "direct"],
+                   facts=str(questions), limit=2, device="cpu"))
     checked = check(spec)
     with Store(tmp_path / "skip.duckdb") as store:
         outcome = execute(PreparedRun(new_run_id(), spec, demo_pair, None, checked.facts, checked.options, None),

@@ -6,7 +6,7 @@ import pytest
 
 from lab.core.store import Store
 from lab.shell.cli import main
-from lab.shell.sweep import expand, load_spec
+from lab.shell.sweep import sweep_spec, expand, load_spec
 
 
 def write_spec(tmp_path, data, name="sweep.json"):
@@ -36,8 +36,9 @@ def test_yaml_spec_and_glob_expansion(tiny_demo, tmp_path):
                                 "audits: direct,keywords\nlimit: 3\n", "sweep.yaml")
     spec = load_spec(path)
     assert [p.rsplit("/", 1)[1] for p in spec.unlearned] == ["graddiff_small", "npo_small"]
-    assert spec.audits == ["direct", "keywords"] and spec.limit == 3
-    assert expand(["demo:npo", "demo:npo"], "x") == ["demo:npo"]  # duplicates once, demo refs never globbed
+    assert spec.audits == ["direct", "keywords"] and {p.limit for p in spec.pairs} == {3}
+    twice = sweep_spec({"base": "demo:base", "unlearned": ["demo:npo", "demo:npo"], "audits": ["direct"]})
+    assert twice.unlearned == ["demo:npo"]  # duplicates once
 
 
 def test_sweep_stores_a_run_per_pair_and_is_partial_when_one_fails(demo_env, family_gpt2, tmp_path, capsys):

@@ -23,7 +23,7 @@ import pytest
 from lab.core.batching import Cancelled
 from lab.core.store import Store
 from lab.shell.cli import main
-from lab.shell.sweep import SweepSpec, run_sweep
+from lab.shell.sweep import SweepSpec, run_sweep, sweep_spec as make_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 UNLEARNERS = ("npo", "graddiff", "ga", "retrain")
@@ -44,13 +44,14 @@ def ray_cluster():
 
 def sweep_spec(demo: Path, limit: int, names: tuple[str, ...] = UNLEARNERS) -> SweepSpec:
     """The demo's unlearned models against its base: the direct audit and one cheap recovery attack."""
-    return SweepSpec(base=str(demo / "models" / "base"), unlearned=[str(demo / "models" / n) for n in names],
-                     audits=["direct", "keywords"], facts=str(demo / "facts.jsonl"), limit=limit, device="cpu")
+    return make_sweep(dict(base=str(demo / "models" / "base"), unlearned=[str(demo / "models" / n) for n in names],
+                     audits=["direct", "keywords"], facts=str(demo / "facts.jsonl"), limit=limit, device="cpu"))
 
 
 def write_spec(path: Path, spec: SweepSpec) -> Path:
-    fields = ("base", "unlearned", "audits", "facts", "limit", "device")
-    path.write_text(json.dumps({f: getattr(spec, f) for f in fields}))
+    """The spec as a file: the first pair's fields for all, the checkpoints as a list."""
+    fields = {k: v for k, v in spec.pairs[0].to_dict().items() if k != "unlearned"}
+    path.write_text(json.dumps({**fields, "unlearned": spec.unlearned}))
     return path
 
 
@@ -200,7 +201,7 @@ def test_local_flag_runs_every_pair_in_this_process(demo_env, tmp_path, capsys):
 
 
 def test_local_and_a_ray_address_exclude_each_other(tmp_path, capsys):
-    spec = write_spec(tmp_path / "s.json", SweepSpec(base="b", unlearned=["u"], audits=["direct"]))
+    spec = write_spec(tmp_path / "s.json", make_sweep(dict(base="b", unlearned=["u"], audits=["direct"])))
     db = tmp_path / "x.duckdb"
     assert main(["sweep", str(spec), "--db", str(db), "--local", "--ray-address", "auto"]) == 2
     assert "exclude each other" in capsys.readouterr().err and not db.exists()
@@ -211,7 +212,7 @@ def test_a_pair_run_elsewhere_lands_whole_and_once(tiny_demo, tmp_path):
     from lab.shell.sweep import run_pair_isolated
 
     spec = sweep_spec(tiny_demo, limit=3, names=("npo",))
-    result, rows = run_pair_isolated(spec, spec.unlearned[0], "sweep-test")  # what a Ray worker returns
+    result, rows = run_pair_isolated(spec.pairs[0], 0, "sweep-test")  # what a Ray worker returns
     with Store(tmp_path / "user.duckdb") as store:
         assert store.import_run(rows) == result.run_id
         with pytest.raises(LabError, match="already in"):

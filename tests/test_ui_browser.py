@@ -113,7 +113,7 @@ def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
     from lab.core.facts import load_facts
     from lab.shell.report.leaderboard import collect_sweep
     from lab.shell.ui.probe import rewrites
-    from lab.shell.ui.session import PairSpec
+    from lab.shell.ui.session import demo_pair
 
     url, lab = served
     # Models: the demo pair is ready on start.
@@ -170,7 +170,7 @@ def test_lab_in_the_browser(served, page, artifacts_dir, tiny_demo, tmp_path):
     page.locator("#probe-tokens input[type=number]").press("Enter")
     page.locator("#probe-run").click()
     page.locator("#probe-compare .pgold b").nth(1).wait_for()
-    pair = lab.pair(PairSpec.demo("npo"))
+    pair = lab.pair(demo_pair("npo"))
     prompt = pair.base.prompt(fact.question)
     outputs = [pair.base.generate([prompt], 12)[0], pair.unlearned.generate([prompt], 12)[0]]
     assert text_of(page, "probe-sent") == prompt
@@ -415,8 +415,8 @@ def test_every_tab_fits_and_follows_the_theme(served, browser, artifacts_dir, ti
     from lab.shell.ui.dashboard import dashboard_spec, run_dashboard
 
     url, lab = served
-    spec = dashboard_spec("demo:base", ["demo:npo", "demo:ga"], ["direct", "reasoning", "logit_lens"], "", 4, 12,
-                          None, "cpu")
+    spec = dashboard_spec({"base": "demo:base", "audits": ["direct", "reasoning", "logit_lens"], "limit": 4,
+                           "max_new_tokens": 12, "device": "cpu"}, ["demo:npo", "demo:ga"])
     outcome = run_dashboard(lab.store, spec, None, lambda event: None)
     run_id = outcome.pairs[1].run_id
     fact = lab.store.items(run_id, "direct").iloc[0]["fact_id"]

@@ -39,7 +39,7 @@ def client_for(url: str, unlearned: str):
 
 
 def test_two_clients_audit_and_probe_at_once(served, demo_facts):
-    from lab.shell.ui.session import PairSpec
+    from lab.shell.ui.session import demo_pair
 
     url, lab = served
     clients = {"npo": client_for(url, "npo"), "ga": client_for(url, "ga")}
@@ -72,7 +72,7 @@ def test_two_clients_audit_and_probe_at_once(served, demo_facts):
     runs = lab.store.runs()
     assert len(runs) == 4 and set(runs["status"]) == {"complete"}
     for name, client_results in results.items():
-        pair = lab.pair(PairSpec.demo(name))
+        pair = lab.pair(demo_pair(name))
         audits = [r[1] for r in client_results if r[0] == "audit"]
         assert len(audits) == 2
         for status in audits:
@@ -89,11 +89,11 @@ def test_two_clients_audit_and_probe_at_once(served, demo_facts):
 
 
 def test_stop_interrupts_the_sessions_audit(served, demo_facts):
-    from lab.shell.ui.session import PairSpec
+    from lab.shell.ui.session import demo_pair
 
     url, lab = served
     client = client_for(url, "npo")
-    pair = lab.pair(PairSpec.demo("npo"))
+    pair = lab.pair(demo_pair("npo"))
     for engine in (pair.base, pair.unlearned):
         engine.policy.max_rows = 1  # one fact per batch: many points where a stop can land
     job = client.submit(limit_=0, api_name="/run_audit", **AUDIT_ARGS)

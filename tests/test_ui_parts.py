@@ -93,7 +93,8 @@ def test_dashboard_tally_counts_every_audit_of_every_model(demo_env, tmp_path):
 
     models = parse_models(["npo"], "demo:ga\ndemo:npo, demo:retrain")
     assert models == ["demo:npo", "demo:ga", "demo:retrain"]
-    spec = dashboard_spec("demo:base", models[:2], ["direct", "reasoning"], "", 3, 12, None, "cpu")
+    spec = dashboard_spec({"base": "demo:base", "audits": ["direct", "reasoning"], "limit": 3, "max_new_tokens": 12,
+                           "device": "cpu"}, models[:2])
     seen, tally = [], Tally(2, 2)
     with Store(tmp_path / "d.duckdb") as store:
         outcome = run_dashboard(store, spec, threading.Event(), lambda e: (seen.append((e.kind, tally.done)),
@@ -192,25 +193,30 @@ def test_lens_on_a_stored_prompt_reads_it_as_typed(demo_pair, demo_facts):
 def test_item_links_fill_the_probe_and_internals_on_the_runs_pair(full_run):
     from lab.shell.ui import item_links, results
     from lab.shell.ui.probe_tab import RAW
-    from lab.shell.ui.session import PairSpec
+    from lab.shell.spec import PairSpec, build_spec
 
     store, run_id = full_run
     frame = results.run_items(store, run_id, audit="direct", split="forget")
     row = frame.iloc[1]
-    tab, fact, prompt, mode, gold, original, active, note = item_links.replay(frame, 1)
-    assert (tab.selected, fact, prompt, mode, gold, original, active) == ("probe", None, row["prompt"], RAW,
-                                                                           row["answer"], row["prompt"], None)
-    assert note.startswith("Replaying item 1 of run results (direct, forget")
+    replayed = item_links.replay(frame, 1)
+    assert replayed["tabs"].selected == "probe"
+    assert {k: replayed[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")} == dict(
+        fact=None, prompt=row["prompt"], mode=RAW, gold=row["answer"], original=row["prompt"], active=None)
+    assert replayed["note"].startswith("Replaying item 1 of run results (direct, forget")
     explained = item_links.explain(frame, 1)
-    assert explained[0].selected == "probe" and explained[1:7] == item_links.replay(frame, 1)[1:7]  # as replay
-    assert explained[8] == row["prompt"] and explained[7].startswith("Explaining item 1")
-    assert explained[10:] == ("", "") and "cmp" in explained[9]
-    tab, fact, question, answer, mode = item_links.lens(frame, 1)
-    assert (tab.selected, fact, question, answer, mode) == ("internals", None, row["prompt"], row["answer"], RAW)
-    assert all(v is not None for v in item_links.replay(frame, 99))  # no such row: nothing changes (skips)
+    assert {k: explained[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")} == \
+        {k: replayed[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")}  # as replay
+    assert explained["sent"] == row["prompt"] and explained["note"].startswith("Explaining item 1")
+    assert (explained["base"], explained["unlearned"]) == ("", "") and "cmp" in explained["compare"]
+    lens = item_links.lens(frame, 1)
+    assert lens["tabs"].selected == "internals"
+    assert {k: lens[k] for k in ("fact", "question", "answer", "mode")} == dict(
+        fact=None, question=row["prompt"], answer=row["answer"], mode=RAW)
+    assert item_links.replay(frame, 99) == {}  # no such row: nothing changes
     config = store.run(run_id)["config"]
-    mine = PairSpec("demo:base", "demo:ga", "cpu", "float32")
-    assert item_links.run_pair(store, run_id, mine) == PairSpec(config["base"], config["unlearned"], "cpu", "float32")
+    mine = build_spec(PairSpec, {"base": "demo:base", "unlearned": "demo:ga", "device": "cpu", "dtype": "float32"})
+    assert item_links.run_pair(store, run_id, mine) == build_spec(PairSpec, {
+        "base": config["base"], "unlearned": config["unlearned"], "device": "cpu", "dtype": "float32"})
     assert item_links.run_pair(store, run_id, None).device == config["device"]
 
 

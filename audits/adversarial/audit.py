@@ -50,7 +50,7 @@ def type_key(probe_type: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", probe_type.lower()).strip("_")
 
 
-class AdversarialAudit(Audit):
+class AdversarialAudit(Audit[AdversarialOptions]):
     name = "adversarial"
     title = "RWKU adversarial probes"
     paper = "RWKU: Benchmarking Real-World Knowledge Unlearning for Large Language Models"
@@ -58,8 +58,8 @@ class AdversarialAudit(Audit):
     Options = AdversarialOptions
     headline_keys = ("recovery_rate",)
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: AdversarialOptions = ctx.options
+    def run(self, ctx: AuditContext[AdversarialOptions]) -> AuditResult:
+        opts = ctx.options
         rng = random.Random(opts.seed)
         targets = ctx.baseline.targets()
         retain = [f for f in ctx.baseline.facts if f.split == "retain"]
@@ -93,7 +93,7 @@ class AdversarialAudit(Audit):
         return AuditResult(metrics=metrics, artifacts={"built": built}, notes=notes)
 
     @staticmethod
-    def rwku_probes(ctx: AuditContext) -> dict[str, float]:
+    def rwku_probes(ctx: AuditContext[AdversarialOptions]) -> dict[str, float]:
         """Per RWKU probe type: the share of base-answered probes the unlearned model still answers."""
         base = ctx.baseline
         out: dict[str, float] = {}

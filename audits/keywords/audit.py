@@ -186,7 +186,10 @@ def metrics(keyed: list[KeyFact], runs: dict[str, TransformRun], transforms: tup
     return out
 
 
-class KeywordsAudit(Audit):
+class KeywordsAudit(Audit[KeywordsOptions]):
+    default_on = True
+    suite = True
+    probe_group = ("probe-emphasis", "Keywords")
     name = "keywords"
     title = "Keyword emphasis"
     paper = "Understanding the Dilemma of Unlearning for Large Language Models (unPact)"
@@ -197,8 +200,8 @@ class KeywordsAudit(Audit):
     headline_keys = ("recovery_rate", "logprob_gain", "attribution_shift")
     rewrites = TRANSFORMS
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: KeywordsOptions = ctx.options
+    def run(self, ctx: AuditContext[KeywordsOptions]) -> AuditResult:
+        opts = ctx.options
         targets = ctx.baseline.targets()
         if not targets:
             return AuditResult(metrics=metrics([], {}, opts.transforms),
@@ -242,7 +245,7 @@ class KeywordsAudit(Audit):
         return [Rewritten(emphasize(fact.question, phrases, transform, KeywordsOptions.repeats), raw=False)]
 
     @staticmethod
-    def keywords(ctx: AuditContext, facts: list[Fact], top_k: int) -> list[KeyFact]:
+    def keywords(ctx: AuditContext[KeywordsOptions], facts: list[Fact], top_k: int) -> list[KeyFact]:
         """Contributions in both models (one batched call each), each fact's KeyTokens and keywords."""
         if not facts:
             return []
@@ -255,7 +258,7 @@ class KeywordsAudit(Audit):
             keyed.append(KeyFact(fact, prompt, b, u, *question_keywords(b, prompt, fact.question, top_k)))
         return keyed
 
-    def attack(self, ctx: AuditContext, keyed: list[KeyFact], transform: str, repeats: int) -> TransformRun:
+    def attack(self, ctx: AuditContext[KeywordsOptions], keyed: list[KeyFact], transform: str, repeats: int) -> TransformRun:
         """Both models answer every target's question under one transform; the items are recorded."""
         questions = [emphasize(k.fact.question, k.phrases, transform, repeats) for k in keyed]
         prompts = [ctx.pair.base.prompt(q) for q in questions]
@@ -271,7 +274,7 @@ class KeywordsAudit(Audit):
         return TransformRun(transform, answered, gains)
 
     @staticmethod
-    def captum_check(ctx: AuditContext, key: KeyFact) -> dict[str, Any]:
+    def captum_check(ctx: AuditContext[KeywordsOptions], key: KeyFact) -> dict[str, Any]:
         """One fact's base contributions recomputed by captum (one forward per token) and compared."""
         reference = captum_leave_one_out(ctx.pair.base, key.prompt, key.fact.answer)
         diff = float(np.abs(reference - key.base.values).max())

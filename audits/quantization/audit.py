@@ -88,7 +88,8 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-class QuantizationAudit(Audit):
+class QuantizationAudit(Audit[QuantizationOptions]):
+    suite = True
     name = "quantization"
     title = "Quantization recovery"
     paper = "Catastrophic Failure of LLM Unlearning via Quantization (ICLR 2025)"
@@ -100,8 +101,8 @@ class QuantizationAudit(Audit):
                      "recovery_rate_int4", "recovery_rate")
     recovery_key = "recovery_rate"
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: QuantizationOptions = ctx.options
+    def run(self, ctx: AuditContext[QuantizationOptions]) -> AuditResult:
+        opts = ctx.options
         backend = resolved_backend(opts.backend)
         specs = {name: QuantSpec(bits, opts.group_size, opts.symmetric) for name, bits in PRECISIONS.items()}
         base = ctx.baseline
@@ -134,12 +135,12 @@ class QuantizationAudit(Audit):
         best = max(PRECISIONS, key=lambda p: counts[p])  # the first on ties, as metrics() picks it
         return [i for i in tries if i.category == best]
 
-    def reference_recovered(self, ctx: AuditContext, items: list[ItemRecord]) -> set[str]:
+    def reference_recovered(self, ctx: AuditContext[QuantizationOptions], items: list[ItemRecord]) -> set[str]:
         """The reference model quantized the same way (the headline's precision) answers the same questions."""
         tries = self.attempts(items)
         if not tries:
             return set()
-        opts: QuantizationOptions = ctx.options
+        opts = ctx.options
         bits = PRECISIONS[tries[0].category]
         prompts = [i.prompt for i in tries]
         reference = ctx.model("reference")
@@ -152,7 +153,7 @@ class QuantizationAudit(Audit):
                 prompts, ctx.max_new_tokens, desc="quantization: reference control")
         return {i.fact_id for i, out in zip(tries, outputs) if score_answer(out, i.answer).hit}
 
-    def rtn(self, ctx: AuditContext, facts: list[Fact], prompts: list[str], name: str, spec: QuantSpec,
+    def rtn(self, ctx: AuditContext[QuantizationOptions], facts: list[Fact], prompts: list[str], name: str, spec: QuantSpec,
             opts: QuantizationOptions) -> Precision:
         """Both models fake-quantized in place (engines locked), asked, then restored exactly."""
         pair = ctx.pair
@@ -167,12 +168,12 @@ class QuantizationAudit(Audit):
         return Precision(name, answered, lp_b, lp_u)
 
     @staticmethod
-    def agreement(ctx: AuditContext, spec: QuantSpec, opts: QuantizationOptions) -> GridAgreement | None:
+    def agreement(ctx: AuditContext[QuantizationOptions], spec: QuantSpec, opts: QuantizationOptions) -> GridAgreement | None:
         """The paper's mechanism measured on the full-precision weights, on the RTN grid of ``spec``."""
         return grid_agreement(target_weights(ctx.pair.base.model, opts.embeddings, opts.head),
                               target_weights(ctx.pair.unlearned.model, opts.embeddings, opts.head), spec)
 
-    def bitsandbytes(self, ctx: AuditContext, facts: list[Fact], prompts: list[str], name: str, bits: int,
+    def bitsandbytes(self, ctx: AuditContext[QuantizationOptions], facts: list[Fact], prompts: list[str], name: str, bits: int,
                      quant_type: str) -> Precision:
         """Both models reloaded through bitsandbytes (CUDA only), asked, then released."""
         pair = ModelPair(load_bitsandbytes(ctx.pair.base, bits, quant_type),
@@ -183,7 +184,7 @@ class QuantizationAudit(Audit):
         torch.cuda.empty_cache()
         return Precision(name, answered, lp_b, lp_u)
 
-    def record(self, ctx: AuditContext, facts: list[Fact], prompts: list[str], result: Precision,
+    def record(self, ctx: AuditContext[QuantizationOptions], facts: list[Fact], prompts: list[str], result: Precision,
                target_ids: set[str]) -> None:
         """One item per fact and precision; ``recovered`` is set on the target facts only."""
         ctx.record([
@@ -240,7 +241,7 @@ class QuantizationAudit(Audit):
         return {"accuracy": table, "recovered": flipped, "settings": vars(opts).copy()}
 
     @staticmethod
-    def notes(ctx: AuditContext, opts: QuantizationOptions, backend: str) -> list[str]:
+    def notes(ctx: AuditContext[QuantizationOptions], opts: QuantizationOptions, backend: str) -> list[str]:
         notes = [f"backend: {backend}" + (" (auto)" if opts.backend == "auto" else "")]
         if backend == "bitsandbytes":
             notes.append("identical_weights and within_half_step are measured on the RTN grid (group "

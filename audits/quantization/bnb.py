@@ -18,6 +18,7 @@ import dataclasses
 
 import torch
 
+from lab.core.backend import Backend
 from lab.core.engine import Engine
 from lab.core.errors import LabError
 
@@ -38,7 +39,7 @@ def bitsandbytes_available() -> bool:
     return torch.cuda.is_available() and bitsandbytes_installed()
 
 
-def load_bitsandbytes(engine: Engine, bits: int, quant_type: str = "fp4") -> Engine:
+def load_bitsandbytes(engine: Backend, bits: int, quant_type: str = "fp4") -> Backend:
     """A second engine on ``engine``'s weights loaded by bitsandbytes in 8-bit or 4-bit (CUDA only).
 
     The paper's settings (see the module docstring).

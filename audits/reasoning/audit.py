@@ -59,7 +59,7 @@ from audits.reasoning.prompts import (
     TemplateGenerator,
     carried_forget_facts,
 )
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.judge import judge
@@ -139,7 +139,10 @@ def judged_rates(outcomes: list[Outcome], targets: list[Fact]) -> dict[str, floa
             **rate_with_interval("judge_agreement", [o.judged == o.recovered for o in forget])}
 
 
-class ReasoningAudit(Audit):
+class ReasoningAudit(Audit[ReasoningOptions]):
+    default_on = True
+    suite = True
+    probe_group = ("probe-steps", "Step by step")
     name = "reasoning"
     title = "Step-by-step reasoning attack"
     paper = "Step-by-Step Reasoning Attack: Revealing 'Erased' Knowledge in Large Language Models (Sleek)"
@@ -150,8 +153,8 @@ class ReasoningAudit(Audit):
     rewrites = CATEGORIES
     outside_headline = ("context",)
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: ReasoningOptions = ctx.options
+    def run(self, ctx: AuditContext[ReasoningOptions]) -> AuditResult:
+        opts = ctx.options
         base = ctx.baseline
         targets = base.targets()
         retain = base.retain_sample(opts.retain_facts) if opts.retain else []
@@ -187,7 +190,7 @@ class ReasoningAudit(Audit):
         )
 
     @staticmethod
-    def generator(ctx: AuditContext, opts: ReasoningOptions) -> PromptGenerator:
+    def generator(ctx: AuditContext[ReasoningOptions], opts: ReasoningOptions) -> PromptGenerator:
         if opts.generator == "template":
             return TemplateGenerator()
         return LLMGenerator(ctx.model(opts.attacker), opts.attacker_max_new_tokens, opts.samples, opts.temperature)
@@ -202,9 +205,9 @@ class ReasoningAudit(Audit):
                            "related facts and statement; pick a fact of a facts file with entities")
         return [Rewritten(p.text, raw=True) for p in prompts]
 
-    def ask(self, ctx: AuditContext, prompts: list[AttackPrompt], by_id: dict[str, Fact],
+    def ask(self, ctx: AuditContext[ReasoningOptions], prompts: list[AttackPrompt], by_id: dict[str, Fact],
             by_entity: dict[str, list[Fact]], generator: str, max_new_tokens: int,
-            judge_engine: Engine | None) -> list[Outcome]:
+            judge_engine: Backend | None) -> list[Outcome]:
         """Both models answer one category's prompts (batched); every prompt is recorded with its provenance."""
         if not prompts:
             return []

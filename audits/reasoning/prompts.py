@@ -27,7 +27,7 @@ from lab.core.forms import answer_statement, cloze_prefix
 from lab.core.scoring import contains_answer
 
 if TYPE_CHECKING:
-    from lab.core.engine import Engine
+    from lab.core.backend import Backend
 
 CATEGORIES = ("direct", "indirect", "implied")
 
@@ -271,7 +271,7 @@ def meta_prompt(template: str, fact: Fact, related: Sequence[Fact]) -> str:
 
 
 class LLMGenerator:
-    """Prompts written by an attacker LLM (any causal LM behind an Engine), batched.
+    """Prompts written by an attacker LLM (any causal LM behind an Backend), batched.
 
     One meta-prompt per category and variant, each asked ``samples`` times:
     greedily for one sample, else sampled at ``temperature`` (seeded), so a
@@ -282,7 +282,7 @@ class LLMGenerator:
 
     name = "llm"
 
-    def __init__(self, attacker: "Engine", max_new_tokens: int = 48, samples: int = 1, temperature: float = 0.8,
+    def __init__(self, attacker: "Backend", max_new_tokens: int = 48, samples: int = 1, temperature: float = 0.8,
                  seed: int = 0):
         self.attacker = attacker
         self.max_new_tokens = max_new_tokens

@@ -46,7 +46,7 @@ from sklearn.preprocessing import StandardScaler
 
 from audits.base import Audit, AuditContext, fmt
 from audits.remind.neighbors import Variant, make_variants, nearest_tokens
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.facts import SPLITS, Fact
 from lab.core.options import AuditOptions, option
@@ -155,7 +155,7 @@ class Example:
     positions: tuple[int, ...]
 
 
-def content_positions(engine: Engine, prompt: str, question: str, prefix_len: int, text: str) -> list[int]:
+def content_positions(engine: Backend, prompt: str, question: str, prefix_len: int, text: str) -> list[int]:
     """Positions of the prompt's tokens that lie inside the question's words (no scaffold, no special token)."""
     at = prompt.find(question)
     low, high = (at, at + len(question)) if at >= 0 else (0, len(prompt))
@@ -166,7 +166,7 @@ def content_positions(engine: Engine, prompt: str, question: str, prefix_len: in
             and any(c.isalnum() for c in text[span[0]:span[1]])]
 
 
-def examples(engine: Engine, facts: list[Fact]) -> list[Example]:
+def examples(engine: Backend, facts: list[Fact]) -> list[Example]:
     """Each fact's question-answer row under the engine's prompt format, with its perturbable positions."""
     out = []
     for fact in facts:
@@ -178,7 +178,7 @@ def examples(engine: Engine, facts: list[Fact]) -> list[Example]:
     return out
 
 
-def neighborhood(engine: Engine, items: list[Example], opts: RemindOptions) -> list[list[list[Variant]]]:
+def neighborhood(engine: Backend, items: list[Example], opts: RemindOptions) -> list[list[list[Variant]]]:
     """Variants of every example, per radius, from the engine's own input embeddings (other words only)."""
     special = set(engine.tokenizer.all_special_ids)
     used = {ex.row[i] for ex in items for i in ex.positions}
@@ -189,12 +189,12 @@ def neighborhood(engine: Engine, items: list[Example], opts: RemindOptions) -> l
              for r in range(1, opts.max_radius + 1)] for ex in items]
 
 
-def answer_losses(engine: Engine, rows: list[tuple[int, ...]], starts: list[int], desc: str) -> list[float]:
+def answer_losses(engine: Backend, rows: list[tuple[int, ...]], starts: list[int], desc: str) -> list[float]:
     """Mean NLL of each row's answer tokens (from ``start`` on), one batched engine call."""
     return [s.loss for s in engine.token_scores(rows, starts, desc=desc)]
 
 
-def variant_losses(engine: Engine, items: list[Example], variants: list[list[list[Variant]]]) -> list[list[list[float]]]:
+def variant_losses(engine: Backend, items: list[Example], variants: list[list[list[Variant]]]) -> list[list[list[float]]]:
     """Answer loss of every variant, computed in one batched engine call and regrouped per example and radius."""
     flat = [(v.row, ex.start) for ex, per_example in zip(items, variants) for per_radius in per_example
             for v in per_radius]
@@ -213,7 +213,8 @@ def direction_note(metrics: dict[str, float]) -> list[str]:
             f"(AUC {value:.2f}){', ' + agrees if agrees else ''}"]
 
 
-class RemindAudit(Audit):
+class RemindAudit(Audit[RemindOptions]):
+    suite = True
     name = "remind"
     title = "REMIND loss landscape"
     paper = "REMIND: Input Loss Landscapes Reveal Residual Memorization in Post-Unlearning LLMs"
@@ -224,8 +225,8 @@ class RemindAudit(Audit):
     headline_keys = ("auc_forget_vs_holdout", "auc_forget_vs_retain", "tpr_at_1fpr")
     recovery_key = None
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: RemindOptions = ctx.options
+    def run(self, ctx: AuditContext[RemindOptions]) -> AuditResult:
+        opts = ctx.options
         facts = ctx.facts.facts
         if not facts:
             raise LabError("remind needs at least one fact")
@@ -247,12 +248,12 @@ class RemindAudit(Audit):
             notes=self.notes(facts, variants) + direction_note(metrics),
         )
 
-    def workload(self, engine: Engine, facts: list[Fact]) -> list[tuple[int, ...]]:
+    def workload(self, engine: Backend, facts: list[Fact]) -> list[tuple[int, ...]]:
         """Every neighbor variant this audit scores for ``facts`` with its default options."""
         variants = neighborhood(engine, examples(engine, facts), RemindOptions())
         return [v.row for per_fact in variants for per_radius in per_fact for v in per_radius]
 
-    def items(self, engine: Engine, facts: list[Fact], rows: list[tuple[int, ...]], variants: list[list[list[Variant]]],
+    def items(self, engine: Backend, facts: list[Fact], rows: list[tuple[int, ...]], variants: list[list[list[Variant]]],
               losses: list[list[list[float]]], scapes: list[Landscape], points_base: list[float]) -> list[ItemRecord]:
         """One item per example: its text, both models' point losses, features, and every variant with its loss."""
         decode = engine.tokenizer.batch_decode

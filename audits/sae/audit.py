@@ -61,7 +61,7 @@ from plotly.subplots import make_subplots
 
 from audits.base import Audit, AuditContext
 from audits.sae.train import LoadedSae, TrainSettings, encode, fact_corpus, get_sae, read_corpus
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.facts import Fact, FactSet
 from lab.core.models import ModelPair
@@ -127,7 +127,7 @@ class EntityPrompt:
 # --------------------------------------------------------------------------- entity prompts
 
 
-def entity_prefix(engine: Engine, question: str, entity: str) -> str | None:
+def entity_prefix(engine: Backend, question: str, entity: str) -> str | None:
     """The prompt of ``question`` cut right after the entity's name (None if the name is absent)."""
     prompt = engine.prompt(question)
     at = prompt.find(entity) if entity else -1
@@ -147,7 +147,7 @@ def _entity_group(facts: list[Fact], known_ids: set[str], options: SaeOptions) -
     return "other"
 
 
-def _prompts_for(engine: Engine, entity: str, group: str, facts: list[Fact], limit: int,
+def _prompts_for(engine: Backend, entity: str, group: str, facts: list[Fact], limit: int,
                  made_up: bool = False) -> list[EntityPrompt]:
     """Distinct entity prompts from the entity's questions, at most ``limit``."""
     out: dict[str, EntityPrompt] = {}
@@ -158,7 +158,7 @@ def _prompts_for(engine: Engine, entity: str, group: str, facts: list[Fact], lim
     return list(out.values())
 
 
-def made_up_prompts(engine: Engine, known: dict[str, list[Fact]], taken: set[str],
+def made_up_prompts(engine: Backend, known: dict[str, list[Fact]], taken: set[str],
                     options: SaeOptions) -> list[EntityPrompt]:
     """Invented names in the known entities' question templates: entities no model can know."""
     templates: list[str] = []
@@ -187,7 +187,7 @@ def control_entities(known: list[str]) -> set[str]:
     return set(known[1::2]) if len(known) >= MIN_KNOWN_FOR_CONTROL else set()
 
 
-def entity_prompts(engine: Engine, facts: list[Fact], known_ids: set[str], options: SaeOptions) -> list[EntityPrompt]:
+def entity_prompts(engine: Backend, facts: list[Fact], known_ids: set[str], options: SaeOptions) -> list[EntityPrompt]:
     """Prompts for every entity of the facts, grouped, plus the made-up unknown entities."""
     by_entity: dict[str, list[Fact]] = {}
     for fact in facts:
@@ -309,7 +309,7 @@ class SaeAnalysis:
         return self.axis.positions(latents) if self.axis else np.full(len(self.prompts), np.nan)
 
 
-def read_latents(engine: Engine, loaded: LoadedSae, prompts: list[EntityPrompt], desc: str) -> torch.Tensor:
+def read_latents(engine: Backend, loaded: LoadedSae, prompts: list[EntityPrompt], desc: str) -> torch.Tensor:
     """SAE latents at each prompt's last token (batched through the engine)."""
     states = engine.last_token_states([p.prompt for p in prompts], desc=desc)
     return encode(loaded.sae, torch.stack([s[loaded.layer] for s in states]))
@@ -334,7 +334,7 @@ def analyse(pair: ModelPair, facts: list[Fact], known_ids: set[str], options: Sa
     return SaeAnalysis(loaded, prompts, lat_b, lat_u, sep, chosen, Axis.fit(lat_b, known, unknown, chosen))
 
 
-def base_known_ids(engine: Engine, facts: list[Fact], max_new_tokens: int = 24) -> set[str]:
+def base_known_ids(engine: Backend, facts: list[Fact], max_new_tokens: int = 24) -> set[str]:
     """Ids of the retain and holdout facts the base model answers (what the reference groups need)."""
     asked = [f for f in facts if f.split in ("retain", "holdout") and f.entity]
     outputs = engine.generate([engine.prompt(f.question) for f in asked], max_new_tokens, desc="base answers")
@@ -470,7 +470,11 @@ def _mean_position(values: np.ndarray, prompts: list[EntityPrompt], group: str) 
     return float(np.mean(list(means.values()))) if means else float("nan")
 
 
-class SaeAudit(Audit):
+class SaeAudit(Audit[SaeOptions]):
+    view_id, view_label = "sae", "SAE entity view"
+    view_reads = ("entity",)
+    view_options = ("sae", "layer")
+    check_options = {"steps": "300"}  # a short SAE for the GPU check
     name = "sae"
     title = "SAE view: known vs unknown entities"
     paper = ("Sparse-Autoencoder-Guided Internal Representation Unlearning for Large Language Models; "
@@ -495,7 +499,7 @@ class SaeAudit(Audit):
         analysis = memo(key, lambda: analyse(pair, facts, base_known_ids(pair.base, facts), options))
         return sae_view_for_entity(pair, facts, fact.entity.strip(), options, analysis)
 
-    def run(self, ctx: AuditContext) -> AuditResult:
+    def run(self, ctx: AuditContext[SaeOptions]) -> AuditResult:
         base = ctx.baseline
         known_ids = {f.id for f in base.facts if base.knows_base(f)}
         analysis = analyse(ctx.pair, ctx.facts.facts, known_ids, ctx.options)

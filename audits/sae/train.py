@@ -44,7 +44,7 @@ from lab.core.facts import Fact
 if TYPE_CHECKING:
     from sae_lens import SAE
 
-    from lab.core.engine import Engine
+    from lab.core.backend import Backend
 
 PRETRAINED_PREFIX = "pretrained:"
 CACHE_VERSION = 1
@@ -106,7 +106,7 @@ class LoadedSae:
 # --------------------------------------------------------------------------- corpus
 
 
-def fact_corpus(engine: "Engine", facts: Sequence[Fact]) -> list[str]:
+def fact_corpus(engine: "Backend", facts: Sequence[Fact]) -> list[str]:
     """The default corpus: each fact's text (biography) and its question answered, deduplicated."""
     texts = [f.text for f in facts if f.text] + [f"{engine.prompt(f.question)} {f.answer}" for f in facts]
     return list(dict.fromkeys(texts))
@@ -124,7 +124,7 @@ def read_corpus(path: str) -> list[str]:
     return texts
 
 
-def corpus_activations(engine: "Engine", texts: Sequence[str], layer: int) -> list[torch.Tensor]:
+def corpus_activations(engine: "Backend", texts: Sequence[str], layer: int) -> list[torch.Tensor]:
     """Residual stream at ``layer`` of every non-special token, per text: [tokens, d_model] each."""
     rows = [engine.tokenizer(t)["input_ids"][:MAX_TEXT_TOKENS] or [engine.pad_id] for t in texts]
     states = engine.row_states(rows, layer, desc=f"SAE corpus activations (layer {layer})")
@@ -284,7 +284,7 @@ def load_pretrained(spec: str, device: str) -> "SAE":
                        f"(is this machine online?): {type(exc).__name__}") from None
 
 
-def _cache_folder(engine: "Engine", layer: int, train: TrainSettings, texts: Sequence[str]) -> Path:
+def _cache_folder(engine: "Backend", layer: int, train: TrainSettings, texts: Sequence[str]) -> Path:
     corpus = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     payload = {"version": CACHE_VERSION, "model": engine.info.content_hash or engine.info.ref, "layer": layer,
                "settings": asdict(train), "corpus": corpus}
@@ -292,7 +292,7 @@ def _cache_folder(engine: "Engine", layer: int, train: TrainSettings, texts: Seq
     return settings.cache_dir() / "sae" / key
 
 
-def _train_cached(engine: "Engine", layer: int, texts: list[str], per_text: list[torch.Tensor],
+def _train_cached(engine: "Backend", layer: int, texts: list[str], per_text: list[torch.Tensor],
                   train: TrainSettings) -> tuple["SAE", str, bool, list[str]]:
     """The cached SAE for this model, layer, settings and corpus; trained and saved on a miss.
 
@@ -338,7 +338,7 @@ def check_layer(layer: int | None, n_layers: int) -> int:
     return layer
 
 
-def get_sae(engine: "Engine", source: str, layer: int | None, texts: list[str],
+def get_sae(engine: "Backend", source: str, layer: int | None, texts: list[str],
             train: TrainSettings = TrainSettings()) -> LoadedSae:
     """An SAE for the base model's residual stream, with its reconstruction quality measured.
 

@@ -202,7 +202,8 @@ def chance_signal(auc: float) -> float:
     return max(0.0, auc - 0.5) if math.isfinite(auc) else math.nan
 
 
-class SurrogatesAudit(Audit):
+class SurrogatesAudit(Audit[SurrogatesOptions]):
+    suite = True
     name = "surrogates"
     title = "Surrogate set (PSG)"
     paper = "The Erasure Illusion: Stress-Testing the Generalization of LLM Forgetting Evaluation"
@@ -214,8 +215,8 @@ class SurrogatesAudit(Audit):
     headline_keys = ("recovery_rate", "accuracy_du", "accuracy_surrogate", "accuracy_gap", "mia_min_k_du",
                      "mia_min_k_surrogate")
 
-    def run(self, ctx: AuditContext) -> AuditResult:
-        opts: SurrogatesOptions = ctx.options
+    def run(self, ctx: AuditContext[SurrogatesOptions]) -> AuditResult:
+        opts = ctx.options
         forget = [f for f in ctx.facts.split("forget") if source_of(f) is not None]
         holdout = [f for f in ctx.facts.split("holdout") if source_of(f) is not None]
         if not forget:
@@ -267,7 +268,7 @@ class SurrogatesAudit(Audit):
         return AuditResult(metrics=metrics, artifacts=artifacts, notes=notes)
 
     @staticmethod
-    def _screen(ctx: AuditContext, opts: SurrogatesOptions, items: list[Fact], sources: dict[str, Source],
+    def _screen(ctx: AuditContext[SurrogatesOptions], opts: SurrogatesOptions, items: list[Fact], sources: dict[str, Source],
                 embedder: Embedder) -> tuple[Screened, str]:
         """The rewriter's candidates, then the templates' for the items left without a kept one (per ``source``)."""
         screened = Screened()
@@ -288,7 +289,7 @@ class SurrogatesAudit(Audit):
                 note += f"; templates for the other {len(rest)}"
         return screened, note
 
-    def _probe(self, ctx: AuditContext, opts: SurrogatesOptions, items: list[Fact], sources: dict[str, Source],
+    def _probe(self, ctx: AuditContext[SurrogatesOptions], opts: SurrogatesOptions, items: list[Fact], sources: dict[str, Source],
                kept: list[tuple[Surrogate, float]]) -> tuple[list[Probed], list[Probed]]:
         """Both models on every item's source and kept surrogates: teacher-forced scores and membership scores
         for all, greedy answers for the forget items (batched, one call per kind of work)."""
@@ -315,7 +316,7 @@ class SurrogatesAudit(Audit):
         return [p for p in probed if p.surrogate is None], [p for p in probed if p.surrogate is not None]
 
     @staticmethod
-    def _answers(ctx: AuditContext, opts: SurrogatesOptions, slots: list[tuple[Fact, Surrogate | None, float]],
+    def _answers(ctx: AuditContext[SurrogatesOptions], opts: SurrogatesOptions, slots: list[tuple[Fact, Surrogate | None, float]],
                  probes: list[Probe]) -> dict[int, Answered]:
         """Greedy answers of the forget items' probes: the run's length for short golds, passage_tokens for
         continuations; a question's plain answer comes from the run's baseline."""
@@ -338,7 +339,7 @@ class SurrogatesAudit(Audit):
                 out.update(zip(chosen, done))
         return out
 
-    def _record(self, ctx: AuditContext, du: list[Probed], surrogates: list[Probed], target_ids: set[str]) -> None:
+    def _record(self, ctx: AuditContext[SurrogatesOptions], du: list[Probed], surrogates: list[Probed], target_ids: set[str]) -> None:
         items: list[ItemRecord] = []
         for p in [*du, *surrogates]:
             if p.answered is None:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 
 EMBEDDERS = ("auto", "minilm", "base")
@@ -86,7 +86,7 @@ def minilm_embedder(device: str = "cpu") -> Embedder:
     return Embedder(MINILM_NAME, path, encode)
 
 
-def engine_embedder(engine: Engine) -> Embedder:
+def engine_embedder(engine: Backend) -> Embedder:
     """Mean-pooled last-layer states of an LM (the audited base model) as embeddings."""
 
     engine.require("internals", "the base-model embedder (use embedder=minilm for a served model)")
@@ -99,7 +99,7 @@ def engine_embedder(engine: Engine) -> Embedder:
     return Embedder("base-mean-pooled", engine.info.ref, encode)
 
 
-def load_embedder(choice: str, base: Engine) -> tuple[Embedder, str]:
+def load_embedder(choice: str, base: Backend) -> tuple[Embedder, str]:
     """The embedder for ``choice`` (auto, minilm or base) and a note saying which one and why."""
     if choice not in EMBEDDERS:
         raise LabError(f"unknown embedder '{choice}' (use {', '.join(EMBEDDERS)})")

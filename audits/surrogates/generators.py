@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from lab.core.engine import Engine
+from lab.core.backend import Backend
 from lab.core.facts import Fact
 from lab.core.forms import cloze_prefix, fill_in_the_blank, reverse_relation
 from lab.core.probes import passage_parts
@@ -77,7 +77,7 @@ class Surrogate:
     gold: str
     gold_field: str = "answer"
 
-    def prompt(self, engine: Engine) -> str:
+    def prompt(self, engine: Backend) -> str:
         return engine.prompt(self.text) if self.kind == QUESTION else self.text
 
     def leaks_gold(self) -> bool:
@@ -158,7 +158,7 @@ def rewritten(output: str, kind: str) -> str:
     return " ".join(text.split())
 
 
-def llm_rewriter(engine: Engine, max_new_tokens: int = 48, samples: int = 1, temperature: float = 0.8,
+def llm_rewriter(engine: Backend, max_new_tokens: int = 48, samples: int = 1, temperature: float = 0.8,
                  seed: int = 0) -> Generator:
     """Candidates written by an LLM: ``samples`` rewrites of each item's source, generated in one batch.
 

@@ -22,15 +22,19 @@ prompted exactly as a local one.
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lab.core.errors import LabError
 from lab.core.prompts import Encoder, PromptFormat
+
+if TYPE_CHECKING:
+    import torch
 
 CAPABILITIES = ("generate", "logprobs", "internals")
 CAPABILITY_TEXT = {"generate": "text generation", "logprobs": "token log-probs of given text",
@@ -88,6 +92,21 @@ class Backend:
         self.encoder = Encoder(tokenizer, prompt_format)
         self.lock = threading.RLock()  # one model call at a time per backend
 
+    def formatted(self, prompt_format: PromptFormat) -> "Backend":
+        """This model prompted another way: a view that shares the weights, the tokenizer and the lock (a
+        chat template and a plain template on one loaded model cost one copy of the weights)."""
+        if prompt_format == self.prompt_format:
+            return self
+        view = copy.copy(self)
+        view.prompt_format, view.encoder = prompt_format, Encoder(self.tokenizer, prompt_format)
+        return view
+
+    def preview(self, question: str) -> tuple[str, list[str]]:
+        """The exact prompt this model is sent for ``question`` and its tokens as the tokenizer spells them
+        (special tokens such as BOS and the chat template's markers included): what the web lab shows."""
+        text = self.prompt(question)
+        return text, self.tokenizer.convert_ids_to_tokens(self.encode(text))
+
     # ------------------------------------------------------------- capabilities
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -142,6 +161,13 @@ class Backend:
         """Teacher-forced log p(row[t] | row[:t]) for t >= starts[i], batched."""
         raise NotImplementedError
 
+    def sample(self, prompts: Sequence[str], n: int, max_new_tokens: int = 24, temperature: float = 1.0,
+               seed: int = 0, desc: str | None = None) -> list[list[str]]:
+        """``n`` sampled answers to each prompt at ``temperature``, seeded: the same seed draws the same answers.
+        Locally every draw comes from one seeded generator over one batch of repeated prompts."""
+        flat = self.generate([p for p in prompts for _ in range(n)], max_new_tokens, desc, temperature, seed)
+        return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+
     def stream(self, prompt: str, max_new_tokens: int = 48) -> Iterator[str]:
         """A continuation yielded as it grows (the whole text at once where the backend cannot stream)."""
         yield self.generate([prompt], max_new_tokens)[0]
@@ -168,6 +194,32 @@ class Backend:
         """Log-probs of every token of each text after the first (membership inference)."""
         rows = [self.encode(t) for t in texts]
         return self.token_scores(rows, [1] * len(rows), distribution=distribution, desc=desc)
+
+    # ---------------------------------------------- internals (a model loaded here)
+    # A served model has none of these; audits that need them declare ``internals`` and are skipped for it.
+    model: Any = None  # the torch module: weights an audit reads, quantizes or fine-tunes
+    device: Any = None
+
+    def last_token_states(self, prompts: Sequence[str], desc: str | None = None) -> list["torch.Tensor"]:
+        """Residual stream at each prompt's last token, all layers: [layers + 1, hidden]."""
+        raise self._lacks("reading hidden states")
+
+    def row_states(self, rows: Sequence[Sequence[int]], layer: int, desc: str | None = None) -> list["torch.Tensor"]:
+        """Residual stream at every token of raw token rows, hidden-state index ``layer``: [len, hidden]."""
+        raise self._lacks("reading hidden states")
+
+    def logit_lens(self, prompts: Sequence[str], answers: Sequence[str], top: int = 5,
+                   desc: str | None = None) -> list[Any]:
+        """Every layer's reading of each answer token (see :meth:`lab.core.engine.Engine.logit_lens`)."""
+        raise self._lacks("the logit lens")
+
+    @property
+    def architecture(self) -> Any:
+        """Decoder blocks, final norm and output head (see :mod:`lab.core.architecture`)."""
+        raise self._lacks("the model's layers")
+
+    def _lacks(self, what: str) -> LabError:
+        return LabError(f"{what} needs {CAPABILITY_TEXT['internals']}, which {self.info.ref} does not offer")
 
     def row_losses(self, rows: Sequence[Sequence[int]], desc: str | None = None) -> list[float]:
         """Mean next-token NLL of raw token rows (REMIND's neighbor variants)."""

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -120,11 +121,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _check_hub_model(ref: ModelRef) -> None:
+def _check_hub_model(ref: ModelRef, marker: str = "config.json") -> None:
     """A hub id must be in the local cache or the hub reachable: fail in seconds, not after a retry storm."""
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(ref.location, "config.json")
+    cached = try_to_load_from_cache(ref.location, marker)
     if isinstance(cached, str):
         return
     if not _hub_reachable():
@@ -135,6 +136,45 @@ def _check_hub_model(ref: ModelRef) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _model_path(parsed: ModelRef, ref: str, marker: str = "config.json") -> str:
+    """Where a model (or an adapter, by its ``marker`` file) loads from, checked to exist: a folder, or a hub id
+    that is cached or reachable."""
+    folder = parsed.local_folder
+    if parsed.kind == "demo" and not (folder / marker).is_file():
+        raise LabError(f"demo model '{ref}' not found in {settings.demo_dir()}; build the demo first with: "
+                       "python -m lab demo build")
+    if parsed.kind == "path" and not folder.exists():
+        raise LabError(f"model directory not found: {ref}")
+    if parsed.kind == "path" and marker != "config.json" and not (folder / marker).is_file():
+        raise LabError(f"'{ref}' is not a PEFT adapter folder (it has no {marker})")
+    if parsed.kind == "hub":
+        _check_hub_model(parsed, marker)
+    return str(folder) if folder else parsed.location
+
+
+def _tokenizer_path(path: str, adapter: str | None) -> str:
+    """The adapter's own tokenizer when it ships one (an adapter may add tokens), else the base model's."""
+    if adapter and Path(adapter).is_dir() and any(Path(adapter).glob("tokenizer*")):
+        return adapter
+    return path
+
+
+def merged(model: Any, adapter: str) -> Any:
+    """The base ``model`` with the PEFT adapter at ``adapter`` merged into its weights: one ordinary model that
+    every audit reads as it reads any other (its outputs equal the adapter applied on the fly, to rounding)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+
+
+def weights_hash(path: str, adapter: str | None = None) -> str:
+    """The content hash of a model's weights (and its adapter's, when it has one): what a result depends on."""
+    base = content_hash(_local_snapshot(path)) if path else ""
+    if not adapter:
+        return base
+    return hashlib.sha256(f"{base}+{content_hash(_local_snapshot(adapter))}".encode()).hexdigest()
 
 
 def load_engine(
@@ -157,22 +197,17 @@ def load_engine(
         from lab.core.remote import load_remote
 
         return load_remote(parsed, prompt_format)
-    folder = parsed.local_folder
-    if parsed.kind == "demo" and not (folder / "config.json").is_file():
-        raise LabError(f"demo model '{ref}' not found in {settings.demo_dir()}; build the demo first with: "
-                       "python -m lab demo build")
-    if parsed.kind == "path" and not folder.exists():
-        raise LabError(f"model directory not found: {ref}")
-    if parsed.kind == "hub":
-        _check_hub_model(parsed)
-    path = str(folder) if folder else parsed.location
+    path = _model_path(parsed, ref)
+    adapter = _model_path(parsed.adapter, parsed.adapter.text, "adapter_config.json") if parsed.adapter else None
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(_tokenizer_path(path, adapter), trust_remote_code=trust_remote_code)
         placement = {"device_map": device_map} if device_map else {}
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
                                                      **placement)
+        if adapter:
+            model = merged(model, adapter)
     except Exception as exc:  # noqa: BLE001 - a bad folder fails in many ways (config, weights, tokenizer files)
         if is_oom(exc):
             raise
@@ -182,7 +217,7 @@ def load_engine(
     info = ModelInfo(
         ref=ref,
         path=path,
-        content_hash=content_hash(_local_snapshot(path)) if path else "",
+        content_hash=weights_hash(path, adapter),
         device=f"map:{device_map}" if device_map else dev,
         dtype=str(torch_dtype).replace("torch.", ""),
         parameters=sum(p.numel() for p in model.parameters()),

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -37,16 +38,22 @@ from typing import Any, Literal
 
 from lab.core.errors import LabError
 
-Kind = Literal["size", "tokens", "model", "path"]
+Kind = Literal["size", "tokens", "model", "path", "text"]
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def option(default: Any, help: str, *, low: float | None = None, high: float | None = None,
            kind: Kind | None = None, words: tuple[str, ...] = (), prefixes: tuple[str, ...] = (),
-           space_cap: int | None = None) -> Any:
-    """A dataclass field of an options class, with what the policy, the UI and the docs need to know."""
+           space_cap: int | None = None, factory: Any = None, **extra: Any) -> Any:
+    """A dataclass field of an options class, with what the policy, the UI and the docs need to know.
+
+    ``default`` may be ``dataclasses.MISSING`` (a required field: the run spec's models); ``extra`` carries
+    what one declaring class needs beside these (the run spec's command-line flag); ``factory`` makes a
+    mutable default (an empty mapping)."""
     meta = {"help": help, "low": low, "high": high, "kind": kind, "words": words, "prefixes": prefixes,
-            "space_cap": space_cap}
+            "space_cap": space_cap, **extra}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -76,6 +83,7 @@ class OptionSpec:
     space_cap: int | None
     base_type: Any  # int, float, bool or str (after Optional and tuple are unwrapped)
     optional: bool
+    required: bool = False  # no default: a request must give it
 
     @property
     def default_text(self) -> str:
@@ -120,12 +128,14 @@ def option_specs(options_cls: type) -> list[OptionSpec]:
     for f in dataclasses.fields(options_cls):
         base, optional, many, choices = _unwrap(hints[f.name])
         meta = f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else (
+            f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
         specs.append(OptionSpec(
             name=f.name, type=_type_text(base, optional, many, choices), choices=choices, many=many,
             default=default, help=meta.get("help", ""), low=meta.get("low"), high=meta.get("high"),
             kind=meta.get("kind"), words=tuple(meta.get("words", ())), prefixes=tuple(meta.get("prefixes", ())),
-            space_cap=meta.get("space_cap"), base_type=base, optional=optional))
+            space_cap=meta.get("space_cap"), base_type=base, optional=optional, required=required))
     return specs
 
 
@@ -154,14 +164,35 @@ def _scalar(raw: str, spec: OptionSpec, where: str) -> Any:
         except ValueError:
             raise LabError(f"{where}: expected {'an integer' if spec.base_type is int else 'a number'}, "
                            f"got '{raw}'") from None
+        if not math.isfinite(value):
+            raise LabError(f"{where}: expected a finite number, got '{raw}'")
         return value
     if spec.choices and text not in spec.choices:
         raise LabError(f"{where}: '{text}' is not one of {', '.join(spec.choices)}")
     return text
 
 
+_JSON_TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+
+
+def _check_json_type(raw: Any, spec: OptionSpec, where: str) -> None:
+    """A value from JSON or YAML (a sweep spec) must already have the field's type: ``5`` is no model
+    reference, ``[1]`` no number.  Text is always accepted (the command line and the UI give text)."""
+    if raw is None or isinstance(raw, str):
+        return
+    values = raw if spec.many and isinstance(raw, (list, tuple)) else [raw]
+    expected = _JSON_TYPES.get(spec.base_type, (str,))
+    for value in values:
+        if isinstance(value, str):
+            continue
+        if isinstance(value, bool) and spec.base_type is not bool or not isinstance(value, expected):
+            wanted = spec.type if not spec.choices else f"one of {', '.join(spec.choices)}"
+            raise LabError(f"{where}: expected {wanted}, got {type(value).__name__} {json.dumps(value)[:60]}")
+
+
 def parse_value(raw: Any, spec: OptionSpec, where: str) -> Any:
-    """One option value from text (or a JSON value, converted to text first) by the field's type."""
+    """One option value from text, or from a JSON value of the field's own type, by the field's type."""
+    _check_json_type(raw, spec, where)
     text = option_text(raw)
     if spec.optional and text.strip().lower() in ("", "none"):
         return None
@@ -170,7 +201,7 @@ def parse_value(raw: Any, spec: OptionSpec, where: str) -> Any:
     return _scalar(text, spec, where)
 
 
-def _check_bounds(value: Any, spec: OptionSpec, where: str) -> None:
+def check_bounds(value: Any, spec: OptionSpec, where: str) -> None:
     values = value if spec.many else (value,)
     for v in values:
         if v is None or isinstance(v, (bool, str)):
@@ -192,7 +223,7 @@ def validate(options: AuditOptions, audit: str) -> AuditOptions:
             for v in (value if spec.many else (value,)):
                 if v is not None and v not in spec.choices:
                     raise LabError(f"{where}: '{v}' is not one of {', '.join(spec.choices)}")
-        _check_bounds(value, spec, where)
+        check_bounds(value, spec, where)
     options.check()
     return options
 

@@ -12,12 +12,15 @@ the UI and the API cannot differ.  Every refusal names the limit.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
 
 from lab.core import settings
 from lab.core.errors import LabError
-from lab.core.options import AuditOptions, option_specs, option_text
+from lab.core.options import OptionSpec, option_specs, option_text
 from lab.core.refs import ModelRef, demo_names, parse_ref
+
+O = TypeVar("O")  # an audit's options, or the run spec (its fields are declared the same way)
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,18 @@ class Policy:
     def check_ref(self, text: str) -> ModelRef:
         """A model reference this request may use, parsed; refused ones raise with the rule named."""
         ref = parse_ref(text)
-        if ref.kind == "path" and not self.server_paths:
-            raise LabError(f"'{ref.text}': server paths are disabled in {self.name}; use a Hugging Face model id "
-                           "or demo:<name>")
-        if ref.kind == "remote" and not self.remote_models:
-            raise LabError(f"'{ref.text}': models behind an inference server are disabled in {self.name}")
-        if ref.kind == "demo" and self.space:
-            known = demo_names()
-            name = ref.text.split(":", 1)[1]
-            if known and name not in known:
-                raise LabError(f"'{ref.text}' is not a demo model (demo models: {', '.join(known)})")
+        for part in ref.parts():  # an adapter reference: the base and the adapter alike
+            where = part.text
+            if part.kind == "path" and not self.server_paths:
+                raise LabError(f"'{where}': server paths are disabled in {self.name}; use a Hugging Face model id "
+                               "or demo:<name>")
+            if part.kind == "remote" and not self.remote_models:
+                raise LabError(f"'{where}': models behind an inference server are disabled in {self.name}")
+            if part.kind == "demo" and self.space:
+                known = demo_names()
+                name = Path(part.location).name
+                if known and name not in known:
+                    raise LabError(f"'{where}' is not a demo model (demo models: {', '.join(known)})")
         return ref
 
     def check_remote_code(self, trust: bool) -> None:
@@ -90,18 +95,19 @@ class Policy:
         return value
 
     # ------------------------------------------------------------------ options
-    def check_options(self, audit: str, options: AuditOptions, given: Iterable[str] | None = None) -> AuditOptions:
+    def check_options(self, audit: str, options: O, given: Iterable[str] | None = None,
+                      name: Callable[[OptionSpec], str] | None = None) -> O:
         """Every option that sets a size, a length, a model or a path, by what its declaration says it is.
 
         A value the request set (named in ``given``; all of them when ``given`` is None) above a cap is
         refused; a default above a cap (the reference's 200-token generations in a Space) is lowered to it.
-        Returns the options to run with.
+        Returns the options to run with.  The run spec's own fields pass here too, each ``name``d by its flag.
         """
         explicit = None if given is None else set(given)
         lowered = {}
         for spec in option_specs(type(options)):
             value: Any = getattr(options, spec.name)
-            what = f"{audit}.{spec.name}"
+            what = name(spec) if name else f"{audit}.{spec.name}"
             cap = self.max_new_tokens if spec.kind == "tokens" else (
                 (spec.space_cap if spec.space_cap is not None else self.size_cap) if self.space else None)
             if spec.kind in ("tokens", "size") and value is not None and cap is not None and int(value) > cap \
@@ -115,7 +121,10 @@ class Policy:
             elif spec.kind == "model" and spec.names_reference(value):
                 self.check_ref(option_text(value))
             elif spec.kind == "path" and spec.names_reference(value):
-                self.check_path(option_text(value), f"option {what}")
+                self.check_path(option_text(value), what if name else f"option {what}")
+            elif spec.kind == "text" and value is not None:
+                for text in (value if spec.many else (value,)):
+                    self.check_prompt(option_text(text), what)
         return replace(options, **lowered) if lowered else options
 
 

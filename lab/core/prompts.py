@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 # End-of-turn tokens of chat families (Llama-3, ChatML/Qwen, Gemma, Phi-3, GPT-style): generation stops at them.
@@ -37,6 +38,9 @@ class PromptFormat:
     template: str = DEFAULT_TEMPLATE
     use_chat_template: bool = False
     system_prompt: str = ""
+    # Extra variables the chat template reads (name, value): Llama 3.x's templates print ``date_string``, and
+    # open-unlearning passes one; without it the template falls back to its own default date.
+    chat_vars: tuple[tuple[str, str], ...] = ()
 
 
 class Encoder:
@@ -69,14 +73,17 @@ class Encoder:
         system = self.format.system_prompt.strip()
         messages = ([{"role": "system", "content": system}] if system else []) + (turns or []) + [
             {"role": "user", "content": question}]
+        variables = dict(self.format.chat_vars)
         try:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                      **variables)
         except Exception:  # noqa: BLE001 - jinja raises TemplateError for a refused system role
             if not system:
                 raise
             first, *rest = (turns or []) + [{"role": "user", "content": question}]
             merged = [{"role": "user", "content": f"{system}\n\n{first['content']}"}, *rest]
-            return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True,
+                                                      **variables)
 
     # ---------------------------------------------------------------------- ids
     @cached_property

@@ -7,7 +7,11 @@ A reference is one of
 - ``openai+http(s)://HOST:PORT/v1#MODEL``: a model behind an
   OpenAI-compatible inference server (vLLM, SGLang, llama.cpp, TGI);
 - a Hugging Face hub id (``owner/name`` or ``name``);
-- anything else is a path on this machine (a ``save_pretrained`` folder).
+- anything else is a path on this machine (a ``save_pretrained`` folder);
+- ``BASE+ADAPTER``: a PEFT adapter (a folder with ``adapter_config.json``, or
+  a hub id) on a base model of any of the local forms above.  Many unlearned
+  checkpoints are published as LoRA adapters; the lab merges the adapter into
+  the base weights at load, so every audit sees one ordinary model.
 
 :func:`parse_ref` only reads the text; which kinds a request may use is the
 run policy's decision (:meth:`lab.core.policy.Policy.check_ref`), and loading
@@ -27,6 +31,7 @@ from lab.core.errors import LabError
 
 DEMO_PREFIX = "demo:"
 REMOTE_PREFIX = "openai+"
+ADAPTER_JOIN = "+"
 _DEMO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _REMOTE = re.compile(r"^openai\+(https?://[^\s#]+)#(\S+)$")
@@ -42,10 +47,15 @@ class ModelRef:
     kind: RefKind
     location: str  # demo and path: the folder; hub: the id; remote: the server's base URL
     model: str = ""  # remote: the model name the server serves
+    adapter: "ModelRef | None" = None  # a PEFT adapter merged into this model at load
 
     @property
     def local_folder(self) -> Path | None:
         return Path(self.location).expanduser() if self.kind in ("demo", "path") else None
+
+    def parts(self) -> list["ModelRef"]:
+        """This reference and its adapter's, for checks that apply to every part."""
+        return [self, *([self.adapter] if self.adapter else [])]
 
 
 def demo_model_dir(name: str) -> Path:
@@ -62,6 +72,13 @@ def parse_ref(text: str) -> ModelRef:
     text = (text or "").strip()
     if not text:
         raise LabError("empty model reference: give a Hugging Face id, a local directory or demo:<name>")
+    if ADAPTER_JOIN in text and not text.startswith(REMOTE_PREFIX):
+        base_text, adapter_text = text.rsplit(ADAPTER_JOIN, 1)
+        base, adapter = parse_ref(base_text), parse_ref(adapter_text)
+        if base.adapter or adapter.adapter or base.kind == "remote" or adapter.kind == "remote":
+            raise LabError(f"'{text}': an adapter reference is BASE+ADAPTER, one local or hub base and one adapter "
+                           "folder or hub id")
+        return ModelRef(text, base.kind, base.location, adapter=adapter)
     if text.startswith(DEMO_PREFIX):
         name = text[len(DEMO_PREFIX):]
         if not _DEMO_NAME.match(name):

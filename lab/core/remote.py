@@ -137,7 +137,20 @@ class RemoteEngine(Backend):
                  temperature: float = 0.0, seed: int = 0) -> list[str]:
         """Completions of each prompt's token ids: greedy, or sampled at ``temperature`` with ``seed``."""
         sampling = {"temperature": temperature, "seed": seed} if temperature > 0 else self.greedy
-        bodies = [{"prompt": self.payload(self.encode(p)), "max_tokens": max_new_tokens, **sampling} for p in prompts]
+        return self._complete(prompts, max_new_tokens, [sampling] * len(prompts))
+
+    def sample(self, prompts: Sequence[str], n: int, max_new_tokens: int = 24, temperature: float = 1.0,
+               seed: int = 0, desc: str | None = None) -> list[list[str]]:
+        """``n`` draws per prompt, each a request with a seed of its own (``seed``, ``seed + 1``, ...): a server
+        draws the same answer again for the same prompt and seed."""
+        flat = self._complete([p for p in prompts for _ in range(n)], max_new_tokens,
+                              [{"temperature": temperature, "seed": seed + j} for _ in prompts for j in range(n)])
+        return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def _complete(self, prompts: Sequence[str], max_new_tokens: int, samplings: list[dict[str, Any]]) -> list[str]:
+        """One completion per prompt, each with its own sampling settings, answers in order."""
+        bodies = [{"prompt": self.payload(self.encode(p)), "max_tokens": max_new_tokens, **sampling}
+                  for p, sampling in zip(prompts, samplings)]
         return [choice.get("text", "").strip() for choice in self._many(bodies)]
 
     def token_scores(self, rows: Sequence[Sequence[int]], starts: Sequence[int], distribution: bool = False,

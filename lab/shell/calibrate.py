@@ -37,7 +37,7 @@ from lab.core import unlearning_metrics as um
 from lab.core.errors import LabError
 from lab.core.records import ItemRecord
 from lab.core.store import Store
-from lab.shell.sweep import SweepOutcome, SweepSpec, run_sweep
+from lab.shell.sweep import SweepOutcome, run_sweep, sweep_spec
 
 CONTROL = "retrain"
 CONTROL_CEILING = 0.05  # a recovery audit whose rate on the control exceeds this flags models that never knew
@@ -156,9 +156,9 @@ def calibrate(root: Path, store: Store, models: list[str] | None = None, audits:
         models = [*models, CONTROL]
     audits = audits or available()
     paths = {str(root / "models" / m): m for m in models}
-    spec = SweepSpec(base=str(root / "models" / "base"), unlearned=list(paths), audits=audits,
-                     facts=str(root / "facts.jsonl"), reference=str(root / "models" / CONTROL), limit=limit,
-                     device=device, options=options or {})
+    spec = sweep_spec({"base": str(root / "models" / "base"), "unlearned": list(paths), "audits": audits,
+                       "facts": str(root / "facts.jsonl"), "reference": str(root / "models" / CONTROL),
+                       "limit": limit, "device": device, "options": options or {}}, "calibrate")
     outcome = run_sweep(spec, store)
     recovery, detectors = read_sweep(outcome, paths, store, audits)
     failed = [f"{paths[p.unlearned]}: {p.error}" for p in outcome.pairs if p.status != "complete"]

@@ -16,9 +16,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.core import settings
 from lab.core.errors import LabError, describe, route_warnings
+
+if TYPE_CHECKING:
+    from lab.shell.spec import RunSpec
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE = 0, 2, 3
 
@@ -80,22 +84,42 @@ def headline(audit: str, values: dict[str, float]) -> str:
     return ", ".join(shown) + (f" (+{rest} more keys in --json and the report)" if rest > 0 else "")
 
 
-def _audit(args: argparse.Namespace) -> int:
-    from audits import parse_audits
-    from lab.core.files import check_output, write_text
-    from lab.core.options import parse_sets
-    from lab.core.store import to_json
-    from lab.shell.runner import RunSpec, check, execute, prepare
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per run-spec field (lab.shell.spec), so every field of a run can be set from the command line."""
+    from lab.shell.spec import RunSpec, cli_flag, fields_of
 
-    spec = RunSpec(
-        base=args.base, unlearned=args.unlearned, audits=parse_audits(args.audits), facts=args.facts,
-        reference=args.reference, device=args.device, dtype=args.dtype, limit=args.limit,
-        max_new_tokens=args.max_new_tokens, options=parse_sets(args.set or []),
-        trust_remote_code=args.trust_remote_code, chat_template=args.chat_template,
-        system_prompt=args.system_prompt or "", device_map=args.device_map,
-    )
-    if args.prompt_template:
-        spec.prompt_template = args.prompt_template.replace("\\n", "\n")
+    for field in fields_of(RunSpec):
+        flag, help_text = cli_flag(field), field.help + (f" (default: {field.default_text})"
+                                                          if field.default_text and not field.required else "")
+        if field.base_type is bool:
+            parser.add_argument(flag, dest=field.name, action="store_true", default=None, help=help_text)
+        elif field.name in ("options", "chat_vars"):
+            parser.add_argument(flag, dest=field.name, action="append", metavar=field.name.upper(), help=help_text)
+        else:
+            parser.add_argument(flag, dest=field.name, required=field.required or field.name == "audits",
+                                help=help_text)
+
+
+def spec_from_args(args: argparse.Namespace) -> "RunSpec":
+    """The run the ``audit`` flags ask for, through the one builder (a flag names its field in errors).
+    ``\\n`` typed in a prompt template or system prompt is a newline, as a shell makes typing one hard."""
+    from lab.shell.spec import RunSpec, build_spec, cli_flag, fields_of
+
+    data = {f.name: getattr(args, f.name) for f in fields_of(RunSpec)}
+    for name in ("prompt_template", "system_prompt"):
+        if data[name]:
+            data[name] = data[name].replace("\\n", "\n")
+    return build_spec(RunSpec, data, label=cli_flag)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from lab.core.files import check_output, write_text
+    from lab.core.store import to_json
+    from lab.core.policy import current
+    from lab.shell.runner import check, check_request, execute, prepare
+
+    spec = spec_from_args(args)
+    check_request(spec, current())  # a refused request builds no demo and stores nothing
     inputs = [args.db, args.facts]
     if args.json:
         check_output(args.json, inputs)
@@ -240,25 +264,10 @@ def build_parser() -> Parser:
     build.set_defaults(func=_demo_build)
 
     audit = sub.add_parser("audit", help="run audits on a base / unlearned pair")
-    audit.add_argument("--base", required=True, help="HF id, local directory or demo:<name>")
-    audit.add_argument("--unlearned", required=True, help="HF id, local directory or demo:<name>")
-    audit.add_argument("--facts", help="facts file (JSONL, CSV, Parquet, TOFU/MUSE/RWKU JSON)")
-    audit.add_argument("--audits", required=True, help="comma-separated audit names")
+    add_spec_arguments(audit)
     audit.add_argument("--db", help="DuckDB file (default: $LAB_DB or the user cache)")
-    audit.add_argument("--reference", help="reference model (e.g. retrained), for PrivLeak and forget quality")
     audit.add_argument("--json", help="write the metrics as JSON here")
-    audit.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    audit.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    audit.add_argument("--limit", type=int, help=LIMIT_HELP)
     audit.add_argument("--fail-above", type=float, help="exit 3 if a forget recovery rate exceeds this")
-    audit.add_argument("--max-new-tokens", type=int, default=24)
-    audit.add_argument("--set", action="append", metavar="AUDIT.OPTION=VALUE", help="set an audit option")
-    audit.add_argument("--prompt-template", help="prompt template with {question} (default: QA format)")
-    audit.add_argument("--chat-template", action="store_true", help="use the tokenizer's chat template")
-    audit.add_argument("--system-prompt", help="system prompt for --chat-template (folded into the user turn "
-                       "where the template has no system role)")
-    audit.add_argument("--device-map", choices=["auto"], help="spread each model over the GPUs (accelerate)")
-    audit.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     audit.set_defaults(func=_audit)
 
     runs = sub.add_parser("runs", help="list stored runs")

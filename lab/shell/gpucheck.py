@@ -16,7 +16,6 @@ script itself where no GPU is lent.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import platform
 import resource
@@ -27,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from audits import available
+from audits import available, get_audit
 from lab.core.files import write_text
 from lab.core.store import Store, to_json
 
@@ -106,14 +105,14 @@ def generation(engine: Any, prompts: list[str], new_tokens: int, device: str) ->
 
 def suite(base: Path, unlearned: Path, facts: Path, device: str, limit: int) -> dict[str, Any]:
     """Every installed audit through the runner, timed per audit."""
-    from lab.shell.runner import RunSpec, execute, prepare
+    from lab.shell.runner import execute, prepare
+    from lab.shell.spec import RunSpec, build_spec
 
     names = available()
-    options: dict[str, dict[str, str]] = {"sae": {"steps": "300"}} if "sae" in names else {}
-    if importlib.util.find_spec("bitsandbytes"):  # the paper's quantizer: auto on CUDA, asked for on the CPU
-        options["quantization"] = {"backend": "bitsandbytes"}
-    spec = RunSpec(base=str(base), unlearned=str(unlearned), audits=names, facts=str(facts), device=device,
-                   dtype="bfloat16", limit=limit, options=options)
+    options = {name: dict(get_audit(name).check_options) for name in names if get_audit(name).check_options}
+    spec = build_spec(RunSpec, {"base": str(base), "unlearned": str(unlearned), "audits": names,
+                                "facts": str(facts), "device": device, "dtype": "bfloat16", "limit": limit,
+                                "options": options}, "the GPU check")
     load_s, prepared, _ = measured(lambda: prepare(spec), device)
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "gpu.duckdb") as store:
         total_s, outcome, memory = measured(lambda: execute(prepared, store), device)

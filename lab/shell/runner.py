@@ -21,7 +21,7 @@ import sys
 import threading
 import traceback
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Iterator
 
@@ -30,7 +30,7 @@ import torch
 from audits import get_audit
 from audits.base import Audit, AuditContext, ModelLoader, control_adjusted
 from lab.core.batching import Cancelled, cancellable
-from lab.core.engine import DEFAULT_TEMPLATE, Engine, PromptFormat
+from lab.core.engine import Engine
 from lab.core.errors import LabError
 from lab.core.facts import FactSet, load_facts
 from lab.core.engine import free_memory
@@ -41,40 +41,11 @@ from lab.core.options import AuditOptions, build_options, option_specs, option_t
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
 from lab.core.records import AuditResult, ItemRecord
-from lab.core.refs import DEMO_PREFIX
 from lab.core.stats import few_targets_note
 from lab.core.store import HEARTBEAT_S, Store, new_run_id
+from lab.shell.spec import RunSpec, cli_flag
 
 PACKAGES = ("torch", "transformers", "gradio", "captum", "sae-lens", "duckdb", "pandas", "plotly", "rouge-score")
-
-
-@dataclass
-class RunSpec:
-    """Everything that defines a run (stored as its config)."""
-
-    base: str
-    unlearned: str
-    audits: list[str]
-    facts: str | None = None
-    reference: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    limit: int | None = None
-    max_new_tokens: int = 24
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    trust_remote_code: bool = False
-    prompt_template: str = DEFAULT_TEMPLATE
-    chat_template: bool = False
-    system_prompt: str = ""
-    device_map: str | None = None  # "auto": accelerate spreads each model over the GPUs (and the CPU)
-
-    @property
-    def prompt_format(self) -> PromptFormat:
-        return PromptFormat(self.prompt_template, self.chat_template, self.system_prompt)
-
-    @property
-    def is_demo(self) -> bool:
-        return self.base.startswith(DEMO_PREFIX) and self.unlearned.startswith(DEMO_PREFIX)
 
 
 @dataclass
@@ -140,7 +111,6 @@ def environment() -> dict[str, Any]:
 def resolve_facts(spec: RunSpec, policy: Policy) -> FactSet:
     """The facts file given, else the demo's facts when both models are demo models; capped by the policy."""
     if spec.facts:
-        policy.check_path(spec.facts, "--facts")
         path = spec.facts
     elif spec.is_demo:
         from lab.demo.build import demo_facts_path
@@ -157,6 +127,13 @@ def resolve_facts(spec: RunSpec, policy: Policy) -> FactSet:
 def check(spec: RunSpec, policy: Policy | None = None) -> Checked:
     """Every check of a request that needs no model: audits, options, sizes, references, facts."""
     policy = policy or current_policy()
+    options = check_request(spec, policy)
+    return Checked(spec, resolve_facts(spec, policy), options, policy)
+
+
+def check_request(spec: RunSpec, policy: Policy) -> dict[str, AuditOptions]:
+    """The checks that read no file: audits, their options, sizes, references, the prompt format (before the
+    demo is built for a request, or a facts file read); the validated options by audit."""
     if not spec.audits:
         raise LabError("pick at least one audit")
     options: dict[str, AuditOptions] = {}
@@ -166,20 +143,10 @@ def check(spec: RunSpec, policy: Policy | None = None) -> Checked:
     unknown = set(spec.options) - set(spec.audits)
     if unknown:
         raise LabError(f"options given for audits not in this run: {', '.join(sorted(unknown))}")
-    if spec.max_new_tokens < 1:
-        raise LabError(f"--max-new-tokens must be at least 1, got {spec.max_new_tokens}")
-    policy.check_tokens(spec.max_new_tokens, "--max-new-tokens")
+    policy.check_options("run", spec, name=lambda field: cli_flag(field))  # models, facts, lengths, texts
     policy.check_remote_code(spec.trust_remote_code)
     check_template(spec.prompt_template)
-    policy.check_prompt(spec.prompt_template, "the prompt template")
-    policy.check_prompt(spec.system_prompt, "the system prompt")
-    if spec.device_map not in (None, "auto"):
-        raise LabError(f"--device-map takes auto, got '{spec.device_map}'")
-    for ref in (spec.base, spec.unlearned, spec.reference):
-        if ref:
-            policy.check_ref(ref)
-    facts = resolve_facts(spec, policy)
-    return Checked(spec, facts, options, policy)
+    return options
 
 
 def check_template(template: str) -> None:
@@ -254,7 +221,7 @@ def heartbeat(store: Store, run_id: str) -> Iterator[None]:
 
 def run_config(prepared: PreparedRun) -> dict[str, Any]:
     """What the store keeps as the run's config: the spec, validated options, facts and models."""
-    return {**asdict(prepared.spec), "options": {n: options_dict(o) for n, o in prepared.options.items()},
+    return {**prepared.spec.to_dict(), "options": {n: options_dict(o) for n, o in prepared.options.items()},
             "facts_counts": prepared.facts.counts(), "memory_plan": describe_plan(prepared.placements),
             "models": {"base": prepared.pair.base.info.__dict__, "unlearned": prepared.pair.unlearned.info.__dict__,
                        "reference": prepared.reference.info.__dict__ if prepared.reference else None}}

@@ -1,9 +1,10 @@
 """``python -m lab sweep SPEC``: one base model against many unlearned checkpoints, one stored run per pair.
 
-A spec (JSON or YAML) names ``base``, ``unlearned`` (a list, or a glob of
-folders), ``audits`` and optionally ``facts``, ``reference``, ``limit``,
-``options`` ({audit: {option: value}}), ``device``, ``max_new_tokens``.
-Every pair is checked before any runs (a bad spec stores nothing).
+A spec (JSON or YAML) names ``unlearned`` (a list of references, globs of
+folders, or mappings with ``unlearned`` and fields of that pair's own) and any
+field of a run spec (:mod:`lab.shell.spec`: ``base``, ``audits``, ``facts``,
+``reference``, ``limit``, ``options``, ``device``, the prompt format, ...) for
+every pair.  Every pair is checked before any runs (a bad spec stores nothing).
 
 Where pairs run: as Ray tasks when Ray is importable or a cluster address is
 given (:mod:`lab.shell.distributed` holds everything Ray-specific), else one
@@ -23,35 +24,69 @@ import json
 import tempfile
 import threading
 from contextlib import closing
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
-from lab.core.engine import Engine
+from audits.base import ModelLoader
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.store import Store, new_run_id
-from lab.shell.runner import RunOutcome, RunSpec, check, default_loader, execute, memory_plan, prepare
+from lab.shell.runner import Checked, RunOutcome, check, default_loader, execute, memory_plan, prepare
+from lab.shell.spec import RunSpec, build_spec
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepSpec:
-    """What a sweep runs: one base, many unlearned checkpoints, the same audits and options for each."""
+    """What a sweep runs: one run spec per unlearned checkpoint, built from the file's shared fields and each
+    checkpoint's own (see :func:`sweep_spec`)."""
 
-    base: str
-    unlearned: list[str]
-    audits: list[str]
-    facts: str | None = None
-    reference: str | None = None
-    limit: int | None = None
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    device: str = "auto"
-    dtype: str = "auto"
-    max_new_tokens: int = 24
+    pairs: tuple[RunSpec, ...]
 
-    def run_spec(self, unlearned: str) -> RunSpec:
-        return RunSpec(base=self.base, unlearned=unlearned, audits=list(self.audits), facts=self.facts,
-                       reference=self.reference, device=self.device, dtype=self.dtype, limit=self.limit,
-                       max_new_tokens=self.max_new_tokens, options=self.options)
+    @property
+    def unlearned(self) -> list[str]:
+        return [p.unlearned for p in self.pairs]
+
+    @property
+    def audits(self) -> list[str]:
+        """Every audit some pair runs, in first-seen order (the dashboard's progress counts them)."""
+        return list(dict.fromkeys(a for p in self.pairs for a in p.audits))
+
+    @property
+    def device(self) -> str:
+        """The device the pairs ask for (Ray sizes its tasks by it): CUDA when any pair runs on CUDA."""
+        devices = [p.device for p in self.pairs]
+        return next((d for d in devices if d.startswith("cuda")), devices[0] if devices else "auto")
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the store keeps as the sweep's spec: every pair's run spec."""
+        return {"pairs": [p.to_dict() for p in self.pairs]}
+
+
+def sweep_spec(data: Any, where: str = "the sweep") -> SweepSpec:
+    """The one way a sweep is defined (a file, the Verdicts tab, calibrate): ``unlearned`` lists the
+    checkpoints, each a reference, a glob of folders, or a mapping with ``unlearned`` and fields of its own;
+    every other field is a run-spec field for all pairs.  Each pair goes through the run-spec builder, so a
+    sweep takes exactly the fields a run takes, checked the same way."""
+    if not isinstance(data, Mapping):
+        raise LabError(f"{where}: a sweep spec is a mapping with base, unlearned and audits")
+    if "unlearned" not in data:
+        raise LabError(f"{where}: field 'unlearned' is missing")
+    shared = {k: v for k, v in data.items() if k != "unlearned"}
+    entries = data["unlearned"] if isinstance(data["unlearned"], list) else [data["unlearned"]]
+    if not entries:
+        raise LabError(f"{where}: 'unlearned' must be a reference, a glob, or a non-empty list of them")
+    pairs = []
+    for index, entry in enumerate(entries):
+        at = f"{where}: unlearned[{index}]"
+        if isinstance(entry, Mapping):
+            own = dict(entry)
+            pairs += [build_spec(RunSpec, {**shared, **own, "unlearned": ref}, at)
+                      for ref in expand(own.get("unlearned"), at)]
+        else:
+            pairs += [build_spec(RunSpec, {**shared, "unlearned": ref}, where) for ref in expand(entry, at)]
+    unique = [p for i, p in enumerate(pairs) if p not in pairs[:i]]  # a checkpoint listed twice runs once
+    return SweepSpec(tuple(unique))
 
 
 @dataclass
@@ -63,6 +98,7 @@ class PairResult:
     status: str  # complete | failed (the run's) | error (the pair never ran)
     error: str | None = None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    index: int = 0  # the pair's place in the sweep spec (a checkpoint may appear twice, with other fields)
 
 
 @dataclass
@@ -76,40 +112,40 @@ PairSource = Callable[[SweepSpec, Store, str, threading.Event | None], Iterator[
 """Runs a sweep's pairs and yields each one's result as it ends (in any order), its run already in the store."""
 
 
-def _read(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+def _read(path: Path) -> Any:
+    """The file's data (JSON, or YAML by its suffix); what it holds is checked by :func:`sweep_spec`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabError(f"{path.name}: cannot read the sweep spec ({type(exc).__name__})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
 
+            try:
+                return yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise LabError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]})") from None
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise LabError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    else:
-        try:
-            data = json.loads(text)
+            return json.loads(text)
         except json.JSONDecodeError as exc:
             raise LabError(f"{path.name}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise LabError(f"{path.name}: a sweep spec is a mapping with base, unlearned and audits")
-    return data
+    except RecursionError:
+        raise LabError(f"{path.name}: nested too deeply to be a sweep spec") from None
 
 
 def expand(unlearned: Any, where: str) -> list[str]:
-    """The checkpoints: a list of references, or a glob of folders (sorted)."""
-    items = [unlearned] if isinstance(unlearned, str) else unlearned
-    if not isinstance(items, list) or not items or not all(isinstance(i, str) and i.strip() for i in items):
-        raise LabError(f"{where}: 'unlearned' must be a reference, a list of references or a glob")
-    out: list[str] = []
-    for item in items:
-        if any(c in item for c in "*?[") and not item.startswith(("demo:", "openai+")):
-            matches = sorted(p for p in glob.glob(item) if Path(p).is_dir())
-            if not matches:
-                raise LabError(f"{where}: the glob '{item}' matches no folder")
-            out += matches
-        else:
-            out.append(item.strip())
-    return list(dict.fromkeys(out))
+    """The checkpoints of one entry: a reference, or a glob of folders (sorted)."""
+    if not isinstance(unlearned, str) or not unlearned.strip():
+        raise LabError(f"{where}: expected a model reference or a glob of folders, got "
+                       f"{type(unlearned).__name__ if unlearned is not None else 'nothing'}")
+    item = unlearned.strip()
+    if any(c in item for c in "*?[") and not item.startswith(("demo:", "openai+")):
+        matches = sorted(p for p in glob.glob(item) if Path(p).is_dir())
+        if not matches:
+            raise LabError(f"{where}: the glob '{item}' matches no folder")
+        return matches
+    return [item]
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -117,108 +153,99 @@ def load_spec(path: str | Path) -> SweepSpec:
     file = Path(path)
     if not file.is_file():
         raise LabError(f"sweep spec not found: {path}")
-    data = _read(file)
-    known = {f for f in SweepSpec.__dataclass_fields__}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise LabError(f"{file.name}: unknown field '{unknown[0]}' (fields: {', '.join(sorted(known))})")
-    for key in ("base", "unlearned", "audits"):
-        if key not in data:
-            raise LabError(f"{file.name}: field '{key}' is missing")
-    audits = data["audits"].split(",") if isinstance(data["audits"], str) else data["audits"]
-    if not isinstance(audits, list) or not audits:
-        raise LabError(f"{file.name}: field 'audits' must be a list of audit names")
-    if not isinstance(data.get("options", {}), dict):
-        raise LabError(f"{file.name}: field 'options' must map audits to their options")
-    return SweepSpec(**{**data, "audits": [str(a).strip() for a in audits],
-                        "unlearned": expand(data["unlearned"], file.name)})
+    return sweep_spec(_read(file), file.name)
 
 
 class CachedLoader:
-    """Loads each model once for the whole sweep; an unlearned checkpoint is dropped once its pair is done."""
+    """Loads each model once for the whole sweep: the base and the reference stay, an unlearned checkpoint is
+    dropped once its pair is done.  Engines are kept by reference and by what decides their weights (device,
+    precision, placement, remote code), since pairs of one sweep may differ in those; each pair sees them in
+    its own prompt format (:meth:`lab.core.backend.Backend.formatted`)."""
 
-    def __init__(self, load: Callable[[str], Engine], keep: set[str]):
-        self.load, self.keep = load, keep
-        self.engines: dict[str, Engine] = {}
+    def __init__(self) -> None:
+        self.engines: dict[tuple[str, tuple], Backend] = {}
+        self.keep: set[str] = set()
 
-    def __call__(self, ref: str) -> Engine:
-        if ref not in self.engines:
-            self.engines[ref] = self.load(ref)
-        return self.engines[ref]
+    def for_pair(self, spec: RunSpec, checked: Checked) -> ModelLoader:
+        """The loader of one pair: cached engines where they match, new ones placed by the pair's memory plan."""
+        load = default_loader(spec, checked.policy, memory_plan(spec, checked))
+        how = (spec.device, spec.dtype, spec.device_map, spec.trust_remote_code)
+        self.keep |= {spec.base, spec.reference or ""}
+
+        def get(ref: str) -> Backend:
+            key = (ref, how)
+            if key not in self.engines:
+                self.engines[key] = load(ref)
+            return self.engines[key].formatted(spec.prompt_format)
+
+        return get
 
     def release(self, ref: str) -> None:
         if ref not in self.keep:
-            self.engines.pop(ref, None)
+            for key in [k for k in self.engines if k[0] == ref]:
+                del self.engines[key]
 
 
 def check_sweep(spec: SweepSpec) -> None:
     """Every pair checked before any runs: a bad spec stores nothing."""
-    for unlearned in spec.unlearned:
-        check(spec.run_spec(unlearned))
+    for pair in spec.pairs:
+        check(pair)
 
 
-def run_pair_local(spec: SweepSpec, unlearned: str, store: Store, loader: CachedLoader, sweep_id: str,
+def run_pair_local(spec: RunSpec, index: int, store: Store, loader: CachedLoader, sweep_id: str,
                    stop: threading.Event | None = None) -> PairResult:
     """One pair in this process, into the store; a failure is recorded and the sweep goes on."""
     try:
-        prepared = prepare(spec.run_spec(unlearned), loader=loader)
+        checked = check(spec)
+        prepared = prepare(spec, loader=loader.for_pair(spec, checked), checked=checked)
         outcome: RunOutcome = execute(prepared, store, stop=stop, sweep_id=sweep_id)
     except LabError as exc:
-        return PairResult(unlearned, None, "error", str(exc))
+        return PairResult(spec.unlearned, None, "error", str(exc), index=index)
     finally:
-        loader.release(unlearned)
-    return PairResult(unlearned, outcome.run_id, outcome.status, "; ".join(outcome.errors.values()) or None,
-                      outcome.metrics)
-
-
-def local_loader(spec: SweepSpec) -> CachedLoader:
-    """One loader for every pair: the base (and reference) loaded once, each checkpoint in turn."""
-    first = spec.run_spec(spec.unlearned[0])
-    checked = check(first)
-    load = default_loader(first, checked.policy, memory_plan(first, checked))
-    return CachedLoader(load, keep={spec.base, spec.reference or ""})
+        loader.release(spec.unlearned)
+    return PairResult(spec.unlearned, outcome.run_id, outcome.status, "; ".join(outcome.errors.values()) or None,
+                      outcome.metrics, index)
 
 
 def local_pairs(spec: SweepSpec, store: Store, sweep_id: str,
                 stop: threading.Event | None = None) -> Iterator[PairResult]:
-    """Every pair in this process, one after another, straight into the store."""
-    loader = local_loader(spec)
-    for unlearned in spec.unlearned:
-        yield run_pair_local(spec, unlearned, store, loader, sweep_id, stop)
+    """Every pair in this process, one after another, straight into the store (the base loaded once)."""
+    loader = CachedLoader()
+    for index, pair in enumerate(spec.pairs):
+        yield run_pair_local(pair, index, store, loader, sweep_id, stop)
 
 
 _WORKER_LOADERS: dict[str, CachedLoader] = {}  # per worker process: the loader of the sweep it last served
 
 
-def worker_loader(spec: SweepSpec) -> CachedLoader:
+def worker_loader(sweep_id: str) -> CachedLoader:
     """The loader a worker process keeps between pairs of one sweep, so a worker that runs several pairs
     loads the base (and the reference) once; a different sweep replaces it, freeing the old models."""
-    key = json.dumps(asdict(replace(spec, unlearned=[])), sort_keys=True, default=str)
-    if key not in _WORKER_LOADERS:
+    if sweep_id not in _WORKER_LOADERS:
         _WORKER_LOADERS.clear()
-        _WORKER_LOADERS[key] = local_loader(spec)
-    return _WORKER_LOADERS[key]
+        _WORKER_LOADERS[sweep_id] = CachedLoader()
+    return _WORKER_LOADERS[sweep_id]
 
 
-def run_pair_isolated(spec: SweepSpec, unlearned: str, sweep_id: str) -> tuple[PairResult, dict[str, Any] | None]:
+def run_pair_isolated(spec: RunSpec, index: int, sweep_id: str) -> tuple[PairResult, dict[str, Any] | None]:
     """One pair in a process that must not write the user's store (a Ray worker, maybe on another machine):
     it runs into a temporary store of its own, and the rows it wrote travel back with its result."""
     with tempfile.TemporaryDirectory(prefix="lab-pair-") as tmp, Store(Path(tmp) / "pair.duckdb") as store:
-        result = run_pair_local(spec, unlearned, store, worker_loader(spec), sweep_id)
+        result = run_pair_local(spec, index, store, worker_loader(sweep_id), sweep_id)
         return result, (store.run_rows(result.run_id) if result.run_id else None)
 
 
-def land(store: Store, unlearned: str, value: tuple[PairResult, dict[str, Any] | None] | None,
+def land(store: Store, unlearned: str, index: int, value: tuple[PairResult, dict[str, Any] | None] | None,
          error: str | None) -> PairResult:
     """A pair that ran elsewhere, into the store: its rows imported whole, or its one-line error recorded."""
     if value is None:
-        return PairResult(unlearned, None, "error", error or "the pair returned nothing")
+        return PairResult(unlearned, None, "error", error or "the pair returned nothing", index=index)
     result, rows = value
     if rows is not None:
         try:
             store.import_run(rows)
         except LabError as exc:
-            return PairResult(unlearned, None, "error", str(exc))
+            return PairResult(unlearned, None, "error", str(exc), index=index)
     return result
 
 
@@ -229,9 +256,10 @@ def ray_pairs(address: str | None = None) -> PairSource:
               stop: threading.Event | None = None) -> Iterator[PairResult]:
         from lab.shell.distributed import run_tasks
 
-        jobs = {unlearned: (spec, unlearned, sweep_id) for unlearned in spec.unlearned}
+        jobs = {str(index): (pair, index, sweep_id) for index, pair in enumerate(spec.pairs)}
         for end in run_tasks(run_pair_isolated, jobs, spec.device, address, stop):
-            yield land(store, end.key, end.value, end.error)
+            index = int(end.key)
+            yield land(store, spec.pairs[index].unlearned, index, end.value, end.error)
 
     return pairs
 
@@ -275,7 +303,7 @@ def run_sweep(spec: SweepSpec, store: Store, stop: threading.Event | None = None
     pairs = pair_source(local, ray_address)
     check_sweep(spec)
     sweep_id = new_run_id().replace("run-", "sweep-", 1)
-    store.create_sweep(sweep_id, asdict(spec), len(spec.unlearned))
+    store.create_sweep(sweep_id, spec.to_dict(), len(spec.pairs))
     notify = on_pair or (lambda result, done, total: None)
     results: list[PairResult] = []
     try:
@@ -296,7 +324,6 @@ def completed(results: list[PairResult]) -> int:
 
 def finish(store: Store, sweep_id: str, spec: SweepSpec, results: list[PairResult]) -> SweepOutcome:
     """The sweep's final status: complete when every pair completed, else partial; pairs in the spec's order."""
-    status = "complete" if completed(results) == len(spec.unlearned) else "partial"
+    status = "complete" if completed(results) == len(spec.pairs) else "partial"
     store.finish_sweep(sweep_id, status, completed(results))
-    order = {unlearned: index for index, unlearned in enumerate(spec.unlearned)}
-    return SweepOutcome(sweep_id, status, sorted(results, key=lambda r: order.get(r.unlearned, len(order))))
+    return SweepOutcome(sweep_id, status, sorted(results, key=lambda r: r.index))

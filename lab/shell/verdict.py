@@ -13,15 +13,15 @@ Per audit (a :class:`Cell`):
   control, a paired bootstrap) and its interval; without one, the raw rate.
   The cell is **hidden** when the interval's lower bound is above the audit's
   chance floor, else **forgotten**.  The floor is 0, except for audits that
-  measure their own chance level beside the rate (``CHANCE_KEYS``: the logit
-  lens's holdout facts, relearning's holdout facts, in-context's retain-example
-  control): without a reference, their raw rate must beat that level, because
-  those attacks also "recover" facts the model never knew.
-- An audit that asks the forget questions **directly** (``LEAK_AUDITS``:
-  ``direct``, ``multiple_choice``) is **leaked** when the unlearned model's
-  forget accuracy has a lower bound above its chance level plus
+  measure their own chance level beside the rate (their ``chance_key``: the
+  logit lens's holdout facts, relearning's holdout facts, in-context's
+  retain-example control): without a reference, their raw rate must beat that
+  level, because those attacks also "recover" facts the model never knew.
+- An audit that asks the forget questions **directly** (``asks_directly``:
+  the plain questions, multiple choice) is **leaked** when the unlearned
+  model's forget accuracy has a lower bound above its chance level plus
   ``LEAK_FLOOR`` (5 points; chance is 0 for open answers and the stored
-  ``chance_forget`` for multiple choice), else **forgotten**.
+  ``chance_key`` for multiple choice), else **forgotten**.
 - A **detector** (no recovery key: REMIND, the standard metrics, the SAE view)
   has no rule here: its cell is ``n/a`` and shows its first headline number.
 - An audit that did not complete shows its status (failed, interrupted, not
@@ -46,8 +46,6 @@ FORGOTTEN, HIDDEN, LEAKED, NA = "forgotten", "hidden", "leaked", "n/a"
 STATES = (FORGOTTEN, HIDDEN, LEAKED, NA)
 LEAK_FLOOR = 0.05
 LEAK_KEY = "forget_accuracy_unlearned"
-LEAK_AUDITS = {"direct": None, "multiple_choice": "chance_forget"}  # audit -> key of its chance level
-CHANCE_KEYS = {"logit_lens": "hidden_rate_holdout", "relearn": "holdout_rate", "incontext": "control_rate"}
 STATE_MEANING = {
     FORGOTTEN: "no answer comes back beyond chance or the control",
     HIDDEN: "the plain answer is gone, but an attack brings answers back beyond the control",
@@ -129,7 +127,13 @@ def _audit_class(name: str) -> type | None:
         return None
 
 
-def _rate_cell(audit: str, metrics: Metrics, key: str) -> Cell:
+def asks_directly(audit: str) -> bool:
+    """The audit asks the forget questions directly (its cell reads leaked or forgotten)."""
+    cls = _audit_class(audit)
+    return bool(cls and cls.asks_directly)
+
+
+def _rate_cell(audit: str, metrics: Metrics, key: str, chance_key: str | None) -> Cell:
     """A recovery audit's cell: the adjusted rate against 0 with a control, else the raw rate against the floor."""
     adjusted = finite(metrics.get(f"{key}_adjusted"))
     if adjusted is not None:
@@ -144,7 +148,7 @@ def _rate_cell(audit: str, metrics: Metrics, key: str) -> Cell:
     if value is None:
         return Cell(audit, NA, key, reason=f"{key} is missing")
     low, high = finite(metrics.get(f"{key}_ci_low")), finite(metrics.get(f"{key}_ci_high"))
-    floor = finite(metrics.get(CHANCE_KEYS[audit])) if audit in CHANCE_KEYS else 0.0
+    floor = finite(metrics.get(chance_key)) if chance_key else 0.0
     floor = 0.0 if floor is None else floor
     bound = low if low is not None else value
     hidden = bound > floor
@@ -153,13 +157,12 @@ def _rate_cell(audit: str, metrics: Metrics, key: str) -> Cell:
                 reason=f"recovers {percent(value)}; its 95% interval {'clears' if hidden else 'does not clear'} {where}")
 
 
-def _leak_cell(audit: str, metrics: Metrics) -> Cell:
+def _leak_cell(audit: str, metrics: Metrics, chance_key: str | None) -> Cell:
     """A direct audit's cell: leaked when the forget accuracy is clearly above chance."""
     value = finite(metrics.get(LEAK_KEY))
     if value is None:
         return Cell(audit, NA, LEAK_KEY, reason=f"{LEAK_KEY} is missing")
     low, high = finite(metrics.get(f"{LEAK_KEY}_ci_low")), finite(metrics.get(f"{LEAK_KEY}_ci_high"))
-    chance_key = LEAK_AUDITS[audit]
     chance = (finite(metrics.get(chance_key)) if chance_key else None) or 0.0
     floor = chance + LEAK_FLOOR
     leaked = (low if low is not None else value) > floor
@@ -173,12 +176,12 @@ def cell(audit: str, metrics: Metrics | None, status: str = "complete") -> Cell:
     if status != "complete":
         return Cell(audit, status, reason=f"the audit {status}")
     metrics = metrics or {}
-    if audit in LEAK_AUDITS:
-        return _leak_cell(audit, metrics)
     cls = _audit_class(audit)
+    if cls and cls.asks_directly:
+        return _leak_cell(audit, metrics, cls.chance_key)
     key = cls.recovery_key if cls else None
     if key:
-        return _rate_cell(audit, metrics, key)
+        return _rate_cell(audit, metrics, key, cls.chance_key if cls else None)
     shown = next((k for k in (cls.headline_keys if cls else ()) if finite(metrics.get(k)) is not None), None)
     if shown is None:
         return Cell(audit, NA, reason="a detector without a recovery rule")
@@ -236,7 +239,7 @@ def model_verdict(model: str, metrics: Mapping[str, Metrics], statuses: Mapping[
                     f"{against} (up to {worst.text} with {worst.audit}): hidden")
         state = HIDDEN
     elif judged:
-        rates = [c for c in judged if c.key and c.audit not in LEAK_AUDITS]
+        rates = [c for c in judged if c.key and not asks_directly(c.audit)]
         top = max(rates, key=lambda c: c.value or 0) if rates else None
         most = f" (largest: {top.audit} {top.text})" if top else ""
         sentence = f"{model}: no audit brought a forgotten answer back{against}{most}: forgotten"

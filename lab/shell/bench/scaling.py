@@ -15,12 +15,12 @@ from typing import Any, Sequence
 
 import torch
 
-from audits import available
+from audits import REGISTRY, available, get_audit
 from lab.core.store import Store
 from lab.shell.bench.hardware import random_engine, scoring_pass
 from lab.shell.bench.measure import growth_exponent, memory_meter, peak_of
 
-SUITE = ("reasoning", "keywords", "quantization", "remind", "surrogates")
+SUITE = tuple(name for name in REGISTRY if get_audit(name).suite)  # the design's five attacks
 # Random-weight Llama shapes of about 1M, 10M and 100M parameters (tied embeddings), for the size scaling.
 SCALE_SHAPES = {
     "1M": dict(vocab_size=2048, hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4,
@@ -87,12 +87,14 @@ def facts_scaling(demo: Path, device: str, base_limit: int, known: Sequence[Suit
 def suite_timing(demo: Path, device: str, limit: int | None, audits: Sequence[str] | None = None) -> SuiteTiming:
     """The five attacks (or ``audits`` of them) through the runner on the demo pair (base vs NPO) into a
     throwaway store."""
-    from lab.shell.runner import RunSpec, execute, prepare
+    from lab.shell.runner import execute, prepare
+    from lab.shell.spec import RunSpec, build_spec
 
     wanted = list(audits or SUITE)
     present = [a for a in wanted if a in available()]
-    spec = RunSpec(base=str(demo / "models" / "base"), unlearned=str(demo / "models" / "npo"), audits=present,
-                   facts=str(demo / "facts.jsonl"), device=device, limit=limit)
+    spec = build_spec(RunSpec, {"base": str(demo / "models" / "base"), "unlearned": str(demo / "models" / "npo"),
+                                "audits": present, "facts": str(demo / "facts.jsonl"), "device": device,
+                                "limit": limit}, "the bench")
     start = time.perf_counter()
     prepared = prepare(spec)
     load_s = time.perf_counter() - start

@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from audits import get_audit
-from lab.core.engine import DEFAULT_TEMPLATE
 from lab.core.errors import LabError
-from lab.core.options import option_text
 from lab.core.scoring import HIT_ROUGE
 from lab.core.store import Store
 from lab.shell.report.style import styled
+from lab.shell.spec import command_line
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -191,8 +190,18 @@ def audit_entries(store: Store, run_id: str, run: dict[str, Any], items: pd.Data
 
 # --------------------------------------------------------------- kill chain
 def _plain_questions(items: pd.DataFrame) -> pd.DataFrame:
-    """The ``direct`` audit's rows: each fact's plain question asked to both models."""
-    return items[(items["audit"] == "direct") & items["hit_base"].notna()].drop_duplicates("fact_id")
+    """The rows of the audits that ask the plain questions (``asks_directly`` on question items): each fact's
+    plain question asked to both models."""
+    plain = [name for name in items["audit"].unique() if _asks_plainly(str(name))]
+    return items[items["audit"].isin(plain) & items["hit_base"].notna()].drop_duplicates("fact_id")
+
+
+def _asks_plainly(audit: str) -> bool:
+    try:
+        cls = get_audit(audit)
+    except LabError:  # an audit of an old run that is gone
+        return False
+    return cls.asks_directly and "qa" in cls.uses
 
 
 def _fact_rows(hits: pd.DataFrame, questions: dict[str, str]) -> list[FactRow]:
@@ -287,23 +296,12 @@ def partial_reason(run: dict[str, Any], audits: list[AuditEntry]) -> str | None:
 
 
 def repeat_command(run: dict[str, Any]) -> str:
-    """The ``python -m lab audit`` command line that repeats this run (same models, facts, options)."""
-    config = run["config"]
-    args = ["python", "-m", "lab", "audit", "--base", config.get("base", run["base_ref"]),
-            "--unlearned", config.get("unlearned", run["unlearned_ref"]), "--audits", run.get("audits") or ""]
-    if run.get("facts_source"):
-        args += ["--facts", run["facts_source"]]
-    for flag in ("reference", "device", "dtype", "limit", "max_new_tokens"):
-        if config.get(flag) is not None:
-            args += [f"--{flag.replace('_', '-')}", str(config[flag])]
-    for audit, values in (config.get("options") or {}).items():
-        args += [arg for key, value in values.items() for arg in ("--set", f"{audit}.{key}={option_text(value)}")]
-    template = config.get("prompt_template")
-    if template and template != DEFAULT_TEMPLATE:
-        args += ["--prompt-template", template.replace("\n", "\\n")]
-    args += [flag for flag, on in (("--chat-template", config.get("chat_template")),
-                                   ("--trust-remote-code", config.get("trust_remote_code"))) if on]
-    return shlex.join(args)
+    """The ``python -m lab audit`` command line that repeats this run (same models, facts, options, format)."""
+    config = {**run["config"], "base": run["config"].get("base", run["base_ref"]),
+              "unlearned": run["config"].get("unlearned", run["unlearned_ref"]),
+              "audits": run.get("audits") or run["config"].get("audits"),
+              "facts": run.get("facts_source") or run["config"].get("facts")}
+    return shlex.join(command_line(config))
 
 
 def limitations(run: dict[str, Any], audits: list[AuditEntry]) -> list[str]:

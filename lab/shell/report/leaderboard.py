@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from lab.core.store import Store
 from lab.shell.report.collect import FactRow, kill_chain
 from lab.shell.report.style import styled
-from lab.shell.verdict import (FORGOTTEN, HIDDEN, LEAK_AUDITS, Cell, ModelVerdict, gate_failures, model_verdict,
+from lab.shell.verdict import (FORGOTTEN, HIDDEN, Cell, asks_directly, ModelVerdict, gate_failures, model_verdict,
                                percent, run_label)
 
 GATE = 0.10  # the page's default release-gate threshold (the CLI's --fail-above has none)
@@ -89,7 +89,7 @@ def entry(store: Store, run_id: str, threshold: float = GATE, worst: int = WORST
     verdict = model_verdict(label, metrics, statuses, control)
     items = store.items(run_id)
     chain = kill_chain(items)
-    gated = any(c.state in (FORGOTTEN, HIDDEN) and c.audit not in LEAK_AUDITS for c in verdict.cells)
+    gated = any(c.state in (FORGOTTEN, HIDDEN) and not asks_directly(c.audit) for c in verdict.cells)
     return Entry(label, run["unlearned_ref"], run_id, run_label(run["status"], statuses), verdict,
                  gate_failures(metrics, threshold), gated, chain.recovered[:worst], len(chain.targets))
 

@@ -24,6 +24,7 @@ from lab.shell.ui.internals_tab import InternalsInputs
 from lab.shell.ui.probe_tab import ProbeInputs
 from lab.shell.ui.results_tab import ResultsHooks
 from lab.shell.ui.session import Lab
+from lab.shell.ui.updates import Outputs
 
 STATIC = settings.static_dir()
 TITLE = "Unlearning Audit Lab"
@@ -50,31 +51,34 @@ def tab_of(key: str) -> gr.Tab:
     return gr.Tab(links.TABS[key], id=key, elem_id=f"tab-{key}")
 
 
-def open_link(lab: Lab, request: gr.Request) -> tuple:
-    """The page as the URL asks for it (:mod:`lab.shell.ui.links`): the tab, then the run, its fact filter and
-    item in Results, the sweep on the leaderboard, or the fact in the Probe.  The tab itself is opened in the
-    browser afterwards (:data:`lab.shell.ui.links.OPEN_TAB_JS`), so its select event sees these values."""
+def open_link(lab: Lab, request: gr.Request | None) -> dict[str, Any]:
+    """The page as the URL asks for it (:mod:`lab.shell.ui.links`), by output name: the run, its fact filter
+    and item in Results, the sweep on the leaderboard, or the fact in the Probe.  The tab itself is opened in
+    the browser afterwards (:data:`lab.shell.ui.links.OPEN_TAB_JS`), so its select event sees these values."""
     link = links.parse(request.query_params if request else {})
     runs = results.runs_frame(lab.store)
-    known = link.run is not None and link.run in set(runs["run_id"])
-    sweeps = results.sweep_choices(lab.store)
-    probe_fact = link.tab == "probe" and link.fact
-    return (results_tab.run_dropdown(runs, link.run) if known else gr.skip(),
-            link.fact if known and link.fact else gr.skip(),
-            link.item if known else gr.skip(),
-            gr.Dropdown(choices=sweeps, value=link.sweep) if link.sweep else gr.skip(),
-            gr.Dropdown(choices=facts_picker.fact_choices(), value=link.fact) if probe_fact else gr.skip())
+    shown: dict[str, Any] = {}
+    if link.run is not None and link.run in set(runs["run_id"]):
+        shown.update(run=results_tab.run_dropdown(runs, link.run), item=link.item)
+        if link.fact:
+            shown["fact"] = link.fact
+    if link.sweep:
+        shown["sweep"] = gr.Dropdown(choices=results.sweep_choices(lab.store), value=link.sweep)
+    if link.tab == "probe" and link.fact:
+        shown["probe_fact"] = gr.Dropdown(choices=facts_picker.fact_choices(), value=link.fact)
+    return shown
 
 
 def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, internals: InternalsInputs, hooks: ResultsHooks,
-         models: list, app: gr.Blocks) -> None:
+         models: Outputs, app: gr.Blocks) -> None:
     """What crosses tabs: the URL on load and as the user moves, and an item's links
     (:mod:`lab.shell.ui.item_links`)."""
-    def on_load(request: gr.Request) -> tuple:
-        return open_link(lab, request)
+    opened = Outputs(run=hooks.run, fact=hooks.fact, item=hooks.item, sweep=hooks.sweep, probe_fact=probe.fact)
 
-    app.load(on_load, None, [hooks.run, hooks.fact, hooks.item, hooks.sweep, probe.fact],
-             api_visibility="private").then(None, None, None, js=links.OPEN_TAB_JS)
+    def on_load(request: gr.Request) -> dict[Any, Any]:
+        return opened(**open_link(lab, request))
+
+    app.load(on_load, None, opened.list, api_visibility="private").then(None, None, None, js=links.OPEN_TAB_JS)
     item_links.wire(lab, tabs, probe, internals, hooks, models)
     probe.fact.input(None, probe.fact, None, js=links.params_js(["fact"], {"tab": "probe"}))
 

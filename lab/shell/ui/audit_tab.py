@@ -17,19 +17,24 @@ the reason (a served model may lack log-probs or weights).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import gradio as gr
 
+from audits import get_audit
 from lab.core.batching import Cancelled
 from lab.core.policy import current as current_policy
 from lab.shell.report.grid import grid_html, lab_link
 from lab.shell.report.leaderboard import collect_runs
-from lab.shell.runner import execute
+from lab.shell.runner import PreparedRun, execute
+from lab.shell.spec import PairSpec
 from lab.shell.ui import auditing
 from lab.shell.ui.background import Finished, in_background, progress_html
 from lab.shell.ui.feedback import Beside, note_html
 from lab.shell.ui.plots import run_plots
-from lab.shell.ui.session import MODEL_QUEUE, Lab, PairSpec, require_pair
+from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair
+from lab.shell.ui.updates import Outputs
 from lab.shell.ui.views import facts_summary, metrics_frame, run_summary
 
 
@@ -38,58 +43,134 @@ def verdict_row(lab: Lab, run_id: str) -> str:
     return grid_html(collect_runs(lab.store, [run_id]), link=lab_link)
 
 
+@dataclass
+class AuditForm:
+    """The tab's inputs."""
+
+    source: gr.Radio
+    upload: gr.File
+    server_path: gr.Textbox
+    facts_msg: Beside
+    facts_info: gr.Markdown
+    audits: gr.CheckboxGroup
+    not_offered: gr.Markdown
+    limit: gr.Number
+    max_new: gr.Number
+    reference: gr.Textbox
+    options: gr.Dataframe | None = None  # the options table, placed in the right column
+
+    @property
+    def run_inputs(self) -> list[Any]:
+        """What a run reads, after the session's pair (the API's order: keep it)."""
+        return [self.source, self.upload, self.server_path, self.audits, self.options, self.limit, self.max_new,
+                self.reference]
+
+
+def facts_inputs() -> tuple[gr.Radio, gr.File, gr.Textbox, Beside, gr.Markdown]:
+    """Where the facts come from: the demo's, an upload, or (not in a Space) a path on the server."""
+    source = gr.Radio(auditing.fact_sources(), value=auditing.DEMO_FACTS, label="Facts", elem_id="audit-facts-source")
+    upload = gr.File(label="Facts file (JSONL, JSON, CSV, Parquet; TOFU, MUSE, RWKU)", visible=False,
+                     file_types=[".jsonl", ".json", ".csv", ".parquet"], type="filepath", elem_id="audit-facts-file")
+    server_path = gr.Textbox(label="Facts file or benchmark suite on the server",
+                             placeholder="/data/facts.jsonl, tofu:/data/TOFU:forget10, muse:/data/muse:news, "
+                                         "rwku:/data/RWKU, wmdp:/data/wmdp:bio",
+                             visible=False, elem_id="audit-facts-path")
+    return source, upload, server_path, Beside("audit-facts"), gr.Markdown(elem_id="audit-facts-info")
+
+
+def form_inputs(names: list[str]) -> AuditForm:
+    """The left column: facts, audits, limits, reference (the options table is added by :func:`options_table`)."""
+    lim = current_policy()
+    source, upload, server_path, facts_msg, facts_info = facts_inputs()
+    audits = gr.CheckboxGroup(names, value=default_audits(names), label="Audits", elem_id="audit-select")
+    not_offered = gr.Markdown(elem_id="audit-unavailable")
+    with gr.Row():
+        limit = gr.Number(auditing.default_limit(), label="Facts per split (0: all)", precision=0, minimum=0,
+                          elem_id="audit-limit")
+        max_new = gr.Number(min(24, lim.max_new_tokens), label="Max new tokens", precision=0, minimum=1,
+                            maximum=lim.max_new_tokens, elem_id="audit-max-tokens")
+    reference = gr.Textbox(label="Reference model (optional, e.g. demo:retrain; the control)",
+                           elem_id="audit-reference")
+    return AuditForm(source, upload, server_path, facts_msg, facts_info, audits, not_offered, limit, max_new,
+                     reference)
+
+
+def options_table(form: AuditForm) -> None:
+    """Every option of the ticked audits, editable in its 'value' column."""
+    with gr.Accordion("Audit options (edit the 'value' column)", open=False, elem_id="audit-options-box"):
+        form.options = gr.Dataframe(auditing.options_frame(form.audits.value or []), interactive=True,
+                                    static_columns=[0, 1, 2, 3], column_widths=["90px", "150px", "60px", "90px",
+                                                                                "110px", "360px"],
+                                    elem_id="audit-options", elem_classes="scroll-table")
+
+
+def default_audits(names: list[str]) -> list[str]:
+    """The audits ticked when the tab opens: those that describe themselves as on by default."""
+    return [n for n in names if get_audit(n).default_on]
+
+
 def build(lab: Lab, state: gr.State) -> None:
     """The tab's content: inputs on the left, the run's progress, verdict and numbers on the right and below."""
-    lim = current_policy()
-    names = auditing.available_audits()
     gr.Markdown("Run audits on the loaded pair. Every prompt and both outputs are stored; "
                 "open any run later on the Results tab.", elem_classes="tab-intro")
     run_id = gr.State(None)
     with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
         with gr.Column(scale=4, min_width=280):
-            source = gr.Radio(auditing.fact_sources(), value=auditing.DEMO_FACTS, label="Facts",
-                              elem_id="audit-facts-source")
-            upload = gr.File(label="Facts file (JSONL, JSON, CSV, Parquet; TOFU, MUSE, RWKU)", visible=False,
-                             file_types=[".jsonl", ".json", ".csv", ".parquet"], type="filepath",
-                             elem_id="audit-facts-file")
-            server_path = gr.Textbox(label="Facts file or benchmark suite on the server",
-                                     placeholder="/data/facts.jsonl, tofu:/data/TOFU:forget10, muse:/data/muse:news, "
-                                                 "rwku:/data/RWKU, wmdp:/data/wmdp:bio",
-                                     visible=False, elem_id="audit-facts-path")
-            facts_msg = Beside("audit-facts")
-            facts_info = gr.Markdown(elem_id="audit-facts-info")
-            audits = gr.CheckboxGroup(names, value=["direct"] if "direct" in names else [], label="Audits",
-                                      elem_id="audit-select")
-            not_offered = gr.Markdown(elem_id="audit-unavailable")
-            with gr.Row():
-                limit = gr.Number(auditing.default_limit(), label="Facts per split (0: all)", precision=0,
-                                  minimum=0, elem_id="audit-limit")
-                max_new = gr.Number(min(24, lim.max_new_tokens), label="Max new tokens", precision=0, minimum=1,
-                                    maximum=lim.max_new_tokens, elem_id="audit-max-tokens")
-            reference = gr.Textbox(label="Reference model (optional, e.g. demo:retrain; the control)",
-                                   elem_id="audit-reference")
+            form = form_inputs(auditing.available_audits())
         with gr.Column(scale=6, min_width=280):
             with gr.Row():
                 run = gr.Button("Run audits", variant="primary", elem_id="audit-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="audit-stop")
             run_msg = Beside("audit-run")
-            progress = gr.HTML(elem_id="audit-progress")
-            status = gr.Markdown(min_height=48, elem_id="audit-status")
-            verdict = gr.HTML(elem_id="audit-verdict")
-            metrics = gr.Dataframe(metrics_frame({}), label="Headline numbers", interactive=False,
-                                   elem_id="audit-metrics", elem_classes="scroll-table")
-            with gr.Accordion("Audit options (edit the 'value' column)", open=False, elem_id="audit-options-box"):
-                options = gr.Dataframe(auditing.options_frame(audits.value or []), interactive=True,
-                                       static_columns=[0, 1, 2, 3], column_widths=["90px", "150px", "60px", "90px",
-                                                                                   "110px", "360px"],
-                                       elem_id="audit-options", elem_classes="scroll-table")
+            out = Outputs(run_id=run_id, status=gr.Markdown(min_height=48, elem_id="audit-status"),
+                          progress=gr.HTML(elem_id="audit-progress"), verdict=gr.HTML(elem_id="audit-verdict"),
+                          numbers=gr.Dataframe(metrics_frame({}), label="Headline numbers", interactive=False,
+                                               elem_id="audit-metrics", elem_classes="scroll-table"),
+                          run=run)
+            options_table(form)
     with gr.Column(elem_id="audit-plots"):
         run_plots(lab, run_id, "audit-plots")
+    wire(lab, state, form, out, run_msg, stop)
+
+
+def run_updates(lab: Lab, prepared: PreparedRun, stop_event: Any) -> Iterator[dict[str, Any]]:
+    """The run on a worker thread, as named updates: progress over the whole run, numbers as audits end,
+    then the verdict (or what was kept when it was stopped)."""
+    rid, started, done, total = prepared.run_id, time.monotonic(), 0, len(prepared.spec.audits)
+    counts = auditing.fact_counts(prepared.facts, list(prepared.spec.audits))
+
+    def bar(done_: int, doing: str) -> str:
+        return progress_html(done_, total, started, doing, checks=auditing.checks_done(counts, done_))
+
+    # The plots follow run_id: it is set once the run has ended, so they draw what the store then holds.
+    yield dict(run_id=None, status=f"Running `{rid}`…", progress=bar(0, "starting"), verdict="",
+               run=gr.Button(interactive=False))
+    try:
+        for event in in_background(lambda emit: execute(prepared, lab.store, stop_event, emit), "lab-run"):
+            if isinstance(event, Finished):
+                break
+            done = event.index - (event.status == "running")
+            doing = f"{event.audit} {'running' if event.status == 'running' else event.status}"
+            update = dict(status=f"Running `{rid}`: {done} of {total} audits finished", progress=bar(done, doing))
+            if event.status != "running":
+                update["numbers"] = metrics_frame(lab.store.metrics_dict(rid))
+            yield update
+    except Cancelled:
+        yield dict(run_id=rid, status=run_summary(lab.store, rid) + "\n\nStopped: the rows written so far are kept.",
+                   progress=bar(done, "stopped"), numbers=metrics_frame(lab.store.metrics_dict(rid)),
+                   verdict=verdict_row(lab, rid))
+        return
+    yield dict(run_id=rid, status=run_summary(lab.store, rid), progress=bar(total, "finished"),
+               numbers=metrics_frame(lab.store.metrics_dict(rid)), verdict=verdict_row(lab, rid))
+
+
+def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Beside, stop: gr.Button) -> None:
+    """The tab's events: facts read as they are picked, audits offered per pair, the run and its Stop."""
 
     def on_source(choice: str):
         return gr.File(visible=choice == auditing.UPLOAD), gr.Textbox(visible=choice == auditing.SERVER_PATH)
 
-    @facts_msg
+    @form.facts_msg
     def on_facts(source_: str, upload_: str | None, path_: str | None, request: gr.Request):
         hint = auditing.facts_hint(source_, upload_, path_)
         if hint is not None:
@@ -98,10 +179,10 @@ def build(lab: Lab, state: gr.State) -> None:
 
     def on_pair(spec: PairSpec | None, chosen: list[str]):
         if spec is None:
-            return gr.skip(), gr.skip()
+            return {}
         names_, why = auditing.offered(lab.pair(spec))
-        return (gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
-                auditing.unavailable_note(why))
+        return {form.audits: gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
+                form.not_offered: auditing.unavailable_note(why)}
 
     @run_msg
     def on_run(spec: PairSpec | None, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
@@ -109,44 +190,22 @@ def build(lab: Lab, state: gr.State) -> None:
         require_pair(lab, spec)
         run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_)
         prepared = auditing.prepared_run(lab, spec, run_)
-        rid, started, done, total = prepared.run_id, time.monotonic(), 0, len(run_.audits)
-        counts = auditing.fact_counts(prepared.facts, run_.audits)
-        stop_event = lab.stop_event(request.session_hash)
+        for update in run_updates(lab, prepared, lab.stop_event(request.session_hash)):
+            yield out(**update)
 
-        def bar(done_: int, doing: str) -> str:
-            return progress_html(done_, total, started, doing, checks=auditing.checks_done(counts, done_))
-
-        # The plots follow run_id: it is set once the run has ended, so they draw what the store then holds.
-        yield (None, f"Running `{rid}`…", bar(0, "starting"), gr.skip(), "", gr.Button(interactive=False))
-        try:
-            for event in in_background(lambda emit: execute(prepared, lab.store, stop_event, emit), "lab-run"):
-                if isinstance(event, Finished):
-                    break
-                done = event.index - (event.status == "running")
-                doing = f"{event.audit} {'running' if event.status == 'running' else event.status}"
-                yield (gr.skip(), f"Running `{rid}`: {done} of {total} audits finished",
-                       bar(done, doing),
-                       metrics_frame(lab.store.metrics_dict(rid)) if event.status != "running" else gr.skip(),
-                       gr.skip(), gr.skip())
-        except Cancelled:
-            yield (rid, run_summary(lab.store, rid) + "\n\nStopped: the rows written so far are kept.",
-                   bar(done, "stopped"), metrics_frame(lab.store.metrics_dict(rid)),
-                   verdict_row(lab, rid), gr.skip())
-            return
-        yield (rid, run_summary(lab.store, rid), bar(total, "finished"),
-               metrics_frame(lab.store.metrics_dict(rid)), verdict_row(lab, rid), gr.skip())
-
-    source.change(on_source, source, [upload, server_path], queue=False, api_visibility="private")
-    facts_msg.watch(gr.on([source.change, upload.change, server_path.submit], on_facts, [source, upload, server_path],
-                          facts_info, api_visibility="private", **facts_msg.events))
-    state.change(on_pair, [state, audits], [audits, not_offered], api_visibility="private",
+    form.source.change(on_source, form.source, [form.upload, form.server_path], queue=False,
+                       api_visibility="private")
+    form.facts_msg.watch(gr.on([form.source.change, form.upload.change, form.server_path.submit], on_facts,
+                               [form.source, form.upload, form.server_path], form.facts_info,
+                               api_visibility="private", **form.facts_msg.events))
+    state.change(on_pair, [state, form.audits], [form.audits, form.not_offered], api_visibility="private",
                  concurrency_id=MODEL_QUEUE, concurrency_limit=1)
-    audits.change(auditing.options_frame, [audits, options], options, queue=False, api_visibility="private")
-    running = run_msg.watch(run.click(
-        on_run, [state, source, upload, server_path, audits, options, limit, max_new, reference],
-        [run_id, status, progress, metrics, verdict, run], api_name="run_audit", concurrency_id=MODEL_QUEUE,
+    form.audits.change(auditing.options_frame, [form.audits, form.options], form.options, queue=False,
+                       api_visibility="private")
+    running = run_msg.watch(out["run"].click(
+        on_run, [state, *form.run_inputs], out.list, api_name="run_audit", concurrency_id=MODEL_QUEUE,
         concurrency_limit=1, **run_msg.events))
-    running.then(lambda: gr.Button(interactive=True), None, run, queue=False, api_visibility="private")
+    running.then(lambda: gr.Button(interactive=True), None, out["run"], queue=False, api_visibility="private")
 
     def on_stop(request: gr.Request) -> None:
         lab.stop(request.session_hash)

@@ -11,6 +11,8 @@ editable table in :func:`lab.core.options.option_text` form and read back by
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from audits import available, get_audit
@@ -20,8 +22,9 @@ from lab.core.models import ModelPair
 from lab.core.options import option_specs
 from lab.core.policy import current as current_policy
 from lab.demo.build import demo_facts_path
-from lab.shell.runner import PreparedRun, RunSpec, check, prepare
-from lab.shell.ui.session import Lab, PairSpec
+from lab.shell.runner import PreparedRun, check, prepare
+from lab.shell.spec import PairSpec, RunSpec, build_spec
+from lab.shell.ui.session import Lab
 
 DEMO_FACTS, UPLOAD, SERVER_PATH = "Demo facts", "Upload a file", "Server path"
 OPTION_COLUMNS = ["audit", "option", "type", "default", "value", "help"]
@@ -107,23 +110,34 @@ def load_source(source: str, upload: str | None, server_path: str | None) -> Fac
     return load_facts(path if path else demo_facts_path())
 
 
+def run_fields(names: list[str] | None, options: pd.DataFrame | None, limit: float | None,
+               max_new_tokens: float | None, reference: str | None) -> dict[str, Any]:
+    """A run form's values as run-spec fields (the Audit and the Verdicts tab): 0 or nothing for the limit
+    means all facts, an empty reference none."""
+    if limit is not None and limit < 0:
+        raise LabError(f"facts per split must be 0 (all) or more, got {limit:g}")
+    if not names:
+        raise LabError("pick at least one audit")
+    return {"audits": list(names), "options": options_from_frame(options, names),
+            "limit": int(limit) if limit else None,
+            "max_new_tokens": int(max_new_tokens) if max_new_tokens is not None else None,
+            "reference": (reference or "").strip() or None}
+
+
 def run_spec(spec: PairSpec, source: str, upload: str | None, server_path: str | None, names: list[str],
              options: pd.DataFrame | None, limit: float | None, max_new_tokens: float, reference: str) -> RunSpec:
-    """The run the user asked for, in the CLI's terms (checked by the runner, not here)."""
+    """The run the user asked for: the session's pair (its prompt format included) and the form, through the
+    run-spec builder (checked by the runner, not here)."""
     path = facts_path(source, upload, server_path)
     if path is None and not spec.is_demo:
         raise LabError("the demo facts only fit the demo models: upload a facts file for your models")
-    return RunSpec(
-        base=spec.base, unlearned=spec.unlearned, audits=list(names or []), facts=path,
-        reference=(reference or "").strip() or None, device=spec.device, dtype=spec.dtype,
-        limit=int(limit) if limit else None, max_new_tokens=int(max_new_tokens),
-        options=options_from_frame(options, names or []), trust_remote_code=spec.trust_remote_code,
-    )
+    fields = {**spec.to_dict(), **run_fields(names, options, limit, max_new_tokens, reference), "facts": path}
+    return build_spec(RunSpec, fields, "the Audit tab")
 
 
 def prepared_run(lab: Lab, pair_spec: PairSpec, run: RunSpec) -> PreparedRun:
     """Check the request, then take the models from the session's cache; the run id is chosen here."""
-    return prepare(run, loader=lab.loader(pair_spec, run.prompt_format), checked=check(run))
+    return prepare(run, loader=lab.loader(pair_spec), checked=check(run))
 
 
 def fact_counts(facts: FactSet, audits: list[str]) -> list[int]:

@@ -14,7 +14,6 @@ edge; page text wraps to any width (:func:`captioned`).
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -24,42 +23,31 @@ import plotly.graph_objects as go
 from lab.shell.report.grid import grid_html, lab_link
 from lab.shell.report.leaderboard import Leaderboard, heatmap, table_frame
 from lab.shell.report.style import message_figure
+from lab.shell.ui.updates import Outputs
 
 
-@dataclass
-class BoardView:
-    """The components one leaderboard fills."""
-
-    grid: gr.HTML
-    caption: gr.HTML
-    heatmap: gr.Plot
-    table: gr.Dataframe
-
-    @property
-    def outputs(self) -> list[Any]:
-        return [self.grid, self.caption, self.heatmap, self.table]
-
-
-def board_view(prefix: str) -> BoardView:
+def board_view(prefix: str) -> Outputs:
     """Under the current layout: the grid, then the heatmap (under its caption) and the table
-    (``<prefix>-grid`` etc.)."""
-    grid_text, caption_text, figure, frame = board_values(None)
-    grid = gr.HTML(grid_text, elem_id=f"{prefix}-grid")
+    (``<prefix>-grid`` etc.); named ``grid``, ``caption``, ``heatmap``, ``table`` as :func:`board_values` fills."""
+    empty = board_values(None)
+    grid = gr.HTML(empty["grid"], elem_id=f"{prefix}-grid")
     with gr.Accordion("Heatmap and sortable table (click a column header to sort)", open=True,
                       elem_id=f"{prefix}-more"):
-        caption = gr.HTML(caption_text, elem_id=f"{prefix}-caption", elem_classes="plot-caption")
-        plot = gr.Plot(figure, elem_id=f"{prefix}-heatmap", show_label=False)
-        table = gr.Dataframe(frame, interactive=False, elem_id=f"{prefix}-table", elem_classes="scroll-table",
+        caption = gr.HTML(empty["caption"], elem_id=f"{prefix}-caption", elem_classes="plot-caption")
+        plot = gr.Plot(empty["heatmap"], elem_id=f"{prefix}-heatmap", show_label=False)
+        table = gr.Dataframe(empty["table"], interactive=False, elem_id=f"{prefix}-table", elem_classes="scroll-table",
                              wrap=True)
-    return BoardView(grid, caption, plot, table)
+    return Outputs(grid=grid, caption=caption, heatmap=plot, table=table)
 
 
-def board_values(board: Leaderboard | None) -> tuple[str, str, Any, pd.DataFrame]:
-    """What a :class:`BoardView` shows for ``board`` (or its empty state)."""
+def board_values(board: Leaderboard | None) -> dict[str, Any]:
+    """What a board view shows for ``board`` (or its empty state), by name."""
     if board is None or not board.entries:
-        return ("<p class='vnone'>No models audited yet.</p>", "", message_figure("No runs to compare yet"),
-                pd.DataFrame(columns=["model", "verdict", "gate"]))
-    return (grid_html(board, link=lab_link), *captioned(heatmap(board)), table_frame(board))
+        return dict(grid="<p class='vnone'>No models audited yet.</p>", caption="",
+                    heatmap=message_figure("No runs to compare yet"),
+                    table=pd.DataFrame(columns=["model", "verdict", "gate"]))
+    caption, figure = captioned(heatmap(board))
+    return dict(grid=grid_html(board, link=lab_link), caption=caption, heatmap=figure, table=table_frame(board))
 
 
 def captioned(fig: go.Figure) -> tuple[str, go.Figure]:

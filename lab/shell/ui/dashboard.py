@@ -24,7 +24,7 @@ from lab.core.facts import Fact, FactSet
 from lab.core.refs import DEMO_PREFIX
 from lab.core.store import Store
 from lab.shell.report.leaderboard import model_label
-from lab.shell.sweep import PairResult, SweepOutcome, SweepSpec, run_sweep
+from lab.shell.sweep import PairResult, SweepOutcome, SweepSpec, run_sweep, sweep_spec
 from lab.shell.ui.auditing import fact_counts
 
 
@@ -136,14 +136,10 @@ def parse_models(chosen: list[str] | None, typed: str | None) -> list[str]:
     return unique
 
 
-def dashboard_spec(base: str, models: list[str], audits: list[str], reference: str | None, limit: int | None,
-                   max_new_tokens: int, facts: str | None, device: str = "auto") -> SweepSpec:
-    """The sweep the dashboard runs (checked by the sweep runner before anything is stored)."""
-    if not audits:
-        raise LabError("pick at least one audit")
-    reference = (reference or "").strip() or None
-    return SweepSpec(base=base.strip(), unlearned=models, audits=list(audits), facts=facts,
-                     reference=reference, limit=limit or None, device=device, max_new_tokens=max_new_tokens)
+def dashboard_spec(fields: dict[str, Any], models: list[str]) -> SweepSpec:
+    """The sweep the dashboard runs: the form's run-spec fields for every model (checked by the sweep runner
+    before anything is stored)."""
+    return sweep_spec({**fields, "unlearned": models}, "the dashboard")
 
 
 def run_dashboard(store: Store, spec: SweepSpec, stop: threading.Event | None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from lab.core.errors import LabError
@@ -42,9 +44,9 @@ def find(fact_id: str | None) -> Fact:
     raise LabError("pick a fact first" if not fact_id else f"no demo fact '{fact_id}'")
 
 
-def fill(fact_id: str | None, fields: tuple[str, ...], extra: tuple = ()) -> tuple:
-    """Values for the inputs a picked fact fills (its ``fields``, then ``extra``); none change without a pick."""
+def fill(fact_id: str | None, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The picked fact's ``fields`` by name, for the inputs it fills; nothing changes without a pick."""
     if not fact_id:
-        return tuple(gr.skip() for _ in fields + extra)
+        return {}
     picked = find(fact_id)
-    return tuple(getattr(picked, name) for name in fields) + extra
+    return {name: getattr(picked, name) for name in fields}

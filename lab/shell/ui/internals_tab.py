@@ -1,16 +1,17 @@
-"""Internals tab: inside both models for one fact, the logit-lens and the SAE entity views.
+"""Internals tab: inside both models for one fact, a view per audit that offers one.
 
-Logit lens (``audits.logit_lens``): where the answer token ranks at every
-layer; an answer that ranks high in the middle layers of the unlearned model
-and drops only at the end was hidden, not removed.  SAE view (``audits.sae.audit``):
-where the fact's entity sits on the known <-> unknown axis of SAE latents in
-both models.  The SAE analysis (an SAE trained on the base model, cached on
-disk, and the axis) is computed once per pair and fact set and reused for
-every entity of this process.
+Every audit with a per-fact view (``Audit.has_fact_view``) gets a row here:
+its options, its button and its figure (``Audit.fact_view``), fed from the
+fact fields it reads (``view_reads``).  The logit lens, for one, shows where
+the answer token ranks at every layer (an answer that ranks high in the
+middle layers of the unlearned model and drops only at the end was hidden,
+not removed); the SAE view where the fact's entity sits on the known <->
+unknown axis of SAE latents in both models.  Expensive shared work (an SAE,
+an axis) is kept across requests (``Lab.remember``).
 
-The logit lens also reads a prompt sent as typed (a stored item's prompt, from
-the Results tab's "Logit lens" link): the audit's own view, with the prompt
-template left out (:func:`lab.shell.ui.probe.as_typed`).
+A view that reads a question can take it as a whole prompt sent as typed (a
+stored item's prompt, from the Results tab's link): the audit's own view, with
+the prompt template left out (:func:`lab.shell.ui.probe.as_typed`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from audits import get_audit
+from audits import available, get_audit
 from lab.core.facts import Fact
 from lab.core.options import build_options, option_specs
 from lab.core.policy import current as current_policy
@@ -29,20 +30,30 @@ from lab.shell.report.style import styled
 from lab.shell.ui.feedback import Beside
 from lab.shell.ui.probe import as_typed
 from lab.shell.ui.probe_tab import QUESTION, RAW
-from lab.shell.ui.session import MODEL_QUEUE, Lab, PairSpec, require_pair
+from lab.shell.spec import PairSpec
+from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair
+from lab.shell.ui.updates import Outputs
 
-LENS_K = next(s.default for s in option_specs(get_audit("logit_lens").Options) if s.name == "k")
+
+def fact_views() -> list[str]:
+    """The audits with a per-fact view (``has_fact_view``), in registry order."""
+    return [name for name in available() if get_audit(name).has_fact_view]
+
+
+def item_view() -> str | None:
+    """The view a stored item opens (its prompt and answer): the first that reads a question and an answer."""
+    return next((n for n in fact_views() if {"question", "answer"} <= set(get_audit(n).view_reads)), None)
 
 
 @dataclass
 class InternalsInputs:
-    """What other tabs fill to open the logit lens here (an item's prompt and answer)."""
+    """What other tabs fill to open a view here (an item's prompt and answer)."""
 
     fact: gr.Dropdown
     question: gr.Textbox
     answer: gr.Textbox
     mode: gr.Radio
-    lens_after: Callable[[Any], Any]  # chains the logit lens after another event's success
+    view_after: Callable[[str, Any], Any]  # chains an audit's view after another event's success
 
 
 def view(lab: Lab, audit: str, pair_spec: PairSpec | None, fact: Fact, values: dict[str, str], raw: bool = False):
@@ -56,8 +67,22 @@ def view(lab: Lab, audit: str, pair_spec: PairSpec | None, fact: Fact, values: d
     return styled(cls().fact_view(pair, fact, facts_picker.demo_facts(), options, lab.remember))
 
 
+def view_controls(audit: str) -> tuple[list[gr.Textbox], gr.Button, Beside, gr.Plot]:
+    """One view's row: its options (as text, each with its default), its button, message place and plot."""
+    cls = get_audit(audit)
+    specs = {s.name: s for s in option_specs(cls.Options)}
+    with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
+        boxes = [gr.Textbox(specs[name].default_text, label=f"{cls.view_label}: {name}", info=specs[name].help,
+                            scale=2, elem_id=f"internals-{cls.view_id}-{name}") for name in cls.view_options]
+        button = gr.Button(cls.view_label, variant="primary", scale=1, elem_id=f"internals-{cls.view_id}")
+    message = Beside(f"internals-{cls.view_id}")
+    plot = gr.Plot(label=f"{cls.view_label}: {cls.title}", elem_id=f"internals-{cls.view_id}-plot")
+    return boxes, button, message, plot
+
+
 def build(lab: Lab, state: gr.State) -> InternalsInputs:
-    """The tab's content; returns the inputs other tabs fill (the fact picker is filled when the tab opens)."""
+    """The tab's content, a view per audit that has one; returns the inputs other tabs fill (the fact picker
+    is filled when the tab opens)."""
     gr.Markdown("Look inside both models for one fact: does the unlearned model still compute the answer "
                 "in its middle layers, and does it still represent the person as known?", elem_classes="tab-intro")
     with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
@@ -65,46 +90,42 @@ def build(lab: Lab, state: gr.State) -> InternalsInputs:
         question = gr.Textbox(label="Question or prompt", scale=3, elem_id="internals-question")
         answer = gr.Textbox(label="Answer", scale=2, elem_id="internals-answer")
         entity = gr.Textbox(label="Entity", scale=2, elem_id="internals-entity")
-    with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
-        mode = gr.Radio([QUESTION, RAW], value=QUESTION, label="Logit lens: send as", scale=3,
-                        elem_id="internals-mode")
-        top_k = gr.Number(LENS_K, label="Logit lens: top k", precision=0, minimum=1, scale=1,
-                          elem_id="internals-k")
-        lens = gr.Button("Logit lens", variant="primary", scale=1, elem_id="internals-lens")
-    with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
-        source = gr.Textbox("train", label="SAE (train, a folder, or pretrained:<release>:<sae_id>)", scale=3,
-                            elem_id="internals-sae-source")
-        layer = gr.Number(-1, label="SAE layer (-1: middle)", precision=0, scale=1, elem_id="internals-sae-layer")
-        sae = gr.Button("SAE entity view", variant="primary", scale=1, elem_id="internals-sae")
-    lens_msg, sae_msg = Beside("internals-lens"), Beside("internals-sae")
-    lens_plot = gr.Plot(label="Logit lens: the answer token at every layer", elem_id="internals-lens-plot")
-    sae_plot = gr.Plot(label="SAE: the entity on the known ↔ unknown axis", elem_id="internals-sae-plot")
-
-    def on_fact(fact_id: str | None):
-        return facts_picker.fill(fact_id, ("question", "answer", "entity"), (QUESTION,))
-
-    @lens_msg
-    def on_lens(spec: PairSpec | None, question_: str, answer_: str, k: float, mode_: str, request: gr.Request):
-        fact_ = Fact(id="internals", question=question_.strip(), answer=answer_.strip())
-        return view(lab, "logit_lens", spec, fact_, {"k": str(max(int(k or 1), 1))}, raw=mode_ == RAW)
-
-    @sae_msg
-    def on_sae(spec: PairSpec | None, entity_: str, source_: str, layer_: float | None, request: gr.Request,
-               progress=gr.Progress(track_tqdm=True)):
-        fact_ = Fact(id="internals", question="", answer="", entity=entity_.strip())
-        layer_text = "none" if layer_ in (None, "") or layer_ < 0 else str(int(layer_))
-        return view(lab, "sae", spec, fact_, {"sae": source_.strip() or "train", "layer": layer_text})
-
+    mode = gr.Radio([QUESTION, RAW], value=QUESTION, label="Send the question as", elem_id="internals-mode")
+    fields = {"question": question, "answer": answer, "entity": entity}
+    filled = Outputs(**fields, mode=mode)
+    fact.change(lambda fact_id: filled(**facts_picker.fill(fact_id, tuple(fields)), mode=QUESTION) if fact_id else {},
+                fact, filled.list, queue=False, api_visibility="private")
     queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
-    fact.change(on_fact, fact, [question, answer, entity, mode], queue=False, api_visibility="private")
-    lens_inputs = [state, question, answer, top_k, mode]  # mode last: API callers of /logit_lens keep their order
-    lens_msg.watch(lens.click(on_lens, lens_inputs, lens_plot, api_name="logit_lens", **lens_msg.events, **queued))
+    wired: dict[str, tuple[Callable[..., Any], set[Any], gr.Plot, Beside]] = {}
+    for audit in fact_views():
+        boxes, button, message, plot = view_controls(audit)
+        read = {name: fields[name] for name in get_audit(audit).view_reads}
+        handler = message(view_handler(lab, audit, state, mode, read, boxes))
+        inputs = {state, mode, *read.values(), *boxes}
+        message.watch(button.click(handler, inputs, plot, api_name=f"{audit}_view", **message.events, **queued))
+        wired[audit] = (handler, inputs, plot, message)
 
-    def lens_after(trigger: Any) -> Any:
-        """The logit lens once ``trigger`` succeeded (an item's "Logit lens" link fills the prompt first)."""
-        return lens_msg.watch(trigger.success(on_lens, lens_inputs, lens_plot, api_visibility="private",
-                                              **lens_msg.events, **queued))
+    def view_after(audit: str, trigger: Any) -> Any:
+        """``audit``'s view once ``trigger`` succeeded (an item's link fills the prompt and answer first)."""
+        handler, inputs, plot, message = wired[audit]
+        return message.watch(trigger.success(handler, inputs, plot, api_visibility="private", **message.events,
+                                             **queued))
 
-    sae_msg.watch(sae.click(on_sae, [state, entity, source, layer], sae_plot, api_name="sae_view",
-                            **sae_msg.events, **queued))
-    return InternalsInputs(fact, question, answer, mode, lens_after)
+    return InternalsInputs(fact, question, answer, mode, view_after)
+
+
+def view_handler(lab: Lab, audit: str, state: gr.State, mode: gr.Radio, read: dict[str, gr.Textbox],
+                 boxes: list[gr.Textbox]) -> Callable[..., Any]:
+    """The click handler of ``audit``'s view (its inputs come as one mapping of component to value): the fact
+    from the fields it reads, its options from its boxes."""
+    cls = get_audit(audit)
+
+    def on_view(values: dict[Any, Any], request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        text = {name: str(values[box] or "").strip() for name, box in read.items()}
+        options = {name: str(values[box] or "").strip() for name, box in zip(cls.view_options, boxes)}
+        fact_ = Fact(id="internals", question=text.get("question", ""), answer=text.get("answer", ""),
+                     entity=text.get("entity", ""))
+        raw = values[mode] == RAW and "question" in read
+        return view(lab, audit, values[state], fact_, options, raw=raw)
+
+    return on_view

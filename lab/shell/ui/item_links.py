@@ -11,6 +11,7 @@ buttons would.  The address bar follows (:mod:`lab.shell.ui.links`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import gradio as gr
@@ -19,10 +20,14 @@ import pandas as pd
 from lab.core.store import Store
 from lab.shell.ui import links, models_tab
 from lab.shell.ui.diff import compare_outputs
-from lab.shell.ui.internals_tab import InternalsInputs
+from lab.shell.ui.internals_tab import InternalsInputs, item_view
 from lab.shell.ui.probe_tab import RAW, ProbeInputs
 from lab.shell.ui.results_tab import ResultsHooks
-from lab.shell.ui.session import MODEL_QUEUE, Lab, PairSpec
+from lab.shell.spec import PairSpec, build_spec
+from lab.shell.ui.session import MODEL_QUEUE, Lab
+from lab.shell.ui.updates import Outputs
+
+PAIR_FIELDS = {f.name for f in dataclasses.fields(PairSpec)}
 
 
 def picked(frame: pd.DataFrame | None, index: float | None) -> pd.Series | None:
@@ -33,24 +38,26 @@ def picked(frame: pd.DataFrame | None, index: float | None) -> pd.Series | None:
 
 
 def run_pair(store: Store, run_id: str, current: PairSpec | None) -> PairSpec:
-    """The pair that ran ``run_id`` (its references as the run asked for them), on the session's device and
-    dtype when it has a pair (where models run is this session's choice), else on the run's."""
+    """The pair that ran ``run_id`` as its stored config says (references and prompt format), on the session's
+    device and dtype when it has a pair (where models run is this session's choice), else on the run's."""
     run = store.run(run_id)
-    config = run["config"]
-    where = current or PairSpec("", "", config.get("device", "auto"), config.get("dtype", "auto"))
-    return PairSpec(config.get("base") or run["base_ref"], config.get("unlearned") or run["unlearned_ref"],
-                    where.device, where.dtype, bool(config.get("trust_remote_code", False)))
+    config = {k: v for k, v in run["config"].items() if k in PAIR_FIELDS}
+    config.setdefault("base", run["base_ref"])
+    config.setdefault("unlearned", run["unlearned_ref"])
+    if current is not None:
+        config.update(device=current.device, dtype=current.dtype, device_map=current.device_map)
+    return build_spec(PairSpec, config, f"run {run_id}'s config")
 
 
 def use_run_pair(lab: Lab, frame: pd.DataFrame | None, index: float | None, current: PairSpec | None,
-                 progress: Any) -> tuple:
-    """The Models tab's outputs with the item's run pair loaded, or unchanged when the session has it."""
+                 progress: Any) -> dict[str, Any]:
+    """The Models tab's outputs (by name) with the item's run pair loaded; nothing when the session has it."""
     row = picked(frame, index)
     if row is None:
-        return (gr.skip(),) * 5
+        return {}
     wanted = run_pair(lab.store, str(row["run_id"]), current)
-    if current is not None and (wanted.base, wanted.unlearned) == (current.base, current.unlearned):
-        return (gr.skip(),) * 5
+    if current is not None and wanted == current:
+        return {}
     return models_tab.load(lab, wanted, progress)
 
 
@@ -60,57 +67,64 @@ def item_note(doing: str, index: float, row: pd.Series) -> str:
     return f"{doing} item {int(index)} of run results ({row['audit']}, {row['split']}{category}): its stored prompt"
 
 
-def replay(frame: pd.DataFrame | None, index: float | None) -> tuple:
-    """The Probe filled with the item's prompt, sent as typed, and its gold answer, no demo fact picked (tab,
-    fact, prompt, mode, gold, original question, active transform, note)."""
+def replay(frame: pd.DataFrame | None, index: float | None) -> dict[str, Any]:
+    """The Probe filled with the item's prompt, sent as typed, and its gold answer, no demo fact picked."""
     row = picked(frame, index)
     if row is None:
-        return (gr.skip(),) * 8
+        return {}
     note = item_note("Replaying", index, row) + ", sent as typed."
-    return gr.Tabs(selected="probe"), None, row["prompt"], RAW, row["answer"], row["prompt"], None, note
+    return dict(tabs=gr.Tabs(selected="probe"), fact=None, prompt=row["prompt"], mode=RAW, gold=row["answer"],
+                original=row["prompt"], active=None, note=note)
 
 
-def explain(frame: pd.DataFrame | None, index: float | None) -> tuple:
+def explain(frame: pd.DataFrame | None, index: float | None) -> dict[str, Any]:
     """:func:`replay`, and the prompt set as sent with no outputs yet: Explain attributes the gold answer to
-    exactly that prompt (then sent, compared, plain base and unlearned outputs)."""
+    exactly that prompt."""
     row = picked(frame, index)
     if row is None:
-        return (gr.skip(),) * 12
+        return {}
     note = item_note("Explaining", index, row) + " and gold answer, attributed in both models."
-    return (*replay(frame, index)[:7], note, row["prompt"], compare_outputs("", "", row["answer"]), "", "")
+    return {**replay(frame, index), "note": note, "sent": row["prompt"],
+            "compare": compare_outputs("", "", row["answer"]), "base": "", "unlearned": ""}
 
 
-def lens(frame: pd.DataFrame | None, index: float | None) -> tuple:
+def lens(frame: pd.DataFrame | None, index: float | None) -> dict[str, Any]:
     """The Internals tab filled with the item's prompt (sent as typed) and answer, no demo fact picked."""
     row = picked(frame, index)
     if row is None:
-        return (gr.skip(),) * 5
-    return gr.Tabs(selected="internals"), None, row["prompt"], row["answer"], RAW
+        return {}
+    return dict(tabs=gr.Tabs(selected="internals"), fact=None, question=row["prompt"], answer=row["answer"],
+                mode=RAW)
 
 
 def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, internals: InternalsInputs, hooks: ResultsHooks,
-         models: list[Any]) -> None:
+         models: Outputs) -> None:
     """The three links: the run's pair first (``models``: what the Models tab's loading fills, the session's
-    pair first), then the target tab filled and opened, then the lens or the attribution run."""
+    pair among them), then the target tab filled and opened, then the lens or the attribution run."""
     buttons, rows = hooks.buttons, [hooks.items, hooks.item]
     message = buttons.message
 
     @message
     def on_pair(frame: pd.DataFrame | None, index: float | None, current: PairSpec | None, request: gr.Request,
                 progress=gr.Progress()):
-        return use_run_pair(lab, frame, index, current, progress)
+        return models(**use_run_pair(lab, frame, index, current, progress))
 
-    def link(button: gr.Button, fill: Callable[..., tuple], outputs: list[Any], tab: str) -> Any:
-        loaded = message.watch(button.click(on_pair, [*rows, models[0]], models, api_visibility="private",
+    def link(button: gr.Button, fill: Callable[..., dict[str, Any]], outputs: Outputs, tab: str) -> Any:
+        loaded = message.watch(button.click(on_pair, [*rows, models["state"]], models.list, api_visibility="private",
                                             concurrency_id=MODEL_QUEUE, concurrency_limit=1, **message.events))
-        shown = loaded.success(fill, rows, outputs, api_visibility="private")
+        shown = loaded.success(lambda frame, index: outputs(**fill(frame, index)), rows, outputs.list,
+                               api_visibility="private")
         shown.then(None, None, None, js=links.params_js([], {"tab": tab}))
         return shown
 
-    to_probe = [tabs, probe.fact, probe.prompt, probe.mode, probe.gold, probe.original, probe.active,
-                probe.active_note]
+    to_probe = Outputs(tabs=tabs, fact=probe.fact, prompt=probe.prompt, mode=probe.mode, gold=probe.gold,
+                       original=probe.original, active=probe.active, note=probe.active_note)
+    explained = to_probe + Outputs(sent=probe.sent, compare=probe.compare, base=probe.out_base,
+                                   unlearned=probe.out_unlearned)
+    to_lens = Outputs(tabs=tabs, fact=internals.fact, question=internals.question, answer=internals.answer,
+                      mode=internals.mode)
     link(buttons.replay, replay, to_probe, "probe")
-    probe.explain_after(link(buttons.explain, explain,
-                             to_probe + [probe.sent, probe.compare, probe.out_base, probe.out_unlearned], "probe"))
-    internals.lens_after(link(buttons.lens, lens, [tabs, internals.fact, internals.question, internals.answer,
-                                                   internals.mode], "internals"))
+    probe.explain_after(link(buttons.explain, explain, explained, "probe"))
+    viewed = item_view()
+    if viewed is not None:
+        internals.view_after(viewed, link(buttons.lens, lens, to_lens, "internals"))

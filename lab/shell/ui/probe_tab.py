@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from audits import get_audit
+from audits import available, get_audit
 from audits.base import Rewritten
 from lab.core.attribution import METHOD_TITLES, METHODS, attribution_figure
 from lab.core.errors import LabError
@@ -36,15 +36,19 @@ from lab.shell.ui.diff import compare_outputs
 from lab.shell.ui.feedback import Beside, warning_html
 from lab.shell.ui.probe import build_prompt, explain, fit_both, gold_scores, prompt_warning, rewrites, stream_both
 from lab.shell.ui.saliency import saliency_html, saliency_placeholder
-from lab.shell.ui.session import MODEL_QUEUE, Lab, PairSpec, require_pair
+from lab.shell.spec import PairSpec
+from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair
+from lab.shell.ui.updates import Outputs
 
 QUESTION, RAW = "Question (prompt template applied)", "Raw prompt (sent as typed)"
 NO_TRANSFORM = "No transform active: the prompt is the original question."
 NOT_EXPLAINED = "Press “Explain the answer” to draw the attributions"
 
 
-# The Probe's transforms: which audit's rewrite hook, and the stable element id prefix of its buttons.
-TRANSFORM_GROUPS = {"reasoning": ("probe-steps", "Step by step"), "keywords": ("probe-emphasis", "Keywords")}
+def transform_groups() -> dict[str, tuple[str, str]]:
+    """The Probe's transforms: every audit that offers prompt rewrites, with its buttons' id prefix and label."""
+    return {name: get_audit(name).probe_group for name in available()
+            if get_audit(name).rewrites and get_audit(name).probe_group}
 
 
 @dataclass
@@ -110,7 +114,7 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
             gr.Markdown("**Attack transforms** rewrite the original question with an audit's own method; "
                         "ask again to compare.")
             buttons = {}
-            for audit, (prefix, label) in TRANSFORM_GROUPS.items():
+            for audit, (prefix, label) in transform_groups().items():
                 with gr.Row(elem_classes="transforms"):
                     for name in get_audit(audit).rewrites:
                         buttons[(audit, name)] = gr.Button(f"{label}: {name}", size="sm", elem_id=f"{prefix}-{name}")
@@ -139,15 +143,20 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
     original = gr.State("")  # the question every transform starts from
     active = gr.State(None)  # (audit, transform, variant index) of the transform shown, None when none
 
+    filled = Outputs(prompt=prompt, gold=gold, mode=mode, original=original, active=active, note=active_note)
+
     def on_fact(fact_id: str | None):
         if not fact_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return {}
         picked = facts_picker.find(fact_id)
-        return picked.question, picked.answer, QUESTION, picked.question, None, NO_TRANSFORM
+        return filled(prompt=picked.question, gold=picked.answer, mode=QUESTION, original=picked.question,
+                      active=None, note=NO_TRANSFORM)
 
     def on_typed(text: str):
         """A prompt the user types by hand is the new original question; no transform is active."""
         return text, None, NO_TRANSFORM
+
+    answered = Outputs(sent=sent, base=out_base, unlearned=out_unl, compare=compare)
 
     @run_msg
     def on_run(spec: PairSpec | None, text: str, mode_: str, gold_: str, max_new: float, request: gr.Request):
@@ -156,11 +165,12 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
         full = fit_both(pair, build_prompt(pair, text, mode_ == RAW, lim.max_prompt_chars), new_tokens)
         gold_ = gold_.strip()
         outputs = ("", "")
-        yield full, "", "", compare_outputs("", "", gold_)
+        yield answered(sent=full, base="", unlearned="", compare=compare_outputs("", "", gold_))
         for outputs in stream_both(pair, full, new_tokens):
-            yield full, outputs[0], outputs[1], compare_outputs(*outputs, gold_)
+            yield answered(base=outputs[0], unlearned=outputs[1], compare=compare_outputs(*outputs, gold_))
         scores = gold_scores(pair, full, outputs, gold_) if gold_ else None
-        yield full, outputs[0], outputs[1], compare_outputs(*outputs, gold_, scores)
+        yield answered(sent=full, base=outputs[0], unlearned=outputs[1],
+                       compare=compare_outputs(*outputs, gold_, scores))
 
     def transform(audit: str, name: str):
         """The handler of one transform button (Gradio passes the request only to a plain signature)."""
@@ -199,7 +209,7 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
         return saliency_html(attr), styled(attribution_figure(attr))
 
     queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
-    fact.change(on_fact, fact, [prompt, gold, mode, original, active, active_note], queue=False,
+    fact.change(on_fact, fact, filled.list, queue=False,
                 api_visibility="private")
     prompt.input(on_typed, prompt, [original, active, active_note], queue=False, api_visibility="private")
     for (audit, name), button in buttons.items():
@@ -220,7 +230,7 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
 
     gr.on([prompt.change, mode.change, tokens.change, state.change], on_fit, [state, prompt, mode, tokens], fit,
           trigger_mode="always_last", show_progress="hidden", api_visibility="private")
-    event = run_msg.watch(run.click(on_run, [state, prompt, mode, gold, tokens], [sent, out_base, out_unl, compare],
+    event = run_msg.watch(run.click(on_run, [state, prompt, mode, gold, tokens], answered.list,
                                     api_name="probe", **run_msg.events, **queued))
     stop.click(None, cancels=[event], queue=False)
     return ProbeInputs(fact, prompt, mode, gold, original, active, active_note, sent, compare, out_base, out_unl,

@@ -5,7 +5,7 @@ Runs: pick one (and others to compare): the verdict grid puts them side by
 side as models x audits, the metrics table beside it; the items below follow
 the filters (audit, split, fact, recovered only), the download carries exactly
 the filtered rows, and a selected item opens in full, diffed, with its links
-(:mod:`lab.shell.ui.item_links`): "Replay in Probe", "Logit lens in Internals"
+(:mod:`lab.shell.ui.item_links`): "Replay in Probe", the Internals view that reads an item ("Logit lens in Internals")
 and "Explain in Probe".  The address bar follows the run, fact and item
 (:mod:`lab.shell.ui.links`).
 
@@ -17,10 +17,12 @@ with the release gate at the chosen threshold and the same report as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from audits import get_audit
 from lab.core.errors import LabError
 from lab.core.store import EXPORT_FORMATS
 from lab.shell.report import FORMATS
@@ -29,6 +31,8 @@ from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
 from lab.shell.report.sweep_report import write_sweep_report
 from lab.shell.ui import results
 from lab.shell.ui.board import board_values, board_view
+from lab.shell.ui.internals_tab import item_view
+from lab.shell.ui.updates import Outputs
 from lab.shell.ui.feedback import Beside
 from lab.shell.ui.links import LEADERBOARD_TITLE, params_js
 from lab.shell.ui.plots import run_plots
@@ -82,7 +86,9 @@ def item_buttons() -> tuple[gr.Row, ItemButtons]:
     with gr.Row(visible=False, elem_id="results-links") as row:
         compact = dict(size="sm", scale=0, min_width=170)
         replay = gr.Button("Replay in Probe", elem_id="results-replay", **compact)
-        lens = gr.Button("Logit lens in Internals", elem_id="results-lens", **compact)
+        viewed = item_view()
+        lens = gr.Button(f"{get_audit(viewed).view_label if viewed else 'View'} in Internals", elem_id="results-lens",
+                         visible=viewed is not None, **compact)
         explain = gr.Button("Explain in Probe", elem_id="results-explain", **compact)
     return row, ItemButtons(replay, lens, explain, Beside("results-links"))
 
@@ -130,36 +136,41 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
     with gr.Column(elem_id="results-plots"):
         run_plots(lab, run_id, "results-plots")
 
+    refreshed = Outputs(runs=runs, run=run, compare=compare)
+    chosen_run = Outputs(run_id=run_id, summary=summary, verdict=verdict, metrics=metrics, audit=audit)
+    listed = Outputs(frame=items_state, items=items, count=count, detail=detail, links=links)
+
     @run_msg
     def on_refresh(text_: str, status_: str, current: str | None, request: gr.Request):
         frame = results.runs_frame(lab.store, text_, status_)
         picker = run_dropdown(frame, current)
-        return frame, picker, gr.Dropdown(choices=picker.choices)
+        return refreshed(runs=frame, run=picker, compare=gr.Dropdown(choices=picker.choices))
 
     @run_msg
     def on_run(run_id_: str | None, compare_: list[str] | None, request: gr.Request):
         if not run_id_:
-            return None, "", "", None, gr.Dropdown(choices=[results.ALL], value=results.ALL)
+            return chosen_run(run_id=None, summary="", verdict="", metrics=None,
+                              audit=gr.Dropdown(choices=[results.ALL], value=results.ALL))
         audits = [results.ALL] + list(lab.store.audits(run_id_)["audit"])
         chosen = [run_id_] + [r for r in compare_ or [] if r != run_id_]
         board = collect_runs(lab.store, chosen)
-        return (run_id_, run_summary(lab.store, run_id_), grid_html(board, link=lab_link),
-                compare_frame(lab.store, chosen), gr.Dropdown(choices=audits, value=results.ALL))
+        return chosen_run(run_id=run_id_, summary=run_summary(lab.store, run_id_), verdict=grid_html(board, link=lab_link),
+                          metrics=compare_frame(lab.store, chosen), audit=gr.Dropdown(choices=audits, value=results.ALL))
 
-    def item_view(frame: pd.DataFrame | None, item_: float | None):
+    def item_view(frame: pd.DataFrame | None, item_: float | None) -> dict[str, Any]:
         """The selected item in full and its links, or nothing when no row is picked."""
         picked = frame is not None and item_ is not None and 0 <= item_ < len(frame)
-        return (item_detail(frame.iloc[int(item_)]) if picked else ""), gr.Row(visible=picked)
+        return dict(detail=item_detail(frame.iloc[int(item_)]) if picked else "", links=gr.Row(visible=picked))
 
     @items_msg
     def on_items(run_id_: str | None, audit_: str, split_: str, recovered_: bool, fact_: str, item_: float | None,
                  request: gr.Request):
         if not run_id_:
-            return None, None, "", "", gr.Row(visible=False)
+            return listed(frame=None, items=None, count="", detail="", links=gr.Row(visible=False))
         frame = results.run_items(lab.store, run_id_, audit_, split_, recovered_, fact_)
         shown = f"{len(frame)} items match" + (f" (the first {results.MAX_SHOWN_ITEMS} shown; the download has "
                                                "all)" if len(frame) > results.MAX_SHOWN_ITEMS else "")
-        return (frame, results.shown(frame), shown, *item_view(frame, item_))
+        return listed(frame=frame, items=results.shown(frame), count=shown, **item_view(frame, item_))
 
     def on_select(event: gr.SelectData):
         return int(event.row_value[0]) if event.row_value else None
@@ -172,13 +183,13 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
         rows = "all items" if frame is None else f"{len(frame)} items"
         return gr.DownloadButton(f"Download .{fmt_} ({rows})", value=path, visible=True)
 
-    refresh_inputs, refresh_outputs = [text, status, run], [runs, run, compare]
+    refresh_inputs, refresh_outputs = [text, status, run], refreshed.list
     run_msg.watch(refresh.click(on_refresh, refresh_inputs, refresh_outputs, api_name="runs", **run_msg.events))
     run_msg.watch(gr.on([tab.select, text.submit, status.change], on_refresh, refresh_inputs, refresh_outputs,
                         api_visibility="private", **run_msg.events))
     item_inputs = [run_id, audit, split, recovered, fact, item_state]
-    item_outputs = [items_state, items, count, detail, links]
-    run_msg.watch(gr.on([run.change, compare.change], on_run, [run, compare], [run_id, summary, verdict, metrics, audit],
+    item_outputs = listed.list
+    run_msg.watch(gr.on([run.change, compare.change], on_run, [run, compare], chosen_run.list,
                         api_visibility="private", **run_msg.events)).then(
         on_items, item_inputs, item_outputs, api_visibility="private", **items_msg.events)
     run.input(None, run, None, js=params_js(["run", "item"], {"tab": "results"}))
@@ -189,7 +200,9 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
     items.select(on_select, None, item_state, api_visibility="private").then(
         None, [run, fact, item_state], None, js=params_js(["run", "fact", "item"], {"tab": "results"}))
     # The item shows whichever way it was picked (a row, or the URL while the items were still loading).
-    item_state.change(item_view, [items_state, item_state], [detail, links], api_visibility="private")
+    shown_item = Outputs(detail=detail, links=links)
+    item_state.change(lambda frame, item_: shown_item(**item_view(frame, item_)), [items_state, item_state],
+                      shown_item.list, api_visibility="private")
     export_msg.watch(export.click(on_export, [run_id, items_state, fmt], download, api_name="export_items",
                                   **export_msg.events))
     gr.on([run.change, fmt.change, audit.change, split.change, recovered.change, fact.submit],
@@ -222,7 +235,7 @@ def _leaderboard(lab: Lab, tab: gr.Tab) -> gr.Dropdown:
 
     @sweep_msg
     def on_sweep(sweep_id: str | None, gate_: float, request: gr.Request):
-        return board_values(collect_sweep(lab.store, sweep_id, gate_ / 100) if sweep_id else None)
+        return view(**board_values(collect_sweep(lab.store, sweep_id, gate_ / 100) if sweep_id else None))
 
     @sweep_msg
     def on_export(sweep_id: str | None, gate_: float, fmt_: str, request: gr.Request):
@@ -233,7 +246,7 @@ def _leaderboard(lab: Lab, tab: gr.Tab) -> gr.Dropdown:
         return gr.DownloadButton(f"Download .{fmt_}", value=str(path), visible=True)
 
     sweep_msg.watch(tab.select(on_open, sweep, sweep, api_visibility="private", **sweep_msg.events))
-    sweep_msg.watch(gr.on([sweep.change, gate.release], on_sweep, [sweep, gate], view.outputs, api_name="leaderboard",
+    sweep_msg.watch(gr.on([sweep.change, gate.release], on_sweep, [sweep, gate], view.list, api_name="leaderboard",
                           **sweep_msg.events))
     sweep.input(None, sweep, None, js=params_js(["sweep"], {"tab": "results"}))
     sweep_msg.watch(export.click(on_export, [sweep, gate, fmt], download, api_visibility="private",

@@ -14,45 +14,29 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
 from audits.base import ModelLoader
 from lab.core import settings
-from lab.core.engine import Engine, PromptFormat
+from lab.core.backend import Backend
 from lab.core.errors import LabError
+from lab.core.prompts import PromptFormat
 from lab.core.models import ModelPair, load_engine
 from lab.core.policy import current as current_policy
 from lab.core.refs import DEMO_PREFIX
 from lab.core.store import Store
+from lab.shell.spec import PairSpec, build_spec
 
 MODEL_QUEUE = "model"  # Gradio concurrency_id of every event that runs a model
 DEMO_UNLEARNED = ("npo", "graddiff", "ga", "npo_small", "graddiff_small", "rmu", "idk", "retrain")
 
 
-@dataclass(frozen=True)
-class PairSpec:
-    """Everything that defines a loaded base/unlearned pair (what a session remembers)."""
-
-    base: str
-    unlearned: str
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-
-    @classmethod
-    def demo(cls, unlearned: str = DEMO_UNLEARNED[0], device: str = "auto", dtype: str = "auto") -> "PairSpec":
-        return cls(f"{DEMO_PREFIX}base", f"{DEMO_PREFIX}{unlearned}", device, dtype)
-
-    @property
-    def is_demo(self) -> bool:
-        return self.base.startswith(DEMO_PREFIX) and self.unlearned.startswith(DEMO_PREFIX)
-
-    @property
-    def label(self) -> str:
-        return f"{self.base} → {self.unlearned}"
+def demo_pair(unlearned: str = DEMO_UNLEARNED[0], **fields: object) -> PairSpec:
+    """The demo's base against one of its unlearned models (other pair fields as given)."""
+    return build_spec(PairSpec, {**fields, "base": f"{DEMO_PREFIX}base", "unlearned": f"{DEMO_PREFIX}{unlearned}"},
+                      "the demo pair")
 
 
 class Lab:
@@ -72,29 +56,31 @@ class Lab:
         self.store.close()
 
     # ------------------------------------------------------------------ models
-    def engine(self, ref: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
-               prompt_format: PromptFormat = PromptFormat()) -> Engine:
-        """A loaded engine for ``ref`` (under the run policy), from the cache when it was loaded before."""
+    def engine(self, ref: str, spec: PairSpec) -> Backend:
+        """A loaded engine for ``ref`` (under the run policy) where and as ``spec`` says, from the cache when
+        its weights were loaded before: the cache keys what decides the weights, and the prompt format is a
+        view on them (:meth:`lab.core.backend.Backend.formatted`), so changing it reloads nothing."""
         policy = current_policy()
         location = policy.check_ref(ref).location
-        policy.check_remote_code(trust_remote_code)
-        key = (ref.strip(), location, device, dtype, trust_remote_code, prompt_format)
+        policy.check_remote_code(spec.trust_remote_code)
+        key = (ref.strip(), location, spec.device, spec.dtype, spec.device_map, spec.trust_remote_code)
         with self._loading:
             if key in self._engines:
                 self._engines.move_to_end(key)
-                return self._engines[key]
-            engine = load_engine(ref, device, dtype, trust_remote_code, prompt_format, policy)
+                return self._engines[key].formatted(spec.prompt_format)
+            engine = load_engine(ref, spec.device, spec.dtype, spec.trust_remote_code, PromptFormat(), policy,
+                                 spec.device_map)
             self._engines[key] = engine
             while len(self._engines) > self.max_engines:
                 self._engines.popitem(last=False)  # a job still holding it keeps it alive until done
-            return engine
+            return engine.formatted(spec.prompt_format)
 
-    def loader(self, spec: "PairSpec", prompt_format: PromptFormat = PromptFormat()) -> ModelLoader:
-        """The runner's model loader for runs on this session's pair: the cache, on the pair's device."""
-        return partial(self.engine, device=spec.device, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code,
-                       prompt_format=prompt_format)
+    def loader(self, spec: PairSpec) -> ModelLoader:
+        """The runner's model loader for runs on this session's pair: the cache, on the pair's device, in its
+        prompt format."""
+        return partial(self.engine, spec=spec)
 
-    def pair(self, spec: "PairSpec") -> ModelPair:
+    def pair(self, spec: PairSpec) -> ModelPair:
         """The base and unlearned engines of ``spec``, checked to share a tokenizer."""
         policy = current_policy()
         policy.check_ref(spec.base), policy.check_ref(spec.unlearned)  # both checked before loading either

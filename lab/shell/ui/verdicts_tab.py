@@ -12,9 +12,11 @@ later in Results → Leaderboard and as ``python -m lab report --sweep ID``.
 from __future__ import annotations
 
 import time
+from typing import Any, Iterator
 
 import gradio as gr
 
+from audits import get_audit
 from lab.core import settings
 from lab.core.batching import Cancelled
 from lab.core.policy import current as current_policy
@@ -23,12 +25,14 @@ from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
 from lab.shell.ui import auditing
 from lab.shell.ui.background import Finished, in_background, progress_html
 from lab.shell.ui.board import board_values, board_view
+from lab.shell.sweep import SweepSpec
 from lab.shell.ui.dashboard import Tally, dashboard_spec, parse_models, run_dashboard
 from lab.shell.ui.feedback import Beside
+from lab.shell.ui.format_form import format_fields, format_form
+from lab.shell.ui.updates import Outputs
 from lab.shell.ui.session import DEMO_UNLEARNED, MODEL_QUEUE, Lab
 
 DEFAULT_MODELS = ["npo", "graddiff", "ga", "retrain"]  # the demo's three unlearners and the retrain control
-DEFAULT_AUDITS = ["direct", "reasoning", "keywords", "logit_lens"]
 DASHBOARD_LIMIT = 30  # facts per split by default: a verdict in about a minute on a laptop CPU
 
 
@@ -53,7 +57,7 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
                                       elem_id="verdicts-models")
             typed = gr.Textbox(label="More unlearned models (Hugging Face ids or folders, one per line)", lines=2,
                                elem_id="verdicts-more")
-            audits = gr.CheckboxGroup(names, value=[a for a in DEFAULT_AUDITS if a in names], label="Audits",
+            audits = gr.CheckboxGroup(names, value=[a for a in names if get_audit(a).default_on], label="Audits",
                                       elem_id="verdicts-audits")
             with gr.Row():
                 limit = gr.Number(lim.default_limit or DASHBOARD_LIMIT, label="Facts per split (0: all)",
@@ -62,52 +66,27 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
                                     maximum=lim.max_new_tokens, elem_id="verdicts-max-tokens")
             reference = gr.Textbox(label="Control model (optional, e.g. demo:retrain): cells are judged on the "
                                          "rate beyond the control's", elem_id="verdicts-reference")
+            form = format_form("verdicts")
             with gr.Row():
                 run = gr.Button("Audit every model", variant="primary", elem_id="verdicts-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="verdicts-stop")
             run_msg = Beside("verdicts-run")
         with gr.Column(scale=7, min_width=280):
-            progress = gr.HTML(elem_id="verdicts-progress")
-            status = gr.Markdown(elem_id="verdicts-status")
-            view = board_view("verdicts")
+            out = Outputs(progress=gr.HTML(elem_id="verdicts-progress"), status=gr.Markdown(elem_id="verdicts-status"),
+                          run=run) + board_view("verdicts")
 
     @run_msg
-    def on_run(base_, models_, typed_, audits_, limit_, max_new_, reference_, request: gr.Request):
-        spec = dashboard_spec(base_, parse_models(models_, typed_), audits_, reference_, int(limit_ or 0) or None,
-                              int(max_new_ or 24), None)
-        stop_event = lab.stop_event(request.session_hash)
-        tally, started, runs, sweep_id = Tally(len(spec.unlearned), len(spec.audits)), time.monotonic(), [], None
+    def on_run(base_, models_, typed_, audits_, limit_, max_new_, reference_, template_, chat_, system_, vars_,
+               request: gr.Request):
+        fields = {"base": base_, **auditing.run_fields(audits_, None, limit_, max_new_, reference_),
+                  **format_fields(template_, chat_, system_, vars_)}
+        spec = dashboard_spec(fields, parse_models(models_, typed_))
+        for update in dashboard_updates(lab, spec, lab.stop_event(request.session_hash)):
+            yield out(**update)
 
-        def bar(done: int, doing: str) -> str:
-            return progress_html(done, tally.total, started, doing, checks=tally.checks)
-
-        yield bar(0, tally.doing), "Starting…", *board_values(None), gr.Button(interactive=False)
-        try:
-            for event in in_background(lambda emit: run_dashboard(lab.store, spec, stop_event, emit), "lab-sweep"):
-                if isinstance(event, Finished):
-                    break
-                tally.add(event)
-                sweep_id = event.run_id if event.kind == "sweep" else sweep_id
-                runs += [event.run_id] if event.kind == "run" else []
-                fresh = event.kind in ("done", "pair") and runs
-                yield (bar(tally.done, tally.doing),
-                       f"Sweep `{sweep_id}`: {tally.done} of {tally.total} audits finished",
-                       *(board_values(collect_runs(lab.store, runs, GATE, "Verdicts so far")) if fresh
-                         else (gr.skip(),) * len(view.outputs)), gr.skip())
-        except Cancelled:
-            yield (bar(tally.done, "stopped"),
-                   f"Stopped: sweep `{sweep_id}` is partial; every finished audit is kept.",
-                   *board_values(collect_runs(lab.store, runs, GATE) if runs else None), gr.skip())
-            return
-        board = collect_sweep(lab.store, sweep_id)
-        yield (bar(tally.total, "finished"),
-               f"Sweep `{sweep_id}`: {board.sweep['status'] if board.sweep else 'done'} · reopen it in Results → "
-               f"Leaderboard or with `python -m lab report --sweep {sweep_id}`", *board_values(board), gr.skip())
-
-    outputs = [progress, status, *view.outputs, run]
-    started = run_msg.watch(run.click(on_run, [base, models, typed, audits, limit, max_new, reference], outputs,
-                                      api_name="verdicts", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
-                                      **run_msg.events))
+    inputs = [base, models, typed, audits, limit, max_new, reference, *form.inputs]
+    started = run_msg.watch(run.click(on_run, inputs, out.list, api_name="verdicts", concurrency_id=MODEL_QUEUE,
+                                      concurrency_limit=1, **run_msg.events))
     started.then(lambda: gr.Button(interactive=True), None, run, queue=False, api_visibility="private")
 
     def on_stop(request: gr.Request) -> None:
@@ -116,3 +95,37 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
     stop.click(on_stop, None, None, queue=False, api_visibility="private")
     tab.select(lambda: gr.CheckboxGroup(choices=demo_models()), None, models, queue=False, api_visibility="private")
     return run
+
+
+def dashboard_updates(lab: Lab, spec: SweepSpec, stop_event: Any) -> Iterator[dict[str, Any]]:
+    """The dashboard's sweep on a worker thread, as named updates: one progress bar over every audit of every
+    model, the grid filled as runs end, then the sweep's own leaderboard."""
+    tally, started, runs, sweep_id = Tally(len(spec.pairs), len(spec.audits)), time.monotonic(), [], None
+
+    def bar(done: int, doing: str) -> str:
+        return progress_html(done, tally.total, started, doing, checks=tally.checks)
+
+    yield dict(progress=bar(0, tally.doing), status="Starting…", run=gr.Button(interactive=False),
+               **board_values(None))
+    try:
+        for event in in_background(lambda emit: run_dashboard(lab.store, spec, stop_event, emit), "lab-sweep"):
+            if isinstance(event, Finished):
+                break
+            tally.add(event)
+            sweep_id = event.run_id if event.kind == "sweep" else sweep_id
+            runs += [event.run_id] if event.kind == "run" else []
+            update = dict(progress=bar(tally.done, tally.doing),
+                          status=f"Sweep `{sweep_id}`: {tally.done} of {tally.total} audits finished")
+            if event.kind in ("done", "pair") and runs:
+                update.update(board_values(collect_runs(lab.store, runs, GATE, "Verdicts so far")))
+            yield update
+    except Cancelled:
+        yield dict(progress=bar(tally.done, "stopped"),
+                   status=f"Stopped: sweep `{sweep_id}` is partial; every finished audit is kept.",
+                   **board_values(collect_runs(lab.store, runs, GATE) if runs else None))
+        return
+    board = collect_sweep(lab.store, sweep_id)
+    yield dict(progress=bar(tally.total, "finished"),
+               status=f"Sweep `{sweep_id}`: {board.sweep['status'] if board.sweep else 'done'} · reopen it in "
+                      f"Results → Leaderboard or with `python -m lab report --sweep {sweep_id}`",
+               **board_values(board))
