@@ -91,7 +91,7 @@ class Policy:
 
     # ------------------------------------------------------------------ options
     def check_options(self, audit: str, options: AuditOptions, given: Iterable[str] | None = None) -> AuditOptions:
-        """Every option that sets a size, a length, a model or a path, by what its declaration says it is.
+        """Every option that sets a size, a length, a text, a model or a path, by what its declaration says it is.
 
         A value the request set (named in ``given``; all of them when ``given`` is None) above a cap is
         refused; a default above a cap (the reference's 200-token generations in a Space) is lowered to it.
@@ -112,6 +112,8 @@ class Policy:
                 self.check_tokens(int(value), what)
             elif spec.kind == "size" and value is not None:
                 self.check_size(int(value), spec.space_cap, what)
+            elif spec.kind == "text" and value:
+                self.check_prompt(option_text(value), f"option {what}")
             elif spec.kind == "model" and spec.names_reference(value):
                 self.check_ref(option_text(value))
             elif spec.kind == "path" and spec.names_reference(value):

@@ -77,6 +77,19 @@ def parse_ref(text: str) -> ModelRef:
     return ModelRef(text, "hub", text)
 
 
+def require_local(text: str) -> ModelRef:
+    """``text`` parsed, and its model there when it lives on this machine (a folder, a built demo model);
+    hub ids and served models are checked when they load."""
+    ref = parse_ref(text)
+    folder = ref.local_folder
+    if ref.kind == "demo" and not (folder / "config.json").is_file():
+        raise LabError(f"demo model '{text}' not found in {settings.demo_dir()}; build the demo first with: "
+                       "python -m lab demo build")
+    if ref.kind == "path" and not folder.exists():
+        raise LabError(f"model directory not found: {text}")
+    return ref
+
+
 def demo_names() -> list[str]:
     """The models of the demo world that exist on disk now."""
     root = settings.demo_dir() / "models"
