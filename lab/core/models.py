@@ -22,7 +22,7 @@ from lab.core.engine import Engine, PromptFormat
 from lab.core.errors import LabError, is_oom
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
-from lab.core.refs import ModelRef
+from lab.core.refs import ModelRef, require_local
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # The lab draws its own progress bars; transformers' per-load bars and advisory
@@ -137,6 +137,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def check_coverage(ref: str, loading: dict[str, object]) -> None:
+    """The weights hold exactly the tensors the config asks for.  Transformers fills a missing tensor with
+    random values (a config that declares more layers than the weights hold) and drops an unexpected one,
+    so either would audit a model nobody trained: refused before any audit runs."""
+    missing = sorted(loading.get("missing_keys") or ())
+    unexpected = sorted(loading.get("unexpected_keys") or ())
+    if missing or unexpected:
+        parts = [f"{len(names)} {what} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})"
+                 for names, what in ((missing, "tensors the config needs are missing"),
+                                     (unexpected, "tensors are not in the config")) if names]
+        raise LabError(f"could not load model '{ref}': its weights do not match its config: {'; '.join(parts)}; "
+                       "the config and the weights are of different models")
+
+
 def load_engine(
     ref: str,
     device: str = "auto",
@@ -157,12 +171,7 @@ def load_engine(
         from lab.core.remote import load_remote
 
         return load_remote(parsed, prompt_format)
-    folder = parsed.local_folder
-    if parsed.kind == "demo" and not (folder / "config.json").is_file():
-        raise LabError(f"demo model '{ref}' not found in {settings.demo_dir()}; build the demo first with: "
-                       "python -m lab demo build")
-    if parsed.kind == "path" and not folder.exists():
-        raise LabError(f"model directory not found: {ref}")
+    folder = require_local(ref).local_folder
     if parsed.kind == "hub":
         _check_hub_model(parsed)
     path = str(folder) if folder else parsed.location
@@ -171,12 +180,14 @@ def load_engine(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         placement = {"device_map": device_map} if device_map else {}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                                                     **placement)
+        model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype,
+                                                              trust_remote_code=trust_remote_code,
+                                                              output_loading_info=True, **placement)
     except Exception as exc:  # noqa: BLE001 - a bad folder fails in many ways (config, weights, tokenizer files)
         if is_oom(exc):
             raise
         raise LabError(f"could not load model '{ref}': {type(exc).__name__}: {_first_line(exc)[:300]}") from None
+    check_coverage(ref, loading)
     if not device_map:
         model.to(dev)
     info = ModelInfo(
