@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from lab.core import settings
-from lab.core.errors import LabError, describe, route_warnings
+from lab.core.errors import LabError, describe, printable, route_warnings
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE = 0, 2, 3
 
@@ -46,6 +46,28 @@ def ensure_demo_models(*refs: str | None) -> None:
         build_demo("full")
 
 
+def finite_fraction(text: str) -> float:
+    """``--fail-above``'s value: a finite number (a NaN gate could never fail), read by the options' parser."""
+    from lab.core.options import parse_number
+
+    return float(parse_number(text, "--fail-above"))
+
+
+def model_folders(*refs: str | None) -> list[Path]:
+    """The local folders of the models a command reads: its outputs must never land inside them."""
+    from lab.core.refs import parse_ref
+
+    folders = []
+    for ref in refs:
+        try:
+            folder = parse_ref(ref).local_folder if ref else None
+        except LabError:
+            continue  # a malformed reference is the run's own error, reported by its check
+        if folder is not None:
+            folders.append(folder)
+    return folders
+
+
 def gate_failures(metrics: dict[str, dict[str, float]], threshold: float) -> list[str]:
     """Audits whose forget-set recovery rate exceeds the threshold, as 'name=value'."""
     from audits import get_audit
@@ -65,7 +87,7 @@ def open_store(db: str, read_only: bool):
     from lab.core.store import Store
 
     if not read_only and not Path(db).expanduser().exists():
-        print(f"note: {db} does not exist yet; creating a new store there", file=sys.stderr)
+        print(printable(f"note: {db} does not exist yet; creating a new store there"), file=sys.stderr)
     return Store(db, read_only=read_only)
 
 
@@ -96,7 +118,7 @@ def _audit(args: argparse.Namespace) -> int:
     )
     if args.prompt_template:
         spec.prompt_template = args.prompt_template.replace("\\n", "\n")
-    inputs = [args.db, args.facts]
+    inputs = [args.db, args.facts, *model_folders(spec.base, spec.unlearned, spec.reference)]
     if args.json:
         check_output(args.json, inputs)
     ensure_demo_models(spec.base, spec.unlearned, spec.reference)
@@ -174,8 +196,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from lab.shell.sweep import PairResult, load_spec, pair_source, run_sweep
 
     def show(result: PairResult, done: int, total: int) -> None:
-        tqdm.write(f"[{done}/{total}] {result.unlearned}: {result.status}" + (f" ({result.error})" if result.error
-                   else "") + (f" run {result.run_id}" if result.run_id else ""))
+        tqdm.write(printable(f"[{done}/{total}] {result.unlearned}: {result.status}" + (
+            f" ({result.error})" if result.error else "") + (f" run {result.run_id}" if result.run_id else "")))
 
     spec = load_spec(args.spec)
     pair_source(args.local, args.ray_address)  # conflicting flags, or an address without Ray: before any store
@@ -250,7 +272,7 @@ def build_parser() -> Parser:
     audit.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     audit.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     audit.add_argument("--limit", type=int, help=LIMIT_HELP)
-    audit.add_argument("--fail-above", type=float, help="exit 3 if a forget recovery rate exceeds this")
+    audit.add_argument("--fail-above", type=finite_fraction, help="exit 3 if a forget recovery rate exceeds this")
     audit.add_argument("--max-new-tokens", type=int, default=24)
     audit.add_argument("--set", action="append", metavar="AUDIT.OPTION=VALUE", help="set an audit option")
     audit.add_argument("--prompt-template", help="prompt template with {question} (default: QA format)")
@@ -278,7 +300,7 @@ def build_parser() -> Parser:
     target = report.add_mutually_exclusive_group(required=True)
     target.add_argument("--run", help="the run to report")
     target.add_argument("--sweep", help="a sweep's leaderboard: checkpoints x audits, verdicts, the release gate")
-    report.add_argument("--fail-above", type=float, default=0.10, help="with --sweep: the release gate fails a "
+    report.add_argument("--fail-above", type=finite_fraction, default=0.10, help="with --sweep: the release gate fails a "
                         "checkpoint whose raw recovery rate exceeds this (a fraction, as for audit; default 0.10)")
     report.add_argument("--out", required=True)
     report.add_argument("--format", choices=["html", "md", "json"], default="html")
