@@ -55,14 +55,15 @@ def open_link(lab: Lab, request: gr.Request) -> tuple:
     item in Results, the sweep on the leaderboard, or the fact in the Probe.  The tab itself is opened in the
     browser afterwards (:data:`lab.shell.ui.links.OPEN_TAB_JS`), so its select event sees these values."""
     link = links.parse(request.query_params if request else {})
-    runs = results.runs_frame(lab.store)
+    store = lab.view(request)
+    runs = results.runs_frame(store)
     known = link.run is not None and link.run in set(runs["run_id"])
-    sweeps = results.sweep_choices(lab.store)
+    sweeps = results.sweep_choices(store)
     probe_fact = link.tab == "probe" and link.fact
     return (results_tab.run_dropdown(runs, link.run) if known else gr.skip(),
             link.fact if known and link.fact else gr.skip(),
             link.item if known else gr.skip(),
-            gr.Dropdown(choices=sweeps, value=link.sweep) if link.sweep else gr.skip(),
+            gr.Dropdown(choices=sweeps, value=link.sweep) if link.sweep in {s[1] for s in sweeps} else gr.skip(),
             gr.Dropdown(choices=facts_picker.fact_choices(), value=link.fact) if probe_fact else gr.skip())
 
 

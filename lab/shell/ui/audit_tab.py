@@ -22,6 +22,7 @@ import gradio as gr
 
 from lab.core.batching import Cancelled
 from lab.core.policy import current as current_policy
+from lab.core.store import Store
 from lab.shell.report.grid import grid_html, lab_link
 from lab.shell.report.leaderboard import collect_runs
 from lab.shell.runner import execute
@@ -33,9 +34,9 @@ from lab.shell.ui.session import MODEL_QUEUE, Lab, PairSpec, require_pair
 from lab.shell.ui.views import facts_summary, metrics_frame, run_summary
 
 
-def verdict_row(lab: Lab, run_id: str) -> str:
+def verdict_row(store: Store, run_id: str) -> str:
     """The run's verdict grid: one model, a state per audit, its sentence and worst recovered facts."""
-    return grid_html(collect_runs(lab.store, [run_id]), link=lab_link)
+    return grid_html(collect_runs(store, [run_id]), link=lab_link)
 
 
 def build(lab: Lab, state: gr.State) -> None:
@@ -107,6 +108,7 @@ def build(lab: Lab, state: gr.State) -> None:
     def on_run(spec: PairSpec | None, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
                request: gr.Request):
         require_pair(lab, spec)
+        store = lab.view(request)  # in a Space the run is this visitor's
         run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_)
         prepared = auditing.prepared_run(lab, spec, run_)
         rid, started, done, total = prepared.run_id, time.monotonic(), 0, len(run_.audits)
@@ -119,22 +121,22 @@ def build(lab: Lab, state: gr.State) -> None:
         # The plots follow run_id: it is set once the run has ended, so they draw what the store then holds.
         yield (None, f"Running `{rid}`…", bar(0, "starting"), gr.skip(), "", gr.Button(interactive=False))
         try:
-            for event in in_background(lambda emit: execute(prepared, lab.store, stop_event, emit), "lab-run"):
+            for event in in_background(lambda emit: execute(prepared, store, stop_event, emit), "lab-run"):
                 if isinstance(event, Finished):
                     break
                 done = event.index - (event.status == "running")
                 doing = f"{event.audit} {'running' if event.status == 'running' else event.status}"
                 yield (gr.skip(), f"Running `{rid}`: {done} of {total} audits finished",
                        bar(done, doing),
-                       metrics_frame(lab.store.metrics_dict(rid)) if event.status != "running" else gr.skip(),
+                       metrics_frame(store.metrics_dict(rid)) if event.status != "running" else gr.skip(),
                        gr.skip(), gr.skip())
         except Cancelled:
-            yield (rid, run_summary(lab.store, rid) + "\n\nStopped: the rows written so far are kept.",
-                   bar(done, "stopped"), metrics_frame(lab.store.metrics_dict(rid)),
-                   verdict_row(lab, rid), gr.skip())
+            yield (rid, run_summary(store, rid) + "\n\nStopped: the rows written so far are kept.",
+                   bar(done, "stopped"), metrics_frame(store.metrics_dict(rid)),
+                   verdict_row(store, rid), gr.skip())
             return
-        yield (rid, run_summary(lab.store, rid), bar(total, "finished"),
-               metrics_frame(lab.store.metrics_dict(rid)), verdict_row(lab, rid), gr.skip())
+        yield (rid, run_summary(store, rid), bar(total, "finished"),
+               metrics_frame(store.metrics_dict(rid)), verdict_row(store, rid), gr.skip())
 
     source.change(on_source, source, [upload, server_path], queue=False, api_visibility="private")
     facts_msg.watch(gr.on([source.change, upload.change, server_path.submit], on_facts, [source, upload, server_path],

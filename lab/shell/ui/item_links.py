@@ -42,13 +42,13 @@ def run_pair(store: Store, run_id: str, current: PairSpec | None) -> PairSpec:
                     where.device, where.dtype, bool(config.get("trust_remote_code", False)))
 
 
-def use_run_pair(lab: Lab, frame: pd.DataFrame | None, index: float | None, current: PairSpec | None,
-                 progress: Any) -> tuple:
+def use_run_pair(lab: Lab, store: Store, frame: pd.DataFrame | None, index: float | None,
+                 current: PairSpec | None, progress: Any) -> tuple:
     """The Models tab's outputs with the item's run pair loaded, or unchanged when the session has it."""
     row = picked(frame, index)
     if row is None:
         return (gr.skip(),) * 5
-    wanted = run_pair(lab.store, str(row["run_id"]), current)
+    wanted = run_pair(store, str(row["run_id"]), current)
     if current is not None and (wanted.base, wanted.unlearned) == (current.base, current.unlearned):
         return (gr.skip(),) * 5
     return models_tab.load(lab, wanted, progress)
@@ -98,7 +98,7 @@ def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, internals: InternalsInputs
     @message
     def on_pair(frame: pd.DataFrame | None, index: float | None, current: PairSpec | None, request: gr.Request,
                 progress=gr.Progress()):
-        return use_run_pair(lab, frame, index, current, progress)
+        return use_run_pair(lab, lab.view(request), frame, index, current, progress)
 
     def link(button: gr.Button, fill: Callable[..., tuple], outputs: list[Any], tab: str) -> Any:
         loaded = message.watch(button.click(on_pair, [*rows, models[0]], models, api_visibility="private",

@@ -76,6 +76,7 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
         spec = dashboard_spec(base_, parse_models(models_, typed_), audits_, reference_, int(limit_ or 0) or None,
                               int(max_new_ or 24), None)
         stop_event = lab.stop_event(request.session_hash)
+        store = lab.view(request)  # in a Space the sweep and its runs are this visitor's
         tally, started, runs, sweep_id = Tally(len(spec.unlearned), len(spec.audits)), time.monotonic(), [], None
 
         def bar(done: int, doing: str) -> str:
@@ -83,7 +84,7 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
 
         yield bar(0, tally.doing), "Starting…", *board_values(None), gr.Button(interactive=False)
         try:
-            for event in in_background(lambda emit: run_dashboard(lab.store, spec, stop_event, emit), "lab-sweep"):
+            for event in in_background(lambda emit: run_dashboard(store, spec, stop_event, emit), "lab-sweep"):
                 if isinstance(event, Finished):
                     break
                 tally.add(event)
@@ -92,14 +93,14 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
                 fresh = event.kind in ("done", "pair") and runs
                 yield (bar(tally.done, tally.doing),
                        f"Sweep `{sweep_id}`: {tally.done} of {tally.total} audits finished",
-                       *(board_values(collect_runs(lab.store, runs, GATE, "Verdicts so far")) if fresh
+                       *(board_values(collect_runs(store, runs, GATE, "Verdicts so far")) if fresh
                          else (gr.skip(),) * len(view.outputs)), gr.skip())
         except Cancelled:
             yield (bar(tally.done, "stopped"),
-                   f"Stopped: sweep `{sweep_id}` is partial; every finished audit is kept.",
-                   *board_values(collect_runs(lab.store, runs, GATE) if runs else None), gr.skip())
+                   f"Stopped: sweep `{sweep_id}` is interrupted; every finished audit is kept.",
+                   *board_values(collect_runs(store, runs, GATE) if runs else None), gr.skip())
             return
-        board = collect_sweep(lab.store, sweep_id)
+        board = collect_sweep(store, sweep_id)
         yield (bar(tally.total, "finished"),
                f"Sweep `{sweep_id}`: {board.sweep['status'] if board.sweep else 'done'} · reopen it in Results → "
                f"Leaderboard or with `python -m lab report --sweep {sweep_id}`", *board_values(board), gr.skip())
