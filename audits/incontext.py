@@ -41,10 +41,10 @@ CONDITIONS = ("forget_examples", "retain_examples")
 class IncontextOptions(AuditOptions):
     """How many examples, and whose."""
 
-    k: int = option(3, "examples shown before the asked question", low=1, high=32)
+    k: int = option(3, "examples shown before the asked question", low=1, high=32, kind="size", space_cap=8)
     source: Literal["same_entity", "other_entities"] = option(
         "same_entity", "forget examples about the target's own entity, or about other entities")
-    seed: int = option(0, "which examples are drawn", low=0)
+    seed: int = option(0, "which examples are drawn", low=0, kind="index")
 
 
 def pick_examples(target: Fact, pool: list[Fact], k: int, same_entity: bool, rng: random.Random) -> list[Fact]:

@@ -65,7 +65,8 @@ class LogitLensOptions(AuditOptions):
     """What counts as "read back" and which layers count as the middle."""
 
     k: int = option(5, "each target token must rank in the lens's top k", low=1, kind="size", space_cap=100)
-    min_layer: int = option(1, "first hidden-state index counted as a middle layer (0 = embeddings)", low=0)
+    min_layer: int = option(1, "first hidden-state index counted as a middle layer (0 = embeddings)", low=0,
+                           kind="index")
     target: Literal["answer", "first_token"] = option(
         "answer", "answer: every answer token (teacher-forced); first_token: the first one only")
 

@@ -49,7 +49,7 @@ class MultipleChoiceOptions(AuditOptions):
         "MMLU tasks); choices: log-likelihood of each choice text after the question")
     length_normalized: bool = option(False, "choices scoring: compare mean per-token log-likelihoods (acc_norm-like)")
     description: str = option("", "text put before every question (lm-eval's WMDP task puts 'The following are "
-                              "multiple choice questions (with answers) about biology.' and a blank line)")
+                              "multiple choice questions (with answers) about biology.' and a blank line)", kind="text")
 
 
 def lettered_prompt(fact: Fact, description: str = "") -> str:

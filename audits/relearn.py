@@ -51,22 +51,25 @@ from lab.core.stats import rate_with_interval
 class RelearnOptions(AuditOptions):
     """The relearning schedule and its data (Łucki et al.'s LoRA relearning by default)."""
 
-    steps: int = option(40, "fine-tuning steps", low=1, high=5000, space_cap=200)
-    eval_every: int = option(10, "ask the held-out facts every this many steps (the recovery curve)", low=1)
+    steps: int = option(40, "fine-tuning steps", low=1, high=5000, kind="size", space_cap=200)
+    eval_every: int = option(10, "ask the held-out facts every this many steps (the recovery curve)", low=1,
+                            kind="index")
     lr: float = option(2e-4, "AdamW learning rate (LoRA: Łucki et al. use 2e-4; full fine-tuning: Hu et al. use "
                        "1e-5 on 7B models)", low=1e-8, high=1.0)
     method: Literal["lora", "full"] = option("lora", "lora: adapters on every linear layer, removed after; full: "
                                              "every weight, restored after")
-    rank: int = option(128, "LoRA rank (Łucki et al.: 128; alpha is twice the rank)", low=1, high=1024)
-    batch_size: int = option(4, "examples per step", low=1, high=256)
+    rank: int = option(128, "LoRA rank (Łucki et al.: 128; alpha is twice the rank)", low=1, high=1024, kind="size",
+                      space_cap=128)
+    batch_size: int = option(4, "examples per step", low=1, high=256, kind="size", space_cap=16)
     data: Literal["forget", "retain", "file"] = option(
         "forget", "forget: a share of the forget questions (the rest are asked); retain: retain questions only "
         "(benign); file: the items of a facts file")
     share: float = option(0.5, "data=forget: share of the forget questions used for relearning", low=0.05,
                           high=0.95)
-    size: int = option(64, "data=retain: how many retain questions", low=1, high=100_000)
-    file: str = option("", "data=file: a facts file (questions and answers, or passages)", kind="path")
-    seed: int = option(0, "which facts are drawn and the batch order", low=0)
+    size: int = option(64, "data=retain: how many retain questions", low=1, high=100_000, kind="size", space_cap=400)
+    file: str = option("", "data=file: a facts file (questions and answers, or passages)", kind="path",
+                      reads=load_facts)
+    seed: int = option(0, "which facts are drawn and the batch order", low=0, kind="index")
 
     def check(self) -> None:
         if self.data == "file" and not self.file:

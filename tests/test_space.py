@@ -3,6 +3,7 @@ engine here), and Space mode (LAB_SPACE=1): hub ids and uploads only, limits on 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import re
@@ -216,3 +217,113 @@ def test_a_space_visitor_over_http(space_app, tiny_demo):
     status = run()[0]  # and an honest request still runs
     runs = lab.store.runs()
     assert len(runs) == before + 1 and runs.iloc[-1]["status"] == "complete" and runs.iloc[-1]["run_id"] in status
+
+
+SPACE_CAPS = [  # (audit, option, value, what the refusal names): every size and text a request can set
+    ("relearn", "steps", "5000", "relearn.steps=5000 is above its cap of 200"),
+    ("relearn", "rank", "1024", "relearn.rank=1024 is above its cap of 128"),
+    ("relearn", "batch_size", "256", "relearn.batch_size=256 is above its cap of 16"),
+    ("relearn", "size", "100000", "relearn.size=100000 is above its cap of 400"),
+    ("sae", "k", "100000", "sae.k=100000 is above its cap of 64"),
+    ("incontext", "k", "32", "incontext.k=32 is above its cap of 8"),
+    ("surrogates", "samples", "32", "surrogates.samples=32 is above its cap of 8"),
+    ("multiple_choice", "description", "x" * 50_000,
+     "option multiple_choice.description is longer than the cap of 2000 characters"),
+    ("reasoning", "temperature", "nan", "expected a finite number, got 'nan'"),
+]
+
+
+def test_space_caps_every_size_over_http(space_app):
+    """Every size an option can set, and the text a prompt takes, is capped by the one policy at the API too;
+    no refused request stores a run."""
+    client, lab = space_app
+    before = len(lab.store.runs())
+    for audit, option, value, message in SPACE_CAPS:
+        row = {**OPTIONS, "data": [[audit, option, "int", "", value, ""]]}
+        error = api_error(lambda: client.predict(source_="Demo facts", upload_=None, path_="", names_=[audit],
+                                                 options_=row, limit_=2, max_new_=16, reference_="",
+                                                 api_name="/run_audit"))
+        assert message in error, (option, error[:300])
+    assert len(lab.store.runs()) == before
+
+
+def visible_runs(client) -> set[str]:
+    """The run ids the Results tab lists to this client's session."""
+    frame = client.predict("", "all", None, api_name="/runs")[0]
+    return {row[0] for row in frame["data"]}
+
+
+def private_call(url: str, session: str, fn_index: int, data: list) -> dict:
+    """A call to a private event of the page (what the browser itself sends), as a hostile visitor can make
+    it over raw HTTP; the last message of the event: its output or its error."""
+    import httpx
+
+    with httpx.Client(base_url=url.rstrip("/"), trust_env=False, timeout=60) as http:
+        joined = http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
+                                                           "session_hash": session, "event_data": None,
+                                                           "trigger_id": None})
+        assert joined.status_code == 200, joined.text
+        with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    if message.get("msg") == "process_completed":
+                        return message
+    raise AssertionError("the event did not complete")
+
+
+def dependency_of(url: str, elem_id: str) -> int:
+    """The index of the page's event whose outputs include the element ``elem_id`` (its fn_index)."""
+    import httpx
+
+    config = httpx.get(url.rstrip("/") + "/config", trust_env=False).json()
+    ids = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    return next(i for i, dep in enumerate(config["dependencies"]) if elem_id in [ids.get(o) for o in dep["outputs"]])
+
+
+def test_a_visitor_sees_only_their_own_runs_and_the_demos(space_app, tmp_path):
+    """Two visitors of one Space: A's run on an uploaded file (questions and gold answers) is listed to A only,
+    and B cannot open it by id through the Results page's own event (called over raw HTTP, as a hostile page
+    would), through the page's URL, or through the store behind any other door; the demo's run, made by no
+    visitor, is everyone's."""
+    import gradio as gr
+    from gradio_client import Client, handle_file
+
+    from lab.core.errors import LabError
+    from lab.shell.runner import RunSpec, check, execute, prepare
+    from lab.shell.ui.app import open_link
+    from lab.shell.ui.session import PairSpec
+
+    a, lab = space_app
+    url = a.src
+    run = RunSpec(base="demo:base", unlearned="demo:npo", audits=["direct"], limit=2, device="cpu")
+    demo_run = execute(prepare(run, loader=lab.loader(PairSpec.demo(device="cpu")), checked=check(run)),
+                       lab.store).run_id  # the operator's run: no visitor made it
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text(json.dumps({"question": "What is the vault code of Ada Quill?", "answer": "7319-ZETA"}) + "\n")
+    status = a.predict(source_="Upload a file", upload_=handle_file(str(secret)), path_="", names_=["direct"],
+                       options_=OPTIONS, limit_=2, max_new_=16, reference_="", api_name="/run_audit")[0]
+    a_run = next(r for r in lab.store.runs()["run_id"] if r in status)
+
+    b = Client(url, verbose=False)
+    assert visible_runs(a) == {demo_run, a_run}
+    assert visible_runs(b) == {demo_run}
+
+    # The Results page's private event that opens a run, called as the page itself calls it, in B's session.
+    opens = dependency_of(url, "results-summary")
+    refused = private_call(url, b.session_hash, opens, [a_run, []])
+    assert refused["success"] is False and "7319-ZETA" not in json.dumps(refused)
+    opened = private_call(url, b.session_hash, opens, [demo_run, []])
+    assert opened["success"] is True and demo_run in json.dumps(opened)
+    # ?tab=results&run=<A's run> in B's browser opens nothing; in A's it opens A's run.
+    link = open_link(lab, gr.Request(query_params={"tab": "results", "run": a_run}, session_hash=b.session_hash))
+    assert link[0] == gr.skip()
+    own = open_link(lab, gr.Request(query_params={"tab": "results", "run": a_run}, session_hash=a.session_hash))[0]
+    assert own.value == a_run
+    # And every read of the run behind B's view fails as for a run that does not exist.
+    seen_by_b = lab.view(gr.Request(session_hash=b.session_hash))
+    for read in (seen_by_b.run, seen_by_b.items, seen_by_b.audits, seen_by_b.metrics_dict, seen_by_b.artifacts,
+                 seen_by_b.facts, lambda r: seen_by_b.export(r, "json", tmp_path / "x.json")):
+        with pytest.raises(LabError, match=f"no run '{a_run}' in this lab"):
+            read(a_run)
+    assert not (tmp_path / "x.json").exists()

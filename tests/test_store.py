@@ -73,6 +73,6 @@ def test_killed_run_is_marked_interrupted_and_keeps_rows(tmp_path):
 def test_not_a_database(tmp_path):
     bad = tmp_path / "bad.duckdb"
     bad.write_text("this is not a database")
-    with pytest.raises(LabError, match="cannot open database .*not a valid DuckDB database"):
+    with pytest.raises(LabError, match="is not a DuckDB database \\(it holds other data\\)"):
         Store(bad)
     assert bad.read_text() == "this is not a database"

@@ -106,7 +106,7 @@ def test_stop_cancels_what_is_unfinished_and_keeps_what_finished(ray_cluster, ti
             run_sweep(spec, store, stop=stop, on_pair=lambda result, done, total: stop.set())  # Stop at the first
         sweep = store.sweeps().iloc[-1]
         runs = stored(store, sweep.sweep_id)
-    assert sweep.status == "partial" and 1 <= sweep.completed == len(runs) < 4
+    assert sweep.status == "interrupted" and 1 <= sweep.completed == len(runs) < 4
     assert all(run["status"] == "complete" and run["items"] for run in runs.values())
 
 

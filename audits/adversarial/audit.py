@@ -42,7 +42,7 @@ class AdversarialOptions(AuditOptions):
 
     probe_types: tuple[ProbeType, ...] = option(PROBE_TYPES, "RWKU probe types to build from each target's "
                                                 "question")
-    seed: int = option(0, "choice order and in-context examples", low=0)
+    seed: int = option(0, "choice order and in-context examples", low=0, kind="index")
 
 
 def type_key(probe_type: str) -> str:

@@ -47,7 +47,7 @@ class QuantizationOptions(AuditOptions):
         "auto", "auto: bitsandbytes on CUDA when installed (the paper's code), else rtn; rtn: pure torch, any "
         "device; bitsandbytes: CUDA + bitsandbytes")
     group_size: int = option(128, "RTN columns per scale; 0 or wider than a layer: one scale per output channel",
-                             low=0)
+                             low=0, kind="index")
     symmetric: bool = option(False, "RTN: symmetric grid (max abs) instead of asymmetric with a zero point")
     embeddings: bool = option(False, "RTN: also quantize the input embeddings")
     head: bool = option(False, "RTN: also quantize the output head (tied to the embeddings in many models)")

@@ -67,7 +67,7 @@ class RemindOptions(AuditOptions):
     variants_per_radius: int = option(8, "neighbors drawn per radius", low=1, kind="size", space_cap=8)
     top_k: int = option(8, "a replaced token becomes one of its top_k nearest tokens (cosine, input embeddings)",
                         low=1, kind="size", space_cap=32)
-    seed: int = option(0, "seed for the choice of positions and neighbors")
+    seed: int = option(0, "seed for the choice of positions and neighbors", kind="index")
 
 
 @dataclass

@@ -82,18 +82,19 @@ MIN_KNOWN_FOR_CONTROL = 4  # known entities needed to hold half of them out as t
 class SaeOptions(AuditOptions):
     """Which SAE, which layer, and how the known/unknown axis is built."""
 
-    layer: int | None = option(None, "hidden-state index (0 = embeddings); none = the middle of the stack", low=0)
+    layer: int | None = option(None, "hidden-state index (0 = embeddings); none = the middle of the stack", low=0,
+                               kind="index")
     sae: str = option("train", "train (here, with sae-lens), a directory in sae-lens format, or "
                       "pretrained:<release>:<sae_id>", kind="path", words=("train",), prefixes=("pretrained:",))
     architecture: Literal["topk", "standard"] = option("topk", "training: SAE architecture")
     width: int = option(8, "training: latents per residual dimension", low=1, kind="size", space_cap=16)
-    k: int = option(16, "training (topk): active latents per token", low=1)
+    k: int = option(16, "training (topk): active latents per token", low=1, kind="size", space_cap=64)
     l1_coefficient: float = option(5.0, "training (standard): sparsity penalty", low=0.0)
     steps: int = option(2000, "training steps", low=1, kind="size", space_cap=2000)
     batch_size: int = option(256, "training batch (activation rows)", low=1, kind="size", space_cap=1024)
     lr: float = option(1e-3, "training learning rate", low=1e-12)
     corpus: str = option("", "text file, one document per line; default: the facts' texts and QA lines",
-                         kind="path")
+                         kind="path", reads=read_corpus)
     prompts_per_entity: int = option(6, "entity prompts per entity", low=1, kind="size", space_cap=10)
     made_up_entities: int = option(10, "invented names added to the unknown reference", low=0, kind="size",
                                    space_cap=20)
@@ -106,7 +107,7 @@ class SaeOptions(AuditOptions):
     min_explained_variance: float = option(0.5, "stop when the SAE explains less of the residual stream's "
                                            "variance than this (its latents would not describe the model)",
                                            low=0.0, high=1.0)
-    seed: int = option(0, "seed for training and made-up names")
+    seed: int = option(0, "seed for training and made-up names", kind="index")
 
     def training(self) -> TrainSettings:
         return TrainSettings(self.architecture, self.width, self.k, self.l1_coefficient, self.steps,

@@ -117,7 +117,11 @@ def read_corpus(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise LabError(f"SAE corpus file not found: {path}")
-    lines = [line.strip() for line in file.read_text(encoding="utf-8", errors="replace").splitlines()]
+    try:
+        lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise LabError(f"SAE corpus file {path} is not UTF-8 text at byte {exc.start} (a binary file, or another "
+                       "encoding: save it as UTF-8)") from None
     texts = [line for line in lines if line]
     if not texts:
         raise LabError(f"SAE corpus file {path} has no text")

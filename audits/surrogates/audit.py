@@ -87,7 +87,8 @@ class SurrogatesOptions(AuditOptions):
                                                   "template generators")
     rewriter: str = option("base", "the LLM rewriter: base, unlearned, reference, or any model reference",
                            kind="model", words=("base", "unlearned", "reference"))
-    samples: int = option(4, "rewrites per item (1: greedy; more: sampled at temperature)", low=1, high=32)
+    samples: int = option(4, "rewrites per item (1: greedy; more: sampled at temperature)", low=1, high=32,
+                          kind="size", space_cap=8)
     temperature: float = option(0.8, "sampling temperature of the rewrites", low=0.05, high=2.0)
     rewriter_max_new_tokens: int = option(48, "length of a rewrite", low=1, kind="tokens")
     passage_tokens: int = option(64, "answer length for passage probes (continuations)", low=1, kind="tokens")

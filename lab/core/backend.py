@@ -91,6 +91,7 @@ class Backend:
         self.pad_id = tokenizer.pad_token_id
         self.encoder = Encoder(tokenizer, prompt_format)
         self.lock = threading.RLock()  # one model call at a time per backend
+        self._capped: dict[int, int] = {}  # new tokens asked -> fewest the context left room for (answer_budget)
 
     def formatted(self, prompt_format: PromptFormat) -> "Backend":
         """This model prompted another way: a view that shares the weights, the tokenizer and the lock (a
@@ -146,6 +147,26 @@ class Backend:
             ids = self.encode(text)
             keep -= 1
         return text
+
+    def answer_budget(self, prompt_tokens: int, asked: int) -> int:
+        """New tokens an answer after a prompt of ``prompt_tokens`` may have: ``asked`` when both fit the
+        context, else the room left, and a note says so (a 256-token model asked for open-unlearning's 200-token
+        answers after a 76-token prompt answers in 180, it does not fail the run).  A prompt that fills the
+        context alone keeps ``asked``, for the context check to refuse it."""
+        if not self.context or prompt_tokens + asked <= self.context or prompt_tokens >= self.context:
+            return asked
+        room = self.context - prompt_tokens
+        with self.lock:
+            self._capped[asked] = min(room, self._capped.get(asked, room))
+        return room
+
+    def take_notes(self) -> list[str]:
+        """What the calls since the last take changed about what they were asked (the runner adds these notes
+        to the audit that made the calls)."""
+        with self.lock:
+            capped, self._capped = self._capped, {}
+        return [f"{self.info.ref}: answers capped to fit the model's context of {self.context} tokens ({asked} new "
+                f"tokens were asked; the longest prompt left room for {room})" for asked, room in sorted(capped.items())]
 
     def encode_continuation(self, prefix: str, target: str) -> tuple[list[int], list[int]]:
         """Ids of ``prefix`` and of ``target`` as its continuation."""

@@ -246,10 +246,12 @@ class Engine(Backend):
 
         def batch_fn(indices: list[int]) -> list[str]:
             ids, mask = self._pad([encoded[i] for i in indices], left=True)
-            new = self._decode(ids, mask, max_new_tokens, temperature, sampler)
+            budget = self.answer_budget(ids.shape[1], max_new_tokens)
+            new = self._decode(ids, mask, budget, temperature, sampler)
             return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-        lengths = [len(r) + max_new_tokens for r in encoded]
+        lengths = [len(r) + (max_new_tokens if not self.context or len(r) >= self.context
+                             else min(max_new_tokens, self.context - len(r))) for r in encoded]
         return self._batched(lengths, batch_fn, desc, new_tokens=max_new_tokens)
 
     def _decode(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, temperature: float,

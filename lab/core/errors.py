@@ -75,13 +75,21 @@ def route_warnings() -> None:
     root.addHandler(handler)
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print on one line of a terminal: every character that is not printable (terminal escape
+    sequences, other control characters, line breaks, bidirectional overrides, lone surrogates) written as its
+    Python escape, so text taken from a user's file can neither drive the terminal nor split the line."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)
+
+
 def describe(error: BaseException) -> str:
-    """The one line a user sees for ``error`` (unexpected ones are logged first)."""
+    """The one line a user sees for ``error`` (unexpected ones are logged first), made :func:`printable`."""
     if isinstance(error, LabError):
-        return str(error)
+        return printable(str(error))
     if is_oom(error):
         return OOM_HINT
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     where = log_unexpected(error)
     tail = f"; the traceback is in {where}" if where else ""
-    return f"unexpected error ({type(error).__name__}{': ' + first[:200] if first else ''}){tail}"
+    return printable(f"unexpected error ({type(error).__name__}{': ' + first[:200] if first else ''}){tail}")

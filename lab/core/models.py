@@ -23,7 +23,7 @@ from lab.core.engine import Engine, PromptFormat
 from lab.core.errors import LabError, is_oom
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
-from lab.core.refs import ModelRef
+from lab.core.refs import ModelRef, require_local
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # The lab draws its own progress bars; transformers' per-load bars and advisory
@@ -138,20 +138,18 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _model_path(parsed: ModelRef, ref: str, marker: str = "config.json") -> str:
-    """Where a model (or an adapter, by its ``marker`` file) loads from, checked to exist: a folder, or a hub id
-    that is cached or reachable."""
-    folder = parsed.local_folder
-    if parsed.kind == "demo" and not (folder / marker).is_file():
-        raise LabError(f"demo model '{ref}' not found in {settings.demo_dir()}; build the demo first with: "
-                       "python -m lab demo build")
-    if parsed.kind == "path" and not folder.exists():
-        raise LabError(f"model directory not found: {ref}")
-    if parsed.kind == "path" and marker != "config.json" and not (folder / marker).is_file():
-        raise LabError(f"'{ref}' is not a PEFT adapter folder (it has no {marker})")
-    if parsed.kind == "hub":
-        _check_hub_model(parsed, marker)
-    return str(folder) if folder else parsed.location
+def check_coverage(ref: str, loading: dict[str, object]) -> None:
+    """The weights hold exactly the tensors the config asks for.  Transformers fills a missing tensor with
+    random values (a config that declares more layers than the weights hold) and drops an unexpected one,
+    so either would audit a model nobody trained: refused before any audit runs."""
+    missing = sorted(loading.get("missing_keys") or ())
+    unexpected = sorted(loading.get("unexpected_keys") or ())
+    if missing or unexpected:
+        parts = [f"{len(names)} {what} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})"
+                 for names, what in ((missing, "tensors the config needs are missing"),
+                                     (unexpected, "tensors are not in the config")) if names]
+        raise LabError(f"could not load model '{ref}': its weights do not match its config: {'; '.join(parts)}; "
+                       "the config and the weights are of different models")
 
 
 def _tokenizer_path(path: str, adapter: str | None) -> str:
@@ -161,12 +159,23 @@ def _tokenizer_path(path: str, adapter: str | None) -> str:
     return path
 
 
-def merged(model: Any, adapter: str) -> Any:
+def merged(ref: str, model: Any, adapter: str) -> Any:
     """The base ``model`` with the PEFT adapter at ``adapter`` merged into its weights: one ordinary model that
     every audit reads as it reads any other (its outputs equal the adapter applied on the fly, to rounding)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except Exception as exc:  # noqa: BLE001 - an adapter of another base fails in many ways (shapes, names)
+        if is_oom(exc):
+            raise
+        raise LabError(f"could not apply the adapter of '{ref}': {type(exc).__name__}: "
+                       f"{_first_line(exc)[:300]}") from None
+
+
+def location(ref: ModelRef) -> str:
+    """Where a model or adapter loads from: its folder, or its hub id."""
+    return str(ref.local_folder) if ref.local_folder else ref.location
 
 
 def weights_hash(path: str, adapter: str | None = None) -> str:
@@ -197,21 +206,27 @@ def load_engine(
         from lab.core.remote import load_remote
 
         return load_remote(parsed, prompt_format)
-    path = _model_path(parsed, ref)
-    adapter = _model_path(parsed.adapter, parsed.adapter.text, "adapter_config.json") if parsed.adapter else None
+    parsed = require_local(ref)
+    for part in parsed.parts():
+        if part.kind == "hub":
+            _check_hub_model(part, "adapter_config.json" if part is parsed.adapter else "config.json")
+    path = location(parsed)
+    adapter = location(parsed.adapter) if parsed.adapter else None
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     try:
         tokenizer = AutoTokenizer.from_pretrained(_tokenizer_path(path, adapter), trust_remote_code=trust_remote_code)
         placement = {"device_map": device_map} if device_map else {}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                                                     **placement)
-        if adapter:
-            model = merged(model, adapter)
+        model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype,
+                                                              trust_remote_code=trust_remote_code,
+                                                              output_loading_info=True, **placement)
     except Exception as exc:  # noqa: BLE001 - a bad folder fails in many ways (config, weights, tokenizer files)
         if is_oom(exc):
             raise
         raise LabError(f"could not load model '{ref}': {type(exc).__name__}: {_first_line(exc)[:300]}") from None
+    check_coverage(ref, loading)
+    if adapter:
+        model = merged(ref, model, adapter)
     if not device_map:
         model.to(dev)
     info = ModelInfo(

@@ -18,11 +18,16 @@ list the same choices.
   bounds), for ``python -m lab audits`` and the README tables.
 
 The field's ``kind`` tells the run policy (:mod:`lab.core.policy`) what the
-value is: ``size`` (a count that Space mode caps), ``tokens`` (a generation
-length, capped like ``--max-new-tokens``), ``model`` (a model reference,
-resolved under the policy) or ``path`` (a file on the server, refused in
-Space mode).  ``words`` are values of a model or path option that are not
-references (``base``, ``train``).
+value is: ``size`` (a count that scales the work, capped in Space mode),
+``tokens`` (a generation length, capped like ``--max-new-tokens``), ``text``
+(free text put into prompts, capped like a prompt), ``index`` (a seed, a
+layer or a period: a number that picks rather than scales, never capped),
+``model`` (a model reference, resolved under the policy) or ``path`` (a file
+on the server, refused in Space mode; ``reads`` is the function that reads
+it, called by :func:`check_inputs` before any run exists).  Every integer
+and every free-text option declares its kind (a test holds every audit to
+it), so no size escapes the caps.  ``words`` are values of a model or path
+option that are not references (``base``, ``train``).
 """
 
 from __future__ import annotations
@@ -34,24 +39,25 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from lab.core.errors import LabError
 
-Kind = Literal["size", "tokens", "model", "path", "text"]
+Kind = Literal["size", "tokens", "text", "index", "model", "path"]
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def option(default: Any, help: str, *, low: float | None = None, high: float | None = None,
            kind: Kind | None = None, words: tuple[str, ...] = (), prefixes: tuple[str, ...] = (),
-           space_cap: int | None = None, factory: Any = None, **extra: Any) -> Any:
+           space_cap: int | None = None, reads: Callable[[str], Any] | None = None, factory: Any = None,
+           **extra: Any) -> Any:
     """A dataclass field of an options class, with what the policy, the UI and the docs need to know.
 
     ``default`` may be ``dataclasses.MISSING`` (a required field: the run spec's models); ``extra`` carries
     what one declaring class needs beside these (the run spec's command-line flag); ``factory`` makes a
     mutable default (an empty mapping)."""
     meta = {"help": help, "low": low, "high": high, "kind": kind, "words": words, "prefixes": prefixes,
-            "space_cap": space_cap, **extra}
+            "space_cap": space_cap, "reads": reads, **extra}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -83,6 +89,7 @@ class OptionSpec:
     space_cap: int | None
     base_type: Any  # int, float, bool or str (after Optional and tuple are unwrapped)
     optional: bool
+    reads: Callable[[str], Any] | None = None  # a path option: reads (and so checks) the file it names
     required: bool = False  # no default: a request must give it
 
     @property
@@ -135,7 +142,8 @@ def option_specs(options_cls: type) -> list[OptionSpec]:
             name=f.name, type=_type_text(base, optional, many, choices), choices=choices, many=many,
             default=default, help=meta.get("help", ""), low=meta.get("low"), high=meta.get("high"),
             kind=meta.get("kind"), words=tuple(meta.get("words", ())), prefixes=tuple(meta.get("prefixes", ())),
-            space_cap=meta.get("space_cap"), base_type=base, optional=optional, required=required))
+            space_cap=meta.get("space_cap"), base_type=base, optional=optional, reads=meta.get("reads"),
+            required=required))
     return specs
 
 
@@ -150,6 +158,19 @@ def option_text(value: Any) -> str:
     return str(value)
 
 
+def parse_number(raw: str, where: str, integer: bool = False) -> int | float:
+    """A number from text: an integer, or a finite number (NaN and infinity are refused: no bound or
+    threshold can be checked against them, so a gate set to NaN could never fail)."""
+    text = raw.strip()
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise LabError(f"{where}: expected {'an integer' if integer else 'a number'}, got '{raw}'") from None
+    if not math.isfinite(value):
+        raise LabError(f"{where}: expected a finite number, got '{raw}'")
+    return value
+
+
 def _scalar(raw: str, spec: OptionSpec, where: str) -> Any:
     text = raw.strip()
     if spec.base_type is bool:
@@ -159,14 +180,7 @@ def _scalar(raw: str, spec: OptionSpec, where: str) -> Any:
             return False
         raise LabError(f"{where}: expected true or false, got '{raw}'")
     if spec.base_type in (int, float):
-        try:
-            value = spec.base_type(text)
-        except ValueError:
-            raise LabError(f"{where}: expected {'an integer' if spec.base_type is int else 'a number'}, "
-                           f"got '{raw}'") from None
-        if not math.isfinite(value):
-            raise LabError(f"{where}: expected a finite number, got '{raw}'")
-        return value
+        return parse_number(text, where, integer=spec.base_type is int)
     if spec.choices and text not in spec.choices:
         raise LabError(f"{where}: '{text}' is not one of {', '.join(spec.choices)}")
     return text
@@ -206,6 +220,8 @@ def check_bounds(value: Any, spec: OptionSpec, where: str) -> None:
     for v in values:
         if v is None or isinstance(v, (bool, str)):
             continue
+        if not math.isfinite(v):
+            raise LabError(f"{where} must be a finite number, got {option_text(v)}")
         if spec.low is not None and v < spec.low:
             raise LabError(f"{where} must be at least {option_text(spec.low)}, got {option_text(v)}")
         if spec.high is not None and v > spec.high:
@@ -238,6 +254,26 @@ def build_options(options_cls: type, audit: str, values: dict[str, Any] | None =
             raise LabError(f"audit '{audit}' has no option '{key}' (options: {known})")
         kwargs[key] = parse_value(raw, specs[key], f"option {audit}.{key}")
     return validate(options_cls(**kwargs), audit)
+
+
+def check_inputs(audit: str, options: AuditOptions) -> None:
+    """Every model and file an option names exists and reads, before any run exists: a missing attacker
+    folder, a binary relearning file or a missing SAE corpus is the request's error, not a failed run.
+    Run this only after the policy allowed the references (so a Space visitor learns nothing about the
+    server's files)."""
+    from lab.core.refs import require_local
+
+    for spec in option_specs(type(options)):
+        value = getattr(options, spec.name)
+        if spec.kind not in ("model", "path") or not spec.names_reference(value):
+            continue
+        try:
+            if spec.kind == "model":
+                require_local(option_text(value))
+            elif spec.reads is not None:
+                spec.reads(option_text(value))
+        except LabError as exc:
+            raise LabError(f"option {audit}.{spec.name}: {exc}") from None
 
 
 def parse_sets(pairs: list[str]) -> dict[str, dict[str, str]]:

@@ -97,7 +97,7 @@ class Policy:
     # ------------------------------------------------------------------ options
     def check_options(self, audit: str, options: O, given: Iterable[str] | None = None,
                       name: Callable[[OptionSpec], str] | None = None) -> O:
-        """Every option that sets a size, a length, a model or a path, by what its declaration says it is.
+        """Every option that sets a size, a length, a text, a model or a path, by what its declaration says it is.
 
         A value the request set (named in ``given``; all of them when ``given`` is None) above a cap is
         refused; a default above a cap (the reference's 200-token generations in a Space) is lowered to it.
@@ -108,6 +108,7 @@ class Policy:
         for spec in option_specs(type(options)):
             value: Any = getattr(options, spec.name)
             what = name(spec) if name else f"{audit}.{spec.name}"
+            label = what if name else f"option {what}"
             cap = self.max_new_tokens if spec.kind == "tokens" else (
                 (spec.space_cap if spec.space_cap is not None else self.size_cap) if self.space else None)
             if spec.kind in ("tokens", "size") and value is not None and cap is not None and int(value) > cap \
@@ -118,13 +119,13 @@ class Policy:
                 self.check_tokens(int(value), what)
             elif spec.kind == "size" and value is not None:
                 self.check_size(int(value), spec.space_cap, what)
+            elif spec.kind == "text" and value:
+                for text in (value if spec.many else (value,)):
+                    self.check_prompt(option_text(text), label)
             elif spec.kind == "model" and spec.names_reference(value):
                 self.check_ref(option_text(value))
             elif spec.kind == "path" and spec.names_reference(value):
-                self.check_path(option_text(value), what if name else f"option {what}")
-            elif spec.kind == "text" and value is not None:
-                for text in (value if spec.many else (value,)):
-                    self.check_prompt(option_text(text), what)
+                self.check_path(option_text(value), label)
         return replace(options, **lowered) if lowered else options
 
 

@@ -94,6 +94,24 @@ def parse_ref(text: str) -> ModelRef:
     return ModelRef(text, "hub", text)
 
 
+def require_local(text: str) -> ModelRef:
+    """``text`` parsed, and its model there when it lives on this machine (a folder, a built demo model), and
+    its adapter's folder holding an adapter; hub ids and served models are checked when they load."""
+    ref = parse_ref(text)
+    for part, marker in ((ref, "config.json"), (ref.adapter, "adapter_config.json")):
+        folder = part.local_folder if part else None
+        if part is None or folder is None:
+            continue
+        if part.kind == "demo" and not (folder / marker).is_file():
+            raise LabError(f"demo model '{part.text}' not found in {settings.demo_dir()}; build the demo first "
+                           "with: python -m lab demo build")
+        if part.kind == "path" and not folder.exists():
+            raise LabError(f"model directory not found: {part.text}")
+        if part is ref.adapter and not (folder / marker).is_file():
+            raise LabError(f"'{part.text}' is not a PEFT adapter folder (it has no {marker})")
+    return ref
+
+
 def demo_names() -> list[str]:
     """The models of the demo world that exist on disk now."""
     root = settings.demo_dir() / "models"

@@ -24,13 +24,22 @@ both sides), with or without the BOS:
   read from ``token_logprobs`` and ``top_logprobs``;
 - no ``internals``: audits that need weights or activations are not offered.
 
-Requests retry on connection errors, 429 and 5xx with exponential back-off;
-a server that lacks a feature is a one-line error.
+Every wait is bounded and the bound is stated in the message that reports it:
+connecting (``CONNECT_S``), the next bytes of an answer (``PROBE_READ_S``
+while the model loads, ``READ_S`` for work), and one request in all
+(``TOTAL_S``).  Connection errors, 429 and 5xx are retried with exponential
+back-off until ``RETRIES`` tries or ``RETRY_BUDGET_S`` seconds; a server that
+accepted a request and did not answer in time is not asked again.  Answers are
+checked at this boundary: a redirect, a body that is not a JSON object, a
+``/models`` list of another shape, a completion without text, log-probs that
+are not numbers: each is one line naming the server and what it sent.  A
+server that lacks a feature is a one-line error too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -47,9 +56,14 @@ from lab.core.prompts import PromptFormat
 from lab.core.refs import ModelRef
 
 CONCURRENCY = 8  # requests in flight per model
-RETRIES = 4
+RETRIES = 4  # tries after the first, on connection errors, 429 and 5xx
+RETRY_BUDGET_S = 30.0  # no retry starts once a request has spent this long
 BACKOFF_S = 0.5  # first wait; doubles with each retry
-TIMEOUT_S = 120.0
+CONNECT_S = 5.0  # a server that does not accept a connection in this long is unreachable
+PROBE_READ_S = 10.0  # while the model loads (/models, one-token probes), a live server answers at once
+READ_S = 120.0  # during work: the longest wait for the next bytes of an answer (a long batch of generations)
+TOTAL_S = 600.0  # one request in all, however slowly its bytes trickle in
+MAX_ANSWER_BYTES = 256 * 1024 * 1024  # a larger answer is not one the lab asked for
 TOKENIZER_MARK = "?tokenizer="
 # Greedy means the plain argmax: llama.cpp's server penalises repeats by default (repeat_penalty 1.1), which
 # changes greedy answers; a server that refuses the field (checked once at load) gets requests without it.
@@ -60,37 +74,100 @@ def api_key() -> str | None:
     return os.environ.get("LAB_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
 
 
+class Refused(LabError):
+    """The server answered the request with an error status (it lacks a feature, or refused the body)."""
+
+
+def shown(data: bytes | str, limit: int = 80) -> str:
+    """The start of what a server sent, for a one-line message."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    text = " ".join(text.split())
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
 class Server:
-    """One OpenAI-compatible server: JSON requests with retries and back-off."""
+    """One OpenAI-compatible server: JSON requests with bounded waits, bounded retries and checked answers."""
 
     def __init__(self, base_url: str):
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.Client(timeout=TIMEOUT_S, limits=httpx.Limits(max_connections=CONCURRENCY * 2))
+        self.client = httpx.Client(limits=httpx.Limits(max_connections=CONCURRENCY * 2), follow_redirects=False)
+        self.read_s = PROBE_READ_S  # raised to READ_S once the model has loaded (see load_remote)
+
+    def fail(self, path: str, what: str) -> LabError:
+        return LabError(f"the inference server at {self.base_url}, asked {path}, {what}")
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None,
+              headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes]:
+        """One request whose every wait is bounded (connecting, each read, the whole answer): its status,
+        headers and body."""
+        timeout = httpx.Timeout(self.read_s, connect=CONNECT_S)
+        deadline = time.monotonic() + TOTAL_S
+        with self.client.stream(method, f"{self.base_url}{path}", json=body, headers=headers,
+                                timeout=timeout) as response:
+            content = bytearray()
+            for chunk in response.iter_bytes():
+                content += chunk
+                if time.monotonic() > deadline:
+                    raise self.fail(path, f"took longer than {TOTAL_S:.0f} s to answer (the lab's limit per "
+                                          "request)")
+                if len(content) > MAX_ANSWER_BYTES:
+                    raise self.fail(path, f"sent an answer larger than {MAX_ANSWER_BYTES >> 20} MiB")
+            return response.status_code, response.headers, bytes(content)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The JSON answer of one request; transient failures are retried, the rest are one-line errors."""
+        """The JSON object one request answers; transient failures are retried (within ``RETRIES`` and
+        ``RETRY_BUDGET_S``), everything else is a one-line error naming the server and what it sent."""
         key = api_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        url = f"{self.base_url}{path}"
+        started = time.monotonic()
         for attempt in range(RETRIES + 1):
+            last = attempt == RETRIES or time.monotonic() - started > RETRY_BUDGET_S
             try:
-                response = self.client.request(method, url, json=body, headers=headers)
+                status, answer_headers, content = self._send(method, path, body, headers)
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.ConnectTimeout):
+                    if last:
+                        raise self.fail(path, f"did not accept a connection within {CONNECT_S:.0f} s "
+                                              f"({attempt + 1} tries)") from None
+                else:
+                    raise self.fail(path, f"accepted the request but sent no answer within {self.read_s:.0f} s "
+                                          "(the lab's read timeout; a busy or stuck server)") from None
             except httpx.TransportError as exc:
-                if attempt == RETRIES:
+                if last:
                     raise LabError(f"cannot reach the inference server at {self.base_url} "
-                                   f"({type(exc).__name__}: {exc})") from None
+                                   f"({type(exc).__name__}: {exc}; {attempt + 1} tries)") from None
             else:
-                if response.status_code < 400:
-                    return response.json()
-                if response.status_code != 429 and response.status_code < 500 or attempt == RETRIES:
-                    detail = response.text.strip().splitlines()[0][:300] if response.text.strip() else ""
-                    raise LabError(f"the inference server at {self.base_url} answered {response.status_code} to "
-                                   f"{path}: {detail}")
+                if 300 <= status < 400:
+                    where = answer_headers.get("location", "elsewhere")
+                    raise self.fail(path, f"answered {status}, a redirect to {shown(where, 120)}: give the "
+                                          "server's own base URL (the lab does not follow redirects)")
+                if status < 300:
+                    return self._json(answer_headers, content, path)
+                if status != 429 and status < 500 or last:
+                    raise Refused(f"the inference server at {self.base_url} answered {status} to {path}: "
+                                  f"{shown(content, 200)}")
             time.sleep(BACKOFF_S * 2**attempt)
         raise AssertionError("unreachable")
 
+    def _json(self, headers: httpx.Headers, content: bytes, path: str) -> dict[str, Any]:
+        """The answer as a JSON object, or one line saying what the server sent instead."""
+        kind = headers.get("content-type", "no content type").split(";")[0]
+        try:
+            data = json.loads(content)
+        except (ValueError, RecursionError):
+            raise self.fail(path, f"answered with something that is not JSON ({kind}: {shown(content)})") from None
+        if not isinstance(data, dict):
+            raise self.fail(path, f"answered with a JSON {type(data).__name__} where an object was expected "
+                                  f"({shown(content)})")
+        return data
+
     def served_models(self) -> list[str]:
-        return [m.get("id", "") for m in self.request("GET", "/models").get("data", [])]
+        """The model ids ``/models`` lists (an object whose ``data`` holds objects with an ``id``)."""
+        data = self.request("GET", "/models").get("data")
+        if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+            raise self.fail("/models", f"sent a model list of another shape (data: {shown(json.dumps(data))}); an "
+                                       "OpenAI-compatible server lists objects with an id")
+        return [m["id"] for m in data]
 
 
 def split_model(fragment: str) -> tuple[str, str]:
@@ -123,10 +200,15 @@ class RemoteEngine(Backend):
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The first choice of a completion, checked: an object with a text."""
         choices = self.server.request("POST", "/completions", {"model": self.model_name, **body}).get("choices")
         if not choices:
             raise LabError(f"the inference server at {self.server.base_url} returned no completion")
-        return choices[0]
+        choice = choices[0] if isinstance(choices, list) else None
+        if not isinstance(choice, dict) or not isinstance(choice.get("text"), str):
+            raise self.server.fail("/completions", f"sent a completion without text "
+                                                   f"({shown(json.dumps(choices, default=str))})")
+        return choice
 
     def _many(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Concurrent requests, answers in order."""
@@ -151,7 +233,7 @@ class RemoteEngine(Backend):
         """One completion per prompt, each with its own sampling settings, answers in order."""
         bodies = [{"prompt": self.payload(self.encode(p)), "max_tokens": max_new_tokens, **sampling}
                   for p, sampling in zip(prompts, samplings)]
-        return [choice.get("text", "").strip() for choice in self._many(bodies)]
+        return [choice["text"].strip() for choice in self._many(bodies)]
 
     def token_scores(self, rows: Sequence[Sequence[int]], starts: Sequence[int], distribution: bool = False,
                      desc: str | None = None) -> list[TokenScores]:
@@ -168,18 +250,21 @@ class RemoteEngine(Backend):
 
     def _scores(self, choice: dict[str, Any], row: Sequence[int], start: int) -> TokenScores:
         length = len(row)
-        logprobs = choice.get("logprobs") or {}
+        logprobs = echoed(self.server, choice)
         shift = self.echo_shift
-        values = logprobs.get("token_logprobs") or []
-        tops = logprobs.get("top_logprobs") or []
+        values = logprobs["token_logprobs"]
+        tops = logprobs["top_logprobs"]
         if len(values) < length - shift:
             raise LabError(f"the inference server at {self.server.base_url} returned {len(values)} prompt log-probs "
                            f"for {length} tokens: it does not echo prompt log-probs (llama.cpp: start it with "
                            "logits_all; vLLM: any recent version)")
-        if not self.token_prompts and not self.same_tokens(row[shift:], logprobs.get("tokens") or []):
+        if not self.token_prompts and not self.same_tokens(row[shift:], logprobs["tokens"]):
             raise LabError(f"the inference server at {self.server.base_url} split a text prompt into other tokens "
                            "than the local tokenizer: serve the model with the tokenizer named in the reference")
-        picked = np.asarray([float(v) for v in values[start - shift:length - shift]], dtype=float)
+        wanted = values[start - shift:length - shift]
+        if any(v is None for v in wanted):
+            raise self.server.fail("/completions", "sent no log-prob for some prompt tokens")
+        picked = np.asarray(wanted, dtype=float)
         match = [bool(top) and math.isclose(max(top.values()), value, abs_tol=1e-5)
                  for top, value in zip(tops[start - shift:length - shift], picked)] if tops else [False] * len(picked)
         return TokenScores(picked, greedy_match=np.asarray(match, dtype=bool))
@@ -189,18 +274,42 @@ class RemoteEngine(Backend):
         return list(echoed[:len(ids)]) == [self.tokenizer.decode([i]) for i in ids]
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def echoed(server: Server, choice: dict[str, Any]) -> dict[str, list[Any]]:
+    """A completion's echoed prompt log-probs, checked: ``token_logprobs`` numbers (None where a server
+    scores no token, the first), ``top_logprobs`` objects of numbers, ``tokens`` strings; empty lists when
+    the server sent none."""
+    logprobs = choice.get("logprobs") or {}
+    if not isinstance(logprobs, dict):
+        raise server.fail("/completions", f"sent log-probs of another shape ({shown(json.dumps(logprobs))})")
+    values = logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or []
+    tokens = logprobs.get("tokens") or []
+    fine = (isinstance(values, list) and all(v is None or _number(v) for v in values)
+            and isinstance(tops, list) and all(t is None or (isinstance(t, dict) and all(map(_number, t.values())))
+                                               for t in tops)
+            and isinstance(tokens, list) and all(isinstance(t, str) for t in tokens))
+    if not fine:
+        raise server.fail("/completions", "sent log-probs that are not numbers "
+                                          f"({shown(json.dumps(logprobs, default=str))})")
+    return {"token_logprobs": values, "top_logprobs": [t or {} for t in tops], "tokens": tokens}
+
+
 def probe_prompts(engine: RemoteEngine) -> None:
     """Token-id prompts when the server takes them, else text prompts; the greedy extras when it takes them
     (a few small requests; when every way fails, the last error is the server's answer)."""
     row = engine.encode("a b c")
     plain = {"temperature": 0.0}
-    last: LabError | None = None
+    last: Refused | None = None
     for token_prompts, greedy in ((True, engine.greedy), (False, engine.greedy), (True, plain), (False, plain)):
         engine.token_prompts, engine.greedy = token_prompts, greedy
         try:
             engine._completion({"prompt": engine.payload(row), "max_tokens": 1, **greedy})
             return
-        except LabError as exc:
+        except Refused as exc:  # another way may suit it; a silent or garbled server fails at once
             last = exc
     raise last
 
@@ -213,10 +322,10 @@ def probe_logprobs(engine: RemoteEngine) -> bool:
     try:
         choice = engine._completion({"prompt": engine.payload(row), "max_tokens": 1, "echo": True, "logprobs": 1,
                                      **engine.greedy})
-    except LabError:
-        return False
-    echoed = choice.get("logprobs") or {}
-    values, tokens = echoed.get("token_logprobs") or [], echoed.get("tokens") or []
+    except Refused:
+        return False  # a server that refuses echo or log-probs: generation only
+    scores = echoed(engine.server, choice)  # log-probs it did send must be numbers
+    values, tokens = scores["token_logprobs"], scores["tokens"]
     if engine.same_tokens(row, tokens):
         engine.echo_shift = 0
     elif engine.same_tokens(row[1:], tokens):
@@ -248,4 +357,5 @@ def load_remote(parsed: ModelRef, prompt_format: PromptFormat) -> RemoteEngine:
     if probe_logprobs(engine):
         engine.capabilities = frozenset({"generate", "logprobs"})
     info.extra["capabilities"] = sorted(engine.capabilities)
+    server.read_s = READ_S  # loaded: work requests may take long (a batch of long generations)
     return engine

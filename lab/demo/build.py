@@ -5,13 +5,16 @@ each person's biography as a passage), DIR/models/<name> for the base model,
 the retrained control and every unlearner of the profile (each with
 ``save_pretrained`` and its tokenizer) and DIR/manifest.json with the greedy
 accuracy of every model on every split and the chance rate measured on the
-holdout people.  A finished build with the same profile and seed is reused.
+holdout people.  A finished build with the same profile and seed is reused;
+a rebuild (``--force``) replaces only what a build wrote, never a file the
+user put into the folder.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -221,8 +224,28 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
         "build_seconds": round(time.time() - started, 1),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    check_writable(root)  # still ours (or empty) before it is replaced
-    if root.exists():
-        shutil.rmtree(root)
-    tmp.rename(root)
+    check_writable(root)  # still ours (or empty) before anything in it is replaced
+    install(tmp, root)
     return root
+
+
+def install(build: Path, root: Path) -> None:
+    """Move a finished build into ``root``, replacing only what a build writes there: its files and the model
+    folders of this build and of the one it replaces.  Anything else a user keeps in the demo folder (a store,
+    notes, a model of their own) stays; the manifest moves last, so a reader never sees it before the models."""
+    if not root.exists():
+        build.rename(root)
+        return
+    previous = read_manifest(root) or {}
+    models = root / "models"
+    models.mkdir(exist_ok=True)
+    built = {p.name for p in (build / "models").iterdir()}
+    for name in set(previous.get("models") or ()) | built:
+        target = models / str(name)
+        if target.is_dir() and not target.is_symlink() and target.parent == models:
+            shutil.rmtree(target)
+    for name in sorted(built):
+        (build / "models" / name).rename(models / name)
+    for name in ("facts.jsonl", OWNER_MARK, "manifest.json"):
+        os.replace(build / name, root / name)
+    shutil.rmtree(build)

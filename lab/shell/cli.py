@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.core import settings
-from lab.core.errors import LabError, describe, route_warnings
+from lab.core.errors import LabError, describe, printable, route_warnings
 
 if TYPE_CHECKING:
     from lab.shell.spec import RunSpec
@@ -50,6 +50,27 @@ def ensure_demo_models(*refs: str | None) -> None:
         build_demo("full")
 
 
+def finite_fraction(text: str) -> float:
+    """``--fail-above``'s value: a finite number (a NaN gate could never fail), read by the options' parser."""
+    from lab.core.options import parse_number
+
+    return float(parse_number(text, "--fail-above"))
+
+
+def model_folders(*refs: str | None) -> list[Path]:
+    """The local folders of the models a command reads: its outputs must never land inside them."""
+    from lab.core.refs import parse_ref
+
+    folders = []
+    for ref in refs:
+        try:
+            parts = parse_ref(ref).parts() if ref else []
+        except LabError:
+            continue  # a malformed reference is the run's own error, reported by its check
+        folders += [part.local_folder for part in parts if part.local_folder is not None]  # an adapter's too
+    return folders
+
+
 def gate_failures(metrics: dict[str, dict[str, float]], threshold: float) -> list[str]:
     """Audits whose forget-set recovery rate exceeds the threshold, as 'name=value'."""
     from audits import get_audit
@@ -69,7 +90,7 @@ def open_store(db: str, read_only: bool):
     from lab.core.store import Store
 
     if not read_only and not Path(db).expanduser().exists():
-        print(f"note: {db} does not exist yet; creating a new store there", file=sys.stderr)
+        print(printable(f"note: {db} does not exist yet; creating a new store there"), file=sys.stderr)
     return Store(db, read_only=read_only)
 
 
@@ -120,7 +141,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     check_request(spec, current())  # a refused request builds no demo and stores nothing
-    inputs = [args.db, args.facts]
+    inputs = [args.db, args.facts, *model_folders(spec.base, spec.unlearned, spec.reference)]
     if args.json:
         check_output(args.json, inputs)
     ensure_demo_models(spec.base, spec.unlearned, spec.reference)
@@ -198,8 +219,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from lab.shell.sweep import PairResult, load_spec, pair_source, run_sweep
 
     def show(result: PairResult, done: int, total: int) -> None:
-        tqdm.write(f"[{done}/{total}] {result.unlearned}: {result.status}" + (f" ({result.error})" if result.error
-                   else "") + (f" run {result.run_id}" if result.run_id else ""))
+        tqdm.write(printable(f"[{done}/{total}] {result.unlearned}: {result.status}" + (
+            f" ({result.error})" if result.error else "") + (f" run {result.run_id}" if result.run_id else "")))
 
     spec = load_spec(args.spec)
     pair_source(args.local, args.ray_address)  # conflicting flags, or an address without Ray: before any store
@@ -267,7 +288,7 @@ def build_parser() -> Parser:
     add_spec_arguments(audit)
     audit.add_argument("--db", help="DuckDB file (default: $LAB_DB or the user cache)")
     audit.add_argument("--json", help="write the metrics as JSON here")
-    audit.add_argument("--fail-above", type=float, help="exit 3 if a forget recovery rate exceeds this")
+    audit.add_argument("--fail-above", type=finite_fraction, help="exit 3 if a forget recovery rate exceeds this")
     audit.set_defaults(func=_audit)
 
     runs = sub.add_parser("runs", help="list stored runs")
@@ -287,7 +308,7 @@ def build_parser() -> Parser:
     target = report.add_mutually_exclusive_group(required=True)
     target.add_argument("--run", help="the run to report")
     target.add_argument("--sweep", help="a sweep's leaderboard: checkpoints x audits, verdicts, the release gate")
-    report.add_argument("--fail-above", type=float, default=0.10, help="with --sweep: the release gate fails a "
+    report.add_argument("--fail-above", type=finite_fraction, default=0.10, help="with --sweep: the release gate fails a "
                         "checkpoint whose raw recovery rate exceeds this (a fraction, as for audit; default 0.10)")
     report.add_argument("--out", required=True)
     report.add_argument("--format", choices=["html", "md", "json"], default="html")

@@ -3,9 +3,12 @@
 Only what is Ray-specific lives here (:mod:`lab.shell.sweep` decides what a
 job is and stores its rows):
 
-- where: a Ray the caller already started, the cluster at ``--ray-address``,
-  or a new local one sized to this machine (Ray counts its CPUs and GPUs),
-  shut down again when the sweep ends;
+- where: a Ray the caller already started, the cluster at ``--ray-address``
+  (checked first: its head must answer within ``RAY_CONNECT_S`` seconds, so a
+  wrong address is one line in seconds, not minutes of Ray's retries and
+  logs), or a new local one sized to this machine (Ray counts its CPUs and
+  GPUs), shut down again when the sweep ends, and by :mod:`lab.shell.reaper`
+  when the driver is killed outright;
 - how much: one GPU per task when the pair runs on CUDA (device ``cuda``, or
   ``auto`` on a cluster with GPUs), else one CPU, so Ray runs as many pairs
   at once as the cluster has of that resource (with ``OMP_NUM_THREADS`` set
@@ -26,20 +29,29 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
+import struct
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
 
 import ray
 from ray import exceptions as ray_errors
 
 from lab.core.batching import Cancelled
 from lab.core.errors import LabError
+from lab.shell import reaper
 
 POLL_S = 0.5  # how often the driver looks at ``stop`` while it waits for tasks
 REASON_CHARS = 300  # a reason is one line, at most this long
 FORWARDED_PREFIXES = ("LAB_",)  # the lab's own settings (demo folder, Space mode) travel to the workers
+RAY_CONNECT_S = 3.0  # a Ray head that does not answer within this long is not there
+GCS_PORT, CLIENT_PORT = 6379, 10001  # Ray's defaults: the head's GCS, and Ray Client (ray://)
+PROBES = {"gcs": "/ray.rpc.NodeInfoGcsService/GetClusterId", "ray": "/ray.rpc.RayletDriver/ClusterInfo"}
 log = logging.getLogger("lab")
 
 
@@ -74,26 +86,124 @@ def reason(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {exc}")
 
 
+def head_of(address: str) -> tuple[str, int]:
+    """(host, port) of a Ray address: ``HOST:PORT``, ``HOST`` (the GCS port), ``ray://HOST[:PORT]``."""
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or (port is None and parts.netloc.rsplit("]", 1)[-1].count(":")):
+        raise LabError(f"--ray-address '{address}': expected HOST:PORT, ray://HOST:PORT or auto")
+    return parts.hostname, port or (CLIENT_PORT if parts.scheme == "ray" else GCS_PORT)
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    """One HTTP/2 frame (RFC 9113 section 4.1)."""
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def _header(name: str, value: str) -> bytes:
+    """One HPACK header field, literal without indexing, plain strings (RFC 7541 section 6.2.2)."""
+    return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+
+def grpc_answers(host: str, port: int, path: str, timeout: float) -> bool:
+    """Whether a gRPC server answers an empty unary call to ``path`` at ``host:port`` within ``timeout``
+    seconds: an HTTP/2 response that says status 200 or carries gRPC's content type, whatever its gRPC
+    status (Ray's GCS asks for a token: it still answers).  A silent port, or a proxy that speaks HTTP/2 and
+    answers 404, is no gRPC server.  Raises ``OSError`` when the connection fails."""
+    fields = ((":method", "POST"), (":scheme", "http"), (":path", path), (":authority", f"{host}:{port}"),
+              ("content-type", "application/grpc"), ("te", "trailers"))
+    hello = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b"")  # preface, our SETTINGS
+             + _frame(1, 4, 1, b"".join(_header(n, v) for n, v in fields))  # HEADERS, end of headers
+             + _frame(0, 1, 1, b"\x00\x00\x00\x00\x00"))  # DATA, end of stream: one empty gRPC message
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(hello)
+        received = b""
+        while time.monotonic() < deadline:
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                return False
+            if not chunk:
+                return False
+            received += chunk
+            while len(received) >= 9 and len(received) >= 9 + int.from_bytes(received[:3], "big"):
+                size, kind = int.from_bytes(received[:3], "big"), received[3]
+                stream = int.from_bytes(received[5:9], "big") & 0x7FFFFFFF
+                block, received = received[9:9 + size], received[9 + size:]
+                if kind == 1 and stream == 1:  # the response's HEADERS: ":status 200" is HPACK's static 0x88
+                    return block[:1] == b"\x88" or b"application/grpc" in block
+    return False
+
+
+def check_reachable(address: str) -> None:
+    """The Ray head at ``address`` answers within ``RAY_CONNECT_S`` seconds: its port takes a connection and
+    answers a gRPC call.  (``auto`` finds a running cluster by itself, fast or not at all: not checked.)"""
+    if address == "auto":
+        return
+    host, port = head_of(address)
+    try:
+        answered = grpc_answers(host, port, PROBES["ray" if address.startswith("ray://") else "gcs"], RAY_CONNECT_S)
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__).lower()
+        raise LabError(f"cannot reach Ray at {address}: {host}:{port} gave {why} within {RAY_CONNECT_S:.0f} s; "
+                       "is the cluster's head running there (ray start --head)?") from None
+    if not answered:
+        raise LabError(f"cannot reach Ray at {address}: {host}:{port} did not answer as a Ray head within "
+                       f"{RAY_CONNECT_S:.0f} s; check the address (the head's port is 6379, Ray Client's "
+                       "ray://HOST:10001)")
+
+
+@contextmanager
+def own_signals() -> Iterator[None]:
+    """Keep this process's SIGINT and SIGTERM handlers across the block: ``ray.init`` installs its own fatal
+    handler (a SIGTERM would abort the driver with a C++ stack dump, leaving the sweep running in the store),
+    so the CLI's own (stop before the next batch) is put back."""
+    main = threading.current_thread() is threading.main_thread()
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 @contextmanager
 def cluster(address: str | None) -> Iterator[None]:
     """Ray for the duration of the block: the one already running in this process, the cluster at
-    ``address``, or a new one on this machine; only a Ray started here is shut down here."""
+    ``address`` (checked to answer first), or a new one on this machine; only a Ray started here is shut
+    down here, and a reaper ends it if this process is killed outright."""
     if ray.is_initialized():
         yield
         return
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+    watcher = None
     try:
         if address:
-            ray.init(address=address, **quiet)
+            check_reachable(address)
+            with own_signals():
+                ray.init(address=address, **quiet)
         else:
-            ray.init(address="local", include_dashboard=False, **quiet)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            watcher = reaper.start()
+            with own_signals():
+                ray.init(address="local", include_dashboard=False, **quiet)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError, LabError) as exc:
+        if watcher is not None:
+            reaper.stop(watcher)
+        if isinstance(exc, LabError):
+            raise
         raise LabError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {one_line(str(exc))}") \
             from None
     try:
         yield
     finally:
         ray.shutdown()
+        if watcher is not None:
+            reaper.stop(watcher)
 
 
 def task_options(device: str) -> dict[str, Any]:

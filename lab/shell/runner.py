@@ -10,13 +10,15 @@ Two steps, the same for the CLI, the web lab, the API and the sweep:
 2. :func:`execute` runs every audit and writes as it goes: items as they are
    produced, a failing audit marked failed while the others still run, a
    heartbeat in the run's row while it works, and Ctrl-C or Stop marks the
-   run interrupted with every row kept.
+   run interrupted with every row kept (also when it comes during the last
+   audit's final, unbatched work: a stop is never stored as a complete run).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import platform
+import string
 import sys
 import threading
 import traceback
@@ -29,7 +31,7 @@ import torch
 
 from audits import get_audit
 from audits.base import Audit, AuditContext, ModelLoader, control_adjusted
-from lab.core.batching import Cancelled, cancellable
+from lab.core.batching import Cancelled, cancellable, check_cancelled
 from lab.core.engine import Engine
 from lab.core.errors import LabError
 from lab.core.facts import FactSet, load_facts
@@ -37,7 +39,7 @@ from lab.core.engine import free_memory
 from lab.core.memory import Placement, plan, weights_bytes
 from lab.core.memory import describe as describe_plan
 from lab.core.models import ModelPair, load_engine, pick_device, pick_dtype
-from lab.core.options import AuditOptions, build_options, option_specs, option_text, options_dict
+from lab.core.options import AuditOptions, build_options, check_inputs, option_specs, option_text, options_dict
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
 from lab.core.records import AuditResult, ItemRecord
@@ -128,6 +130,8 @@ def check(spec: RunSpec, policy: Policy | None = None) -> Checked:
     """Every check of a request that needs no model: audits, options, sizes, references, facts."""
     policy = policy or current_policy()
     options = check_request(spec, policy)
+    for name, chosen in options.items():
+        check_inputs(name, chosen)  # the models and files options name exist and read
     return Checked(spec, resolve_facts(spec, policy), options, policy)
 
 
@@ -150,16 +154,25 @@ def check_request(spec: RunSpec, policy: Policy) -> dict[str, AuditOptions]:
 
 
 def check_template(template: str) -> None:
-    """A prompt template fills exactly ``{question}``; any other field is a user error, said in one line."""
-    if "{question}" not in template:
-        raise LabError("the prompt template must contain {question}")
+    """A prompt template fills exactly ``{question}``, a plain field: anything else is a user error, said in one
+    line.  Attribute and index access (``{question.__class__}``), conversions and format specs (which may hold
+    fields of their own) are refused, since ``str.format`` would evaluate them on the filled object."""
     try:
-        template.format(question="q")
-    except (KeyError, IndexError) as exc:
-        raise LabError(f"the prompt template has a field {{{exc.args[0]}}} that nothing fills: only {{question}} "
-                       "is filled (write {{ and }} for literal braces)") from None
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
     except ValueError as exc:
         raise LabError(f"the prompt template is malformed ({exc}); write {{{{ and }}}} for literal braces") from None
+    for name, spec, conversion in fields:
+        if name == "question" and not spec and not conversion:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name.split(".")[0].split("[")[0] == "question":
+            raise LabError(f"the prompt template has the field {shown}: only the plain field {{question}} is "
+                           "allowed (no attributes, indexes, conversions or formats)")
+        raise LabError(f"the prompt template has a field {shown} that nothing fills: only {{question}} "
+                       "is filled (write {{ and }} for literal braces)")
+    if not fields:
+        raise LabError("the prompt template must contain {question}")
 
 
 def memory_plan(spec: RunSpec, checked: Checked) -> list[Placement]:
@@ -199,18 +212,19 @@ def prepare(spec: RunSpec, loader: ModelLoader | None = None, checked: Checked |
 
 
 @contextmanager
-def heartbeat(store: Store, run_id: str) -> Iterator[None]:
-    """Touch the run's row every ``HEARTBEAT_S`` seconds while the block runs."""
+def heartbeat(touch: Callable[[], None], name: str) -> Iterator[None]:
+    """Call ``touch`` (a run's or a sweep's heartbeat in the store) every ``HEARTBEAT_S`` seconds while the
+    block runs, so a reader can tell a working process from a dead one."""
     done = threading.Event()
 
     def beat() -> None:
         while not done.wait(HEARTBEAT_S):
             try:
-                store.heartbeat(run_id)
+                touch()
             except Exception:  # noqa: BLE001 - a closed store ends the beat, the run's own writes report errors
                 return
 
-    worker = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{run_id}")
+    worker = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{name}")
     worker.start()
     try:
         yield
@@ -227,10 +241,18 @@ def run_config(prepared: PreparedRun) -> dict[str, Any]:
                        "reference": prepared.reference.info.__dict__ if prepared.reference else None}}
 
 
+def model_notes(ctx: AuditContext) -> list[str]:
+    """What the run's models changed about what the audit asked of them (answers capped to the context),
+    taken from them, so each note lands on the audit whose calls made it."""
+    return [note for engine in (ctx.pair.base, ctx.pair.unlearned, ctx.reference) if engine is not None
+            for note in engine.take_notes()]
+
+
 def reviewed(audit: Audit, ctx: AuditContext, result: AuditResult, items: list[ItemRecord]) -> AuditResult:
-    """A recovery audit's result with what every rate needs beside it: a warning when it rests on fewer than
-    20 targets, and with ``--reference`` the reference model's rate under the same attack and the
-    control-adjusted rate (:meth:`audits.base.Audit.reference_recovered`)."""
+    """A result with what every rate needs beside it: the models' notes (:func:`model_notes`); for a recovery
+    audit a warning when it rests on fewer than 20 targets, and with ``--reference`` the reference model's rate
+    under the same attack and the control-adjusted rate (:meth:`audits.base.Audit.reference_recovered`)."""
+    result = dataclasses.replace(result, notes=[*result.notes, *model_notes(ctx)])
     key = audit.recovery_key
     if key is None or key not in result.metrics:
         return result
@@ -263,7 +285,7 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
     errors: dict[str, str] = {}
     total = len(spec.audits)
     try:
-        with heartbeat(store, run_id), (cancellable(stop) if stop is not None else nullcontext()):
+        with heartbeat(lambda: store.heartbeat(run_id), run_id), (cancellable(stop) if stop is not None else nullcontext()):
             for index, name in enumerate(spec.audits, start=1):
                 store.start_audit(run_id, name)
                 notify(RunEvent(run_id, name, index, total, "running"))
@@ -293,6 +315,7 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
                                        max_new_tokens=spec.max_new_tokens, load_model=prepared.loader,
                                        _shared=shared)
                     runner = audit()
+                    model_notes(ctx)  # dropped: notes of calls before this audit (a cached model's earlier run)
                     result = reviewed(runner, ctx, runner.run(ctx), recorded)
                 except LabError as exc:
                     errors[name] = str(exc)
@@ -310,6 +333,7 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
                 store.finish_audit(run_id, name, "complete", notes=result.notes)
                 metrics[name] = result.metrics
                 notify(RunEvent(run_id, name, index, total, "complete", result.metrics))
+            check_cancelled()  # a stop asked for while the run was ending is a stop, never a complete run
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted", "stopped by the user")
         raise

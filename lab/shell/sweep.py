@@ -12,9 +12,10 @@ after another in this process with the base model loaded once (``--local``
 forces that).  Either way only this process writes the store: a Ray worker
 runs its pair into a temporary store of its own and hands back the rows, which
 land here through :meth:`Store.import_run`.  A sweep row records the spec and
-its status (``running``, then ``complete``, or ``partial`` when a pair failed
-or the sweep was stopped), and every pair's run carries the sweep's id, so a
-sweep that dies keeps every finished pair.
+its status (``running``, then ``complete``, ``partial`` when a pair failed,
+or ``interrupted`` when the sweep was stopped or its driver died: the driver
+beats a heartbeat into the row, as a run does), and every pair's run carries
+the sweep's id, so a sweep that dies keeps every finished pair.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from audits.base import ModelLoader
 from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.store import Store, new_run_id
-from lab.shell.runner import Checked, RunOutcome, check, default_loader, execute, memory_plan, prepare
+from lab.shell.runner import (Checked, RunOutcome, check, default_loader, execute, heartbeat, memory_plan,
+                              prepare)
 from lab.shell.spec import RunSpec, build_spec
 
 
@@ -274,13 +276,17 @@ def ray_importable() -> bool:
 
 
 def pair_source(local: bool = False, ray_address: str | None = None) -> PairSource:
-    """Where the pairs run: Ray when it is importable or an address is given, in this process otherwise
-    (or when ``local`` forces it)."""
+    """Where the pairs run: Ray when it is importable or an address is given (which must answer), in this
+    process otherwise (or when ``local`` forces it)."""
     if local and ray_address:
         raise LabError("--local and --ray-address exclude each other: --local runs every pair in this process")
     if local:
         return local_pairs
     if ray_importable():
+        if ray_address:
+            from lab.shell.distributed import check_reachable
+
+            check_reachable(ray_address)  # seconds, before the CLI opens any store
         return ray_pairs(ray_address)
     if ray_address:
         raise LabError("--ray-address needs Ray: pip install -r requirements-scale.txt (or drop it to run here)")
@@ -298,8 +304,8 @@ def run_sweep(spec: SweepSpec, store: Store, stop: threading.Event | None = None
               on_pair: Callable[[PairResult, int, int], None] | None = None, local: bool = False,
               ray_address: str | None = None) -> SweepOutcome:
     """Every pair of the sweep (see :func:`pair_source` for where); the store records the sweep and each
-    pair's run.  A stop (``stop``, Ctrl-C) or a failure of the sweep itself marks it partial, every
-    finished pair kept, and is raised on."""
+    pair's run.  A stop (``stop``, Ctrl-C) marks it interrupted and a failure of the sweep itself partial,
+    every finished pair kept, and is raised on."""
     pairs = pair_source(local, ray_address)
     check_sweep(spec)
     sweep_id = new_run_id().replace("run-", "sweep-", 1)
@@ -307,13 +313,15 @@ def run_sweep(spec: SweepSpec, store: Store, stop: threading.Event | None = None
     notify = on_pair or (lambda result, done, total: None)
     results: list[PairResult] = []
     try:
-        with closing(pairs(spec, store, sweep_id, stop)) as ends, progress(len(spec.unlearned)) as bar:
+        with heartbeat(lambda: store.sweep_heartbeat(sweep_id), sweep_id), \
+                closing(pairs(spec, store, sweep_id, stop)) as ends, progress(len(spec.unlearned)) as bar:
             for result in ends:
                 results.append(result)
                 bar.update()
                 notify(result, len(results), len(spec.unlearned))
-    except BaseException:
-        store.finish_sweep(sweep_id, "partial", completed(results))
+    except BaseException as exc:
+        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        store.finish_sweep(sweep_id, "interrupted" if stopped else "partial", completed(results))
         raise
     return finish(store, sweep_id, spec, results)
 

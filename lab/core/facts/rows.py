@@ -35,6 +35,18 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def check_encodable(text: str, name: str, where: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone UTF-16 surrogate (JSON's ``"\\ud800"`` without its pair) cannot be
+    tokenized, stored or printed, so it is refused here, at the row that holds it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = f"U+{ord(text[exc.start]):04X}"
+        raise LabError(f"{where}: field '{name}' holds a lone UTF-16 surrogate ({code}) at character {exc.start}; "
+                       "write the character whole (or as its surrogate pair)") from None
+    return text
+
+
 def text_field(row: dict[str, Any], name: str, where: str, required: bool = False) -> str:
     value = row.get(name)
     if _missing(value):
@@ -46,7 +58,7 @@ def text_field(row: dict[str, Any], name: str, where: str, required: bool = Fals
         raise LabError(f"{where}: field '{name}' is missing or empty")
     if len(text) > MAX_TEXT_CHARS:
         raise LabError(f"{where}: field '{name}' is longer than {MAX_TEXT_CHARS} characters")
-    return text
+    return check_encodable(text, name, where)
 
 
 def list_field(row: dict[str, Any], name: str, where: str) -> tuple[str, ...]:
@@ -68,7 +80,7 @@ def list_field(row: dict[str, Any], name: str, where: str) -> tuple[str, ...]:
             value = stripped.split("|")
     if not isinstance(value, (list, tuple)) or any(isinstance(v, (dict, list)) for v in value):
         raise LabError(f"{where}: field '{name}' must be a list of strings")
-    return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(check_encodable(str(v).strip(), name, where) for v in value if str(v).strip())
 
 
 # --------------------------------------------------------------------------- schemas

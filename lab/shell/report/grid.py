@@ -16,6 +16,7 @@ from typing import Callable
 from urllib.parse import urlencode
 
 from lab.shell.report.leaderboard import Entry, Leaderboard, gate_line
+from lab.shell.report.render import md_text
 from lab.shell.verdict import STATE_MEANING, Cell
 
 Link = Callable[[dict[str, str]], str]  # query parameters -> href (the web lab's links; None in a report file)
@@ -109,7 +110,8 @@ def grid_markdown(board: Leaderboard) -> list[str]:
             c = e.cell(audit)
             cells.append("–" if c is None else (f"{c.state} {c.text}" if c.value is not None else c.state))
         gate = {True: "pass", False: "FAIL", None: "n/a"}[e.passes]
-        lines.append(f"| {e.model} | {e.verdict.state} | {gate} | " + " | ".join(cells) + " |")
-    lines += [""] + [f"- **{e.model}** ({e.run_id}): {e.verdict.sentence}" for e in board.entries]
+        lines.append(f"| {md_text(e.model)} | {e.verdict.state} | {gate} | " + " | ".join(map(md_text, cells)) + " |")
+    lines += [""] + [f"- **{md_text(e.model)}** ({md_text(e.run_id)}): {md_text(e.verdict.sentence)}"
+                     for e in board.entries]
     return lines + ["", gate_line(board)]
 

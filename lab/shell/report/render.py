@@ -115,9 +115,33 @@ def to_json(report: Report) -> str:
 
 
 # ------------------------------------------------------------------- Markdown
+_INERT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]", "`": "\\`", "|": "\\|",
+                        "\n": " ↵ ", "\r": " "})
+
+
+def md_text(value: Any) -> str:
+    """Text a run carries (a fact, a model's output, a path, an error) as inert Markdown on one line: no raw
+    HTML (``<script>``, ``<img onerror>``), no link or image (``[x](javascript:...)``, ``<javascript:...>``),
+    no code span or table cell it could end.  The HTML report escapes through its template instead."""
+    return str(value).translate(_INERT)
+
+
+def md_code(value: Any) -> str:
+    """``value`` as inline code on one line, fenced by more backticks than it holds (so it cannot end early)."""
+    text = str(value).replace("\n", " ").replace("\r", " ")
+    ticks = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def md_block(text: str, language: str) -> list[str]:
+    """A fenced code block whose fence is longer than any run of backticks inside it."""
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return [fence + language, text, fence]
+
+
 def _cell(value: Any) -> str:
-    text = "–" if value is None or value == "" else str(value)
-    return text.replace("|", "\\|").replace("\n", " ↵ ")
+    return "–" if value is None or value == "" else md_text(value)
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:
@@ -137,21 +161,22 @@ def _md_audit(entry: AuditEntry) -> list[str]:
              f"Paper: _{entry.paper}_", ""]
     if entry.figures:
         lines += ["Figures (interactive in the HTML report, data in the JSON report):", ""]
-        lines += [f"- {name}: {fig.layout.title.text or name}" for name, fig in entry.figures.items()] + [""]
+        lines += [f"- {md_text(name)}: {md_text(fig.layout.title.text or name)}" for name, fig in entry.figures.items()]
+        lines += [""]
     lines += md_table(["Metric", "Value"], [[k, number(k, v)] for k, v in entry.metrics.items()]) + [""]
     if entry.options:
-        lines += ["Options: " + ", ".join(f"`{k}={v}`" for k, v in entry.options.items()), ""]
-    lines += [f"- note: {n}" for n in entry.notes]
-    return lines + ([f"- error: {entry.error}"] if entry.error else []) + [""]
+        lines += ["Options: " + ", ".join(md_code(f"{k}={v}") for k, v in entry.options.items()), ""]
+    lines += [f"- note: {md_text(n)}" for n in entry.notes]
+    return lines + ([f"- error: {md_text(entry.error)}"] if entry.error else []) + [""]
 
 
 def to_markdown(report: Report) -> str:
     run = report.run
-    out = [f"# Unlearning audit report: {run['run_id']}", "",
-           f"**{run['base_ref']}** (base) → **{run['unlearned_ref']}** (unlearned) · status **{run['status']}** · "
-           f"started {run['created_at']} · finished {run['finished_at'] or '–'}", ""]
+    out = [f"# Unlearning audit report: {md_text(run['run_id'])}", "",
+           f"**{md_text(run['base_ref'])}** (base) → **{md_text(run['unlearned_ref'])}** (unlearned) · status "
+           f"**{md_text(run['status'])}** · started {run['created_at']} · finished {run['finished_at'] or '–'}", ""]
     if report.partial:
-        out += [f"> **Partial results.** {report.partial}", ""]
+        out += [f"> **Partial results.** {md_text(report.partial)}", ""]
     titles = dict(SECTIONS)
     out += [f"## {titles['summary']}", ""]
     out += md_table(["Audit", "Status", "Headline", "Verdict"],
@@ -159,12 +184,12 @@ def to_markdown(report: Report) -> str:
     out += ["", kill_chain_counts(report), "", f"## {titles['kill-chain']}", "", KILL_CHAIN_NOTE, "",
             "### Recovered forget facts", ""]
     out += _fact_table(report.kill_chain.recovered, "Recovered by")
-    out += ["", "### Targets no audit recovered", "", ", ".join(report.kill_chain.held) or "_none_", "",
+    out += ["", "### Targets no audit recovered", "", md_text(", ".join(report.kill_chain.held)) or "_none_", "",
             "### Suppressed retain facts", ""]
     out += _fact_table(report.kill_chain.suppressed, "Suppressed under") + ["", f"## {titles['breakdown']}", "",
                                                                          BREAKDOWN_NOTE, ""]
     for table in report.breakdowns:
-        out += [f"### {table.audit} by {table.by}", ""]
+        out += [f"### {md_text(table.audit)} by {md_text(table.by)}", ""]
         out += md_table(["Split", table.by, "Facts", "Base answers", "Unlearned answers", "Targets recovered"],
                         [[r["split"], r["value"], r["facts"], share(r["base"]), share(r["unlearned"]),
                           share(r["recovered"])] for r in table.rows]) + [""]
@@ -177,18 +202,17 @@ def to_markdown(report: Report) -> str:
     out += md_table(["Role", *MODEL_FIELDS], [[role, *[(m or {}).get(f) for f in MODEL_FIELDS]]
                                               for role, m in report.models.items() if m])
     facts = report.facts
-    out += ["", f"## {titles['facts']}", "", f"Source: `{facts['source']}` · SHA-256 `{facts['sha256']}` · "
-            f"{facts['items_stored']} items stored", ""]
+    out += ["", f"## {titles['facts']}", "", f"Source: {md_code(facts['source'])} · SHA-256 {md_code(facts['sha256'])} "
+            f"· {facts['items_stored']} items stored", ""]
     out += md_table(["Split", "Facts"], [[s, n] for s, n in facts["counts"].items()])
-    out += ["", f"## {titles['config']}", "", "Repeat this run:", "", "```bash", report.repeat_command, "```", "",
-            "```json", json.dumps(report.config, indent=2, default=str), "```", "",
-            f"## {titles['environment']}", ""]
+    out += ["", f"## {titles['config']}", "", "Repeat this run:", "", *md_block(report.repeat_command, "bash"), "",
+            *md_block(json.dumps(report.config, indent=2, default=str), "json"), "", f"## {titles['environment']}", ""]
     env = report.environment
-    out += [f"Python {env.get('python')} · {env.get('platform')} · CUDA {env.get('cuda') or 'none'}", ""]
+    out += [md_text(f"Python {env.get('python')} · {env.get('platform')} · CUDA {env.get('cuda') or 'none'}"), ""]
     out += md_table(["Package", "Version"], [[k, v] for k, v in (env.get("packages") or {}).items()])
     out += ["", f"## {titles['methodology']}", "", SCORING, ""]
     out += [f"- **{a.name}** ({a.title}): _{a.paper}_. {a.summary}" for a in report.audits]
-    out += ["", f"## {titles['limitations']}", ""] + [f"- {line}" for line in report.limitations]
+    out += ["", f"## {titles['limitations']}", ""] + [f"- {md_text(line)}" for line in report.limitations]
     return "\n".join(out) + "\n"
 
 

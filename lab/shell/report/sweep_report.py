@@ -22,7 +22,7 @@ from lab.core.store import Store
 from lab.core.store import to_json as store_json
 from lab.shell.report.collect import FORMATS
 from lab.shell.report.grid import grid_html, grid_markdown
-from lab.shell.report.render import md_table, template
+from lab.shell.report.render import md_table, md_text, template
 from lab.shell.report.leaderboard import GATE, Leaderboard, as_data, collect_sweep, heatmap, table_frame
 
 STATIC = settings.static_dir()
@@ -37,7 +37,8 @@ def _sweep_lines(board: Leaderboard) -> list[str]:
 
 def to_markdown(board: Leaderboard) -> str:
     """The leaderboard as Markdown: the sweep, the grid with intervals, each checkpoint's sentence, the gate."""
-    lines = [f"# Leaderboard: {board.title}", ""] + [f"- {line}" for line in _sweep_lines(board)] + [""]
+    lines = [f"# Leaderboard: {md_text(board.title)}", ""] + [f"- {md_text(line)}" for line in _sweep_lines(board)]
+    lines += [""]
     lines += grid_markdown(board)
     table = table_frame(board).drop(columns=[f"{a} state" for a in board.audits])
     rows = [["–" if pd.isna(v) else (f"{v:.1f}" if isinstance(v, float) else v) for v in row]

@@ -56,14 +56,16 @@ def open_link(lab: Lab, request: gr.Request | None) -> dict[str, Any]:
     and item in Results, the sweep on the leaderboard, or the fact in the Probe.  The tab itself is opened in
     the browser afterwards (:data:`lab.shell.ui.links.OPEN_TAB_JS`), so its select event sees these values."""
     link = links.parse(request.query_params if request else {})
-    runs = results.runs_frame(lab.store)
+    store = lab.view(request)
+    runs = results.runs_frame(store)
     shown: dict[str, Any] = {}
     if link.run is not None and link.run in set(runs["run_id"]):
         shown.update(run=results_tab.run_dropdown(runs, link.run), item=link.item)
         if link.fact:
             shown["fact"] = link.fact
-    if link.sweep:
-        shown["sweep"] = gr.Dropdown(choices=results.sweep_choices(lab.store), value=link.sweep)
+    sweeps = results.sweep_choices(store)
+    if link.sweep in {s[1] for s in sweeps}:
+        shown["sweep"] = gr.Dropdown(choices=sweeps, value=link.sweep)
     if link.tab == "probe" and link.fact:
         shown["probe_fact"] = gr.Dropdown(choices=facts_picker.fact_choices(), value=link.fact)
     return shown

@@ -25,6 +25,7 @@ import gradio as gr
 from audits import get_audit
 from lab.core.batching import Cancelled
 from lab.core.policy import current as current_policy
+from lab.core.store import Store
 from lab.shell.report.grid import grid_html, lab_link
 from lab.shell.report.leaderboard import collect_runs
 from lab.shell.runner import PreparedRun, execute
@@ -38,9 +39,9 @@ from lab.shell.ui.updates import Outputs
 from lab.shell.ui.views import facts_summary, metrics_frame, run_summary
 
 
-def verdict_row(lab: Lab, run_id: str) -> str:
+def verdict_row(store: Store, run_id: str) -> str:
     """The run's verdict grid: one model, a state per audit, its sentence and worst recovered facts."""
-    return grid_html(collect_runs(lab.store, [run_id]), link=lab_link)
+    return grid_html(collect_runs(store, [run_id]), link=lab_link)
 
 
 @dataclass
@@ -133,7 +134,7 @@ def build(lab: Lab, state: gr.State) -> None:
     wire(lab, state, form, out, run_msg, stop)
 
 
-def run_updates(lab: Lab, prepared: PreparedRun, stop_event: Any) -> Iterator[dict[str, Any]]:
+def run_updates(store: Store, prepared: PreparedRun, stop_event: Any) -> Iterator[dict[str, Any]]:
     """The run on a worker thread, as named updates: progress over the whole run, numbers as audits end,
     then the verdict (or what was kept when it was stopped)."""
     rid, started, done, total = prepared.run_id, time.monotonic(), 0, len(prepared.spec.audits)
@@ -146,22 +147,22 @@ def run_updates(lab: Lab, prepared: PreparedRun, stop_event: Any) -> Iterator[di
     yield dict(run_id=None, status=f"Running `{rid}`…", progress=bar(0, "starting"), verdict="",
                run=gr.Button(interactive=False))
     try:
-        for event in in_background(lambda emit: execute(prepared, lab.store, stop_event, emit), "lab-run"):
+        for event in in_background(lambda emit: execute(prepared, store, stop_event, emit), "lab-run"):
             if isinstance(event, Finished):
                 break
             done = event.index - (event.status == "running")
             doing = f"{event.audit} {'running' if event.status == 'running' else event.status}"
             update = dict(status=f"Running `{rid}`: {done} of {total} audits finished", progress=bar(done, doing))
             if event.status != "running":
-                update["numbers"] = metrics_frame(lab.store.metrics_dict(rid))
+                update["numbers"] = metrics_frame(store.metrics_dict(rid))
             yield update
     except Cancelled:
-        yield dict(run_id=rid, status=run_summary(lab.store, rid) + "\n\nStopped: the rows written so far are kept.",
-                   progress=bar(done, "stopped"), numbers=metrics_frame(lab.store.metrics_dict(rid)),
-                   verdict=verdict_row(lab, rid))
+        yield dict(run_id=rid, status=run_summary(store, rid) + "\n\nStopped: the rows written so far are kept.",
+                   progress=bar(done, "stopped"), numbers=metrics_frame(store.metrics_dict(rid)),
+                   verdict=verdict_row(store, rid))
         return
-    yield dict(run_id=rid, status=run_summary(lab.store, rid), progress=bar(total, "finished"),
-               numbers=metrics_frame(lab.store.metrics_dict(rid)), verdict=verdict_row(lab, rid))
+    yield dict(run_id=rid, status=run_summary(store, rid), progress=bar(total, "finished"),
+               numbers=metrics_frame(store.metrics_dict(rid)), verdict=verdict_row(store, rid))
 
 
 def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Beside, stop: gr.Button) -> None:
@@ -188,6 +189,7 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
     def on_run(spec: PairSpec | None, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
                request: gr.Request):
         require_pair(lab, spec)
+        store = lab.view(request)  # in a Space the run is this visitor's
         run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_)
         prepared = auditing.prepared_run(lab, spec, run_)
         for update in run_updates(lab, prepared, lab.stop_event(request.session_hash)):

@@ -49,13 +49,13 @@ def run_pair(store: Store, run_id: str, current: PairSpec | None) -> PairSpec:
     return build_spec(PairSpec, config, f"run {run_id}'s config")
 
 
-def use_run_pair(lab: Lab, frame: pd.DataFrame | None, index: float | None, current: PairSpec | None,
-                 progress: Any) -> dict[str, Any]:
+def use_run_pair(lab: Lab, store: Store, frame: pd.DataFrame | None, index: float | None,
+                 current: PairSpec | None, progress: Any) -> dict[str, Any]:
     """The Models tab's outputs (by name) with the item's run pair loaded; nothing when the session has it."""
     row = picked(frame, index)
     if row is None:
         return {}
-    wanted = run_pair(lab.store, str(row["run_id"]), current)
+    wanted = run_pair(store, str(row["run_id"]), current)
     if current is not None and wanted == current:
         return {}
     return models_tab.load(lab, wanted, progress)
@@ -107,7 +107,7 @@ def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, internals: InternalsInputs
     @message
     def on_pair(frame: pd.DataFrame | None, index: float | None, current: PairSpec | None, request: gr.Request,
                 progress=gr.Progress()):
-        return models(**use_run_pair(lab, frame, index, current, progress))
+        return models(**use_run_pair(lab, lab.view(request), frame, index, current, progress))
 
     def link(button: gr.Button, fill: Callable[..., dict[str, Any]], outputs: Outputs, tab: str) -> Any:
         loaded = message.watch(button.click(on_pair, [*rows, models["state"]], models.list, api_visibility="private",

@@ -18,10 +18,10 @@ def run_plots(lab: Lab, run_state: gr.State, elem_id: str) -> None:
     """Under the current layout: the stored run's Plotly figures, an accordion per audit, two per row."""
 
     @gr.render(inputs=run_state)
-    def draw(run_id: str | None) -> None:
+    def draw(run_id: str | None, request: gr.Request) -> None:
         if not run_id:
             return
-        groups = run_figures(lab.store, run_id)
+        groups = run_figures(lab.view(request), run_id)
         if not groups:
             gr.Markdown("This run has no figures (no audit finished with data to draw).", elem_id=f"{elem_id}-empty")
         for index, (audit, figures) in enumerate(groups.items()):

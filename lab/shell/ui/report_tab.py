@@ -10,6 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from lab.core.errors import LabError
+from lab.core.store import Store
 from lab.shell.report import FORMATS, render_report, write_report
 from lab.shell.ui.feedback import Beside
 from lab.shell.ui.results import runs_frame, scratch_path
@@ -17,9 +18,9 @@ from lab.shell.ui.results_tab import run_dropdown
 from lab.shell.ui.session import Lab
 
 
-def export(lab: Lab, run_id: str, fmt: str) -> str:
+def export(store: Store, run_id: str, fmt: str) -> str:
     """Write the report of ``run_id`` in ``fmt`` to a fresh temporary file; return its path."""
-    return str(write_report(lab.store, run_id, fmt, scratch_path(f"report-{run_id}.{fmt}")))
+    return str(write_report(store, run_id, fmt, scratch_path(f"report-{run_id}.{fmt}")))
 
 
 def build(lab: Lab, tab: gr.Tab) -> None:
@@ -37,17 +38,17 @@ def build(lab: Lab, tab: gr.Tab) -> None:
 
     @run_msg
     def on_open(current: str | None, request: gr.Request):
-        return run_dropdown(runs_frame(lab.store), current)
+        return run_dropdown(runs_frame(lab.view(request)), current)
 
     @run_msg
     def on_run(run_id: str | None, request: gr.Request):
-        return render_report(lab.store, run_id, "md") if run_id else ""
+        return render_report(lab.view(request), run_id, "md") if run_id else ""
 
     @export_msg
     def on_export(run_id: str | None, fmt_: str, request: gr.Request):
         if not run_id:
             raise LabError("pick a run first")
-        return gr.DownloadButton(f"Download .{fmt_}", value=export(lab, run_id, fmt_), visible=True)
+        return gr.DownloadButton(f"Download .{fmt_}", value=export(lab.view(request), run_id, fmt_), visible=True)
 
     run_msg.watch(tab.select(on_open, run, run, api_visibility="private", **run_msg.events))
     run_msg.watch(run.change(on_run, run, preview, api_visibility="private", **run_msg.events))

@@ -142,7 +142,7 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
 
     @run_msg
     def on_refresh(text_: str, status_: str, current: str | None, request: gr.Request):
-        frame = results.runs_frame(lab.store, text_, status_)
+        frame = results.runs_frame(lab.view(request), text_, status_)
         picker = run_dropdown(frame, current)
         return refreshed(runs=frame, run=picker, compare=gr.Dropdown(choices=picker.choices))
 
@@ -151,11 +151,12 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
         if not run_id_:
             return chosen_run(run_id=None, summary="", verdict="", metrics=None,
                               audit=gr.Dropdown(choices=[results.ALL], value=results.ALL))
-        audits = [results.ALL] + list(lab.store.audits(run_id_)["audit"])
+        store = lab.view(request)
+        audits = [results.ALL] + list(store.audits(run_id_)["audit"])
         chosen = [run_id_] + [r for r in compare_ or [] if r != run_id_]
-        board = collect_runs(lab.store, chosen)
-        return chosen_run(run_id=run_id_, summary=run_summary(lab.store, run_id_), verdict=grid_html(board, link=lab_link),
-                          metrics=compare_frame(lab.store, chosen), audit=gr.Dropdown(choices=audits, value=results.ALL))
+        board = collect_runs(store, chosen)
+        return chosen_run(run_id=run_id_, summary=run_summary(store, run_id_), verdict=grid_html(board, link=lab_link),
+                          metrics=compare_frame(store, chosen), audit=gr.Dropdown(choices=audits, value=results.ALL))
 
     def item_view(frame: pd.DataFrame | None, item_: float | None) -> dict[str, Any]:
         """The selected item in full and its links, or nothing when no row is picked."""
@@ -167,7 +168,7 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
                  request: gr.Request):
         if not run_id_:
             return listed(frame=None, items=None, count="", detail="", links=gr.Row(visible=False))
-        frame = results.run_items(lab.store, run_id_, audit_, split_, recovered_, fact_)
+        frame = results.run_items(lab.view(request), run_id_, audit_, split_, recovered_, fact_)
         shown = f"{len(frame)} items match" + (f" (the first {results.MAX_SHOWN_ITEMS} shown; the download has "
                                                "all)" if len(frame) > results.MAX_SHOWN_ITEMS else "")
         return listed(frame=frame, items=results.shown(frame), count=shown, **item_view(frame, item_))
@@ -179,7 +180,7 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
     def on_export(run_id_: str | None, frame: pd.DataFrame | None, fmt_: str, request: gr.Request):
         if not run_id_:
             raise LabError("pick a run first")
-        path = results.export_file(lab.store, run_id_, fmt_, frame)
+        path = results.export_file(lab.view(request), run_id_, fmt_, frame)
         rows = "all items" if frame is None else f"{len(frame)} items"
         return gr.DownloadButton(f"Download .{fmt_} ({rows})", value=path, visible=True)
 
@@ -229,20 +230,20 @@ def _leaderboard(lab: Lab, tab: gr.Tab) -> gr.Dropdown:
 
     @sweep_msg
     def on_open(current: str | None, request: gr.Request):
-        choices = results.sweep_choices(lab.store)
+        choices = results.sweep_choices(lab.view(request))
         ids = [c[1] for c in choices]
         return gr.Dropdown(choices=choices, value=current if current in ids else (ids[0] if ids else None))
 
     @sweep_msg
     def on_sweep(sweep_id: str | None, gate_: float, request: gr.Request):
-        return view(**board_values(collect_sweep(lab.store, sweep_id, gate_ / 100) if sweep_id else None))
+        return view(**board_values(collect_sweep(lab.view(request), sweep_id, gate_ / 100) if sweep_id else None))
 
     @sweep_msg
     def on_export(sweep_id: str | None, gate_: float, fmt_: str, request: gr.Request):
         if not sweep_id:
             raise LabError("pick a sweep first")
-        path = write_sweep_report(lab.store, sweep_id, fmt_, results.scratch_path(f"leaderboard-{sweep_id}.{fmt_}"),
-                                  gate_ / 100)
+        path = write_sweep_report(lab.view(request), sweep_id, fmt_,
+                                  results.scratch_path(f"leaderboard-{sweep_id}.{fmt_}"), gate_ / 100)
         return gr.DownloadButton(f"Download .{fmt_}", value=str(path), visible=True)
 
     sweep_msg.watch(tab.select(on_open, sweep, sweep, api_visibility="private", **sweep_msg.events))

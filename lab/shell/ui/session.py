@@ -6,7 +6,10 @@ pair share its weights; a session only remembers *which* pair it chose (a
 :class:`PairSpec` in its ``gr.State``) and gets it back from the cache, reloaded
 if it was evicted.  Every result goes through one :class:`~lab.core.store.Store` (one
 DuckDB connection behind a lock): the single writer that keeps concurrent runs
-from losing rows.  Events that call a model also share one Gradio concurrency
+from losing rows.  A handler reads and writes it through :meth:`Lab.view`: in a
+hosted Space that is the visitor's own view (their runs and sweeps, and those
+no visitor made: the demo's), so one visitor never opens another's uploaded
+questions, answers or outputs.  Events that call a model also share one Gradio concurrency
 group (:data:`MODEL_QUEUE`), so model calls run one at a time, in arrival order.
 """
 
@@ -54,6 +57,14 @@ class Lab:
 
     def close(self) -> None:
         self.store.close()
+
+    def view(self, request: Any) -> Store:
+        """The store as the browser session of ``request`` (a ``gr.Request``) may see and write it: all of it
+        in the local lab; in a Space the visitor's own runs and those no visitor made (the demo's).  A Space
+        request without a session sees nothing."""
+        if not current_policy().space:
+            return self.store
+        return self.store.for_visitor(getattr(request, "session_hash", None) or "")
 
     # ------------------------------------------------------------------ models
     def engine(self, ref: str, spec: PairSpec) -> Backend:

@@ -20,6 +20,7 @@ from audits import get_audit
 from lab.core import settings
 from lab.core.batching import Cancelled
 from lab.core.policy import current as current_policy
+from lab.core.store import Store
 from lab.demo.build import read_manifest
 from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
 from lab.shell.ui import auditing
@@ -81,7 +82,8 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
         fields = {"base": base_, **auditing.run_fields(audits_, None, limit_, max_new_, reference_),
                   **format_fields(template_, chat_, system_, vars_)}
         spec = dashboard_spec(fields, parse_models(models_, typed_))
-        for update in dashboard_updates(lab, spec, lab.stop_event(request.session_hash)):
+        store = lab.view(request)  # in a Space the sweep and its runs are this visitor's
+        for update in dashboard_updates(store, spec, lab.stop_event(request.session_hash)):
             yield out(**update)
 
     inputs = [base, models, typed, audits, limit, max_new, reference, *form.inputs]
@@ -97,7 +99,7 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
     return run
 
 
-def dashboard_updates(lab: Lab, spec: SweepSpec, stop_event: Any) -> Iterator[dict[str, Any]]:
+def dashboard_updates(store: Store, spec: SweepSpec, stop_event: Any) -> Iterator[dict[str, Any]]:
     """The dashboard's sweep on a worker thread, as named updates: one progress bar over every audit of every
     model, the grid filled as runs end, then the sweep's own leaderboard."""
     tally, started, runs, sweep_id = Tally(len(spec.pairs), len(spec.audits)), time.monotonic(), [], None
@@ -108,7 +110,7 @@ def dashboard_updates(lab: Lab, spec: SweepSpec, stop_event: Any) -> Iterator[di
     yield dict(progress=bar(0, tally.doing), status="Starting…", run=gr.Button(interactive=False),
                **board_values(None))
     try:
-        for event in in_background(lambda emit: run_dashboard(lab.store, spec, stop_event, emit), "lab-sweep"):
+        for event in in_background(lambda emit: run_dashboard(store, spec, stop_event, emit), "lab-sweep"):
             if isinstance(event, Finished):
                 break
             tally.add(event)
@@ -117,14 +119,14 @@ def dashboard_updates(lab: Lab, spec: SweepSpec, stop_event: Any) -> Iterator[di
             update = dict(progress=bar(tally.done, tally.doing),
                           status=f"Sweep `{sweep_id}`: {tally.done} of {tally.total} audits finished")
             if event.kind in ("done", "pair") and runs:
-                update.update(board_values(collect_runs(lab.store, runs, GATE, "Verdicts so far")))
+                update.update(board_values(collect_runs(store, runs, GATE, "Verdicts so far")))
             yield update
     except Cancelled:
         yield dict(progress=bar(tally.done, "stopped"),
-                   status=f"Stopped: sweep `{sweep_id}` is partial; every finished audit is kept.",
-                   **board_values(collect_runs(lab.store, runs, GATE) if runs else None))
+                   status=f"Stopped: sweep `{sweep_id}` is interrupted; every finished audit is kept.",
+                   **board_values(collect_runs(store, runs, GATE) if runs else None))
         return
-    board = collect_sweep(lab.store, sweep_id)
+    board = collect_sweep(store, sweep_id)
     yield dict(progress=bar(tally.total, "finished"),
                status=f"Sweep `{sweep_id}`: {board.sweep['status'] if board.sweep else 'done'} · reopen it in "
                       f"Results → Leaderboard or with `python -m lab report --sweep {sweep_id}`",
