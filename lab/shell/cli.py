@@ -92,7 +92,7 @@ def _audit(args: argparse.Namespace) -> int:
         reference=args.reference, device=args.device, dtype=args.dtype, limit=args.limit,
         max_new_tokens=args.max_new_tokens, options=parse_sets(args.set or []),
         trust_remote_code=args.trust_remote_code, chat_template=args.chat_template,
-        system_prompt=args.system_prompt or "", device_map=args.device_map,
+        system_prompt=args.system_prompt or "", device_map=args.device_map, token_split=args.token_split,
     )
     if args.prompt_template:
         spec.prompt_template = args.prompt_template.replace("\\n", "\n")
@@ -257,6 +257,10 @@ def build_parser() -> Parser:
     audit.add_argument("--chat-template", action="store_true", help="use the tokenizer's chat template")
     audit.add_argument("--system-prompt", help="system prompt for --chat-template (folded into the user turn "
                        "where the template has no system role)")
+    audit.add_argument("--token-split", default="lab", metavar="lab|open-unlearning",
+                       help="where the space between a plain prompt and its answer goes: lab (to the answer, "
+                       "whose tokens are scored: TOFU's definition) or open-unlearning (kept in the prompt, "
+                       "which is tokenized on its own: reproduces its plain-template numbers)")
     audit.add_argument("--device-map", choices=["auto"], help="spread each model over the GPUs (accelerate)")
     audit.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     audit.set_defaults(func=_audit)

@@ -40,6 +40,7 @@ from lab.core.models import ModelPair, load_engine, pick_device, pick_dtype
 from lab.core.options import AuditOptions, build_options, option_specs, option_text, options_dict
 from lab.core.policy import Policy
 from lab.core.policy import current as current_policy
+from lab.core.prompts import TOKEN_SPLITS
 from lab.core.records import AuditResult, ItemRecord
 from lab.core.refs import DEMO_PREFIX
 from lab.core.stats import few_targets_note
@@ -67,10 +68,12 @@ class RunSpec:
     chat_template: bool = False
     system_prompt: str = ""
     device_map: str | None = None  # "auto": accelerate spreads each model over the GPUs (and the CPU)
+    token_split: str = "lab"  # "open-unlearning": its prompt/answer token split (lab.core.prompts.PromptFormat)
 
     @property
     def prompt_format(self) -> PromptFormat:
-        return PromptFormat(self.prompt_template, self.chat_template, self.system_prompt)
+        return PromptFormat(self.prompt_template, self.chat_template, self.system_prompt,
+                            self.token_split)  # type: ignore[arg-type]
 
     @property
     def is_demo(self) -> bool:
@@ -171,6 +174,8 @@ def check(spec: RunSpec, policy: Policy | None = None) -> Checked:
     policy.check_tokens(spec.max_new_tokens, "--max-new-tokens")
     policy.check_remote_code(spec.trust_remote_code)
     check_template(spec.prompt_template)
+    if spec.token_split not in TOKEN_SPLITS:
+        raise LabError(f"--token-split takes {' or '.join(TOKEN_SPLITS)}, got '{spec.token_split}'")
     policy.check_prompt(spec.prompt_template, "the prompt template")
     policy.check_prompt(spec.system_prompt, "the system prompt")
     if spec.device_map not in (None, "auto"):

@@ -301,6 +301,8 @@ def repeat_command(run: dict[str, Any]) -> str:
     template = config.get("prompt_template")
     if template and template != DEFAULT_TEMPLATE:
         args += ["--prompt-template", template.replace("\n", "\\n")]
+    if config.get("token_split", "lab") != "lab":
+        args += ["--token-split", config["token_split"]]
     args += [flag for flag, on in (("--chat-template", config.get("chat_template")),
                                    ("--trust-remote-code", config.get("trust_remote_code"))) if on]
     return shlex.join(args)
