@@ -223,6 +223,24 @@ def _audits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from lab.shell import docs
+
+    if args.screenshots:
+        copied = docs.copy_screenshots(Path(args.screenshots))
+        print(f"copied {len(copied)} screenshots into docs/images: {', '.join(copied)}")
+        return EXIT_OK
+    if args.check:
+        stale = docs.stale(build_parser())
+        if stale:
+            raise LabError(f"generated manual pages are out of date: {', '.join(stale)} (run python -m lab docs)")
+        print("generated manual pages are current")
+        return EXIT_OK
+    changed = docs.write(build_parser())
+    print(f"wrote {', '.join(changed)}" if changed else "generated manual pages are current")
+    return EXIT_OK
+
+
 LIMIT_HELP = "at most N facts of each split and kind (questions, multiple choice, passages), in file order"
 
 
@@ -257,7 +275,7 @@ def build_parser() -> Parser:
     audit.add_argument("--chat-template", action="store_true", help="use the tokenizer's chat template")
     audit.add_argument("--system-prompt", help="system prompt for --chat-template (folded into the user turn "
                        "where the template has no system role)")
-    audit.add_argument("--token-split", default="lab", metavar="lab|open-unlearning",
+    audit.add_argument("--token-split", default="lab", metavar="SPLIT",
                        help="where the space between a plain prompt and its answer goes: lab (to the answer, "
                        "whose tokens are scored: TOFU's definition) or open-unlearning (kept in the prompt, "
                        "which is tokenized on its own: reproduces its plain-template numbers)")
@@ -324,8 +342,17 @@ def build_parser() -> Parser:
     cal.set_defaults(func=_calibrate)
 
     catalog = sub.add_parser("audits", help="list the audits and their options")
-    catalog.add_argument("--markdown", action="store_true", help="as the README's Markdown tables")
+    catalog.add_argument("--markdown", action="store_true", help="as Markdown tables (the manual's audit pages)")
     catalog.set_defaults(func=_audits)
+
+    manual = sub.add_parser("docs", help="write the manual's generated pages (docs/audits/, docs/cli.md, the "
+                            "audits in mkdocs.yml's nav) from the audit registry and this parser")
+    action = manual.add_mutually_exclusive_group()
+    action.add_argument("--check", action="store_true", help="write nothing; exit 2 naming the pages that are "
+                        "out of date")
+    action.add_argument("--screenshots", metavar="DIR", help="copy the screenshots the manual and the README link "
+                        "(images/ui-*.png) from the browser tests' folder DIR (test-artifacts) into docs/images")
+    manual.set_defaults(func=_docs)
     return parser
 
 
