@@ -74,18 +74,20 @@ def calibration_tables(name: str) -> list[str]:
     return out
 
 
-def facts_table(cls: type["Audit"]) -> str:
+def declaration(cls: type["Audit"]) -> str:
+    """What the audit's class declares, one line each."""
     code = Path(inspect.getsourcefile(cls)).resolve().relative_to(ROOT)
-    gate = f"`{cls.recovery_key}`" if cls.recovery_key else "none (a detector: `--fail-above` does not read it)"
-    rows = [("paper", f"*{cls.paper}*"), ("headline", cls.summary), ("needs of both models", needs_text(cls)),
-            ("runs on", ", ".join(f"`{kind}`" for kind in cls.uses) + " items"),
-            ("headline keys", ", ".join(f"`{key}`" for key in cls.headline_keys)), ("release gate key", gate)]
+    gate = (f"`{cls.recovery_key}`" if cls.recovery_key
+            else "none (not a recovery attack: `--fail-above` does not read it)")
+    rows = [("Paper", f"*{cls.paper}*"), ("Headline", cls.summary), ("Needs of both models", needs_text(cls)),
+            ("Runs on", ", ".join(f"`{kind}`" for kind in cls.uses) + " items"),
+            ("Headline keys", ", ".join(f"`{key}`" for key in cls.headline_keys)), ("Release gate key", gate)]
     if cls.rewrites:
         rows.append(("Probe transforms", ", ".join(f"`{t}`" for t in cls.rewrites)))
     if cls.has_fact_view:
         rows.append(("Internals view", "yes (one fact at a time)"))
-    rows.append(("code", f"`{code}`"))
-    return "| | |\n| --- | --- |\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
+    rows.append(("Code", f"`{code}`"))
+    return "\n".join(f"- **{key}:** {value}" for key, value in rows)
 
 
 def audit_page(name: str, cls: type["Audit"]) -> str:
@@ -94,7 +96,7 @@ def audit_page(name: str, cls: type["Audit"]) -> str:
                    "[Calibration and power](../calibration.md)).\n\n" + "\n\n".join(tables)) if tables else (
         "Not in the recorded calibration run ([Calibration and power](../calibration.md) says how to run one).")
     return (banner(f"the audit registry (`audits/__init__.py`, the class it names) and `docs/audits/notes/{name}.md`")
-            + f"# `{name}`: {cls.title}\n\n{facts_table(cls)}\n\n## How it works\n\n{notes(name, cls)}\n\n"
+            + f"# `{name}`: {cls.title}\n\n{declaration(cls)}\n\n## How it works\n\n{notes(name, cls)}\n\n"
             + f"## Options\n\nSet with `--set {name}.OPTION=VALUE` on the command line, under `options: {{{name}: "
             + "{...}}` in a sweep spec, or in the Audit tab's options table; a bad value is refused before a run "
             + "is stored. \"Space cap\" is the most a request may set in Space mode.\n\n"
