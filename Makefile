@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 # Optional extras the tests exercise too (their own requirements files, installed by `make test`).
-EXTRAS := requirements-gpu.txt requirements-bench.txt requirements-scale.txt requirements-serve.txt
+EXTRAS := requirements-gpu.txt requirements-bench.txt requirements-scale.txt requirements-serve.txt requirements-docs.txt
 
-.PHONY: run test bench demo browser clean
+.PHONY: run test bench demo browser screenshots clean
 
 $(RUN_STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ browser:
 
 test: $(TEST_STAMP) browser
 	$(PY) -m pytest -q
+
+# The manual's screenshots: the browser tests write them to test-artifacts/, the docs command copies the ones the
+# manual and the README link into docs/images/.
+screenshots: $(TEST_STAMP) browser
+	$(PY) -m pytest -q tests/test_ui_browser.py
+	$(PY) -m lab docs --screenshots test-artifacts
 
 bench: $(TEST_STAMP)
 	$(PY) -m lab bench

@@ -19,6 +19,7 @@ EVERY_FIELD = {  # a value other than the default for every field of a run
     "base": "demo:base", "unlearned": "demo:ga", "device": "cpu", "dtype": "float32", "device_map": "auto",
     "trust_remote_code": True, "prompt_template": "Q: {question}\nA:", "chat_template": True,
     "system_prompt": "Answer briefly.\nOne line.", "chat_vars": ["date_string=26 Jul 2024"],
+    "token_split": "open-unlearning",
     "audits": ["direct", "reasoning"], "facts": "facts.jsonl", "reference": "demo:retrain", "limit": 7,
     "max_new_tokens": 12, "options": {"reasoning": {"prompts_per_category": "2"}},
 }
@@ -55,7 +56,7 @@ def test_the_web_lab_forms_reach_every_field():
 
     pair = spec_from_inputs(CUSTOM, "npo", "demo:base", "demo:ga", "cpu", "float32", True, "auto",
                             EVERY_FIELD["prompt_template"], True, EVERY_FIELD["system_prompt"],
-                            "\n".join(EVERY_FIELD["chat_vars"]))
+                            "\n".join(EVERY_FIELD["chat_vars"]), EVERY_FIELD["token_split"])
     options = pd.DataFrame([{"audit": "reasoning", "option": "prompts_per_category", "type": "int",
                              "default": "4", "value": "2", "help": ""}])
     run = auditing.run_spec(pair, auditing.SERVER_PATH, None, "facts.jsonl", ["direct", "reasoning"], options, 7,

@@ -40,6 +40,7 @@ from lab.core import settings
 from lab.core.architecture import layer_count, middle_layer, text_config
 from lab.core.errors import LabError
 from lab.core.facts import Fact
+from lab.core.prompts import Encoder
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -108,7 +109,7 @@ class LoadedSae:
 
 def fact_corpus(engine: "Backend", facts: Sequence[Fact]) -> list[str]:
     """The default corpus: each fact's text (biography) and its question answered, deduplicated."""
-    texts = [f.text for f in facts if f.text] + [f"{engine.prompt(f.question)} {f.answer}" for f in facts]
+    texts = [f.text for f in facts if f.text] + [Encoder.joined(engine.prompt(f.question), f.answer) for f in facts]
     return list(dict.fromkeys(texts))
 
 

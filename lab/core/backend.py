@@ -169,8 +169,9 @@ class Backend:
                 f"tokens were asked; the longest prompt left room for {room})" for asked, room in sorted(capped.items())]
 
     def encode_continuation(self, prefix: str, target: str) -> tuple[list[int], list[int]]:
-        """Ids of ``prefix`` and of ``target`` as its continuation."""
-        return self.encoder.continuation(prefix, target)
+        """Ids of ``prefix`` and of ``target`` as its continuation (cut as :meth:`continuation_rows` cuts)."""
+        (row,), (start,) = self.continuation_rows([(prefix, target)])
+        return row[:start], row[start:]
 
     # -------------------------------------------------- what each backend gives
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None,
@@ -201,9 +202,14 @@ class Backend:
 
     def continuation_rows(self, pairs: Sequence[tuple[str, str]], suffix: Sequence[int] = ()) \
             -> tuple[list[list[int]], list[int]]:
-        """Ids of each prompt + answer (+ ``suffix``) and where the answer starts, tokenized in one call."""
+        """Ids of each prompt + answer (+ ``suffix``) and where the answer starts, tokenized in one call.
+
+        A row needs a target: where open-unlearning's split leaves an answer no tokens of its own (a one-token
+        answer merged with the prompt's trailing space) and no suffix follows, its last token is the target.
+        """
         split = self.encoder.continuations(pairs)
-        return [prefix + target + list(suffix) for prefix, target in split], [len(prefix) for prefix, _ in split]
+        rows = [prefix + target + list(suffix) for prefix, target in split]
+        return rows, [min(len(prefix), len(row) - 1) for (prefix, _), row in zip(split, rows)]
 
     def answer_logprobs(self, prompts: Sequence[str], answers: Sequence[str], desc: str | None = None) -> list[float]:
         """Mean log-prob per answer token (length-normalized answer probability); NaN without log-probs."""

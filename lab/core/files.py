@@ -111,11 +111,12 @@ def _remember(path: Path) -> None:
         pass  # an unwritable cache only means the file is not replaced without asking next time
 
 
-def check_output(path: str | Path, protected: Iterable[str | Path | None] = ()) -> Path:
+def check_output(path: str | Path, protected: Iterable[str | Path | None] = (), mark: str | None = None) -> Path:
     """``path`` as an output target, refused when writing it would replace something the lab must keep.
 
     ``protected`` names the command's inputs and its store: files (a store protects its ``.wal`` too) and
-    folders (a model folder: nothing inside it is written)."""
+    folders (a model folder: nothing inside it is written).  A file that carries ``mark`` (a generated page's
+    banner) is the lab's own wherever it was written, so it may be replaced."""
     out = Path(path).expanduser()
     if out.is_dir():
         raise LabError(f"{out} is a folder; give a file name to write")
@@ -140,10 +141,20 @@ def check_output(path: str | Path, protected: Iterable[str | Path | None] = ()) 
                            "(or its write-ahead log); choose another output path")
     if info is not None and is_duckdb_file(out):
         raise LabError(f"refusing to overwrite {out}: it is a DuckDB database; choose another output path")
-    if info is not None and info.st_size > 0 and not written_by_lab(out):
+    if info is not None and info.st_size > 0 and not written_by_lab(out) and not _carries(out, mark):
         raise LabError(f"refusing to replace {out}: the lab did not write it (or it changed since); remove it "
                        "first or choose another output path")
     return out
+
+
+def _carries(path: Path, mark: str | None) -> bool:
+    """True when ``mark`` is given and the text file at ``path`` holds it."""
+    if not mark:
+        return False
+    try:
+        return mark in path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @contextmanager
@@ -160,14 +171,15 @@ def _temporary_beside(out: Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
-def write_output(path: str | Path, write: Callable[[Path], None], protected: Iterable[str | Path | None] = ()) -> Path:
+def write_output(path: str | Path, write: Callable[[Path], None], protected: Iterable[str | Path | None] = (),
+                 mark: str | None = None) -> Path:
     """Check ``path``, let ``write`` fill a temporary file beside it, then rename it into place."""
     protected = list(protected)
-    out = check_output(path, protected)
+    out = check_output(path, protected, mark)
     with _temporary_beside(out) as tmp:
         try:
             write(tmp)
-            check_output(out, protected)  # still safe to replace after the (maybe long) write
+            check_output(out, protected, mark)  # still safe to replace after the (maybe long) write
             os.replace(tmp, out)
         except OSError as exc:
             raise LabError(f"cannot write {out}: {exc.strerror or exc}") from None
@@ -175,6 +187,6 @@ def write_output(path: str | Path, write: Callable[[Path], None], protected: Ite
     return out
 
 
-def write_text(path: str | Path, text: str, protected: Iterable[str | Path | None] = ()) -> Path:
+def write_text(path: str | Path, text: str, protected: Iterable[str | Path | None] = (), mark: str | None = None) -> Path:
     """:func:`write_output` for text (UTF-8)."""
-    return write_output(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), protected)
+    return write_output(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), protected, mark)

@@ -20,6 +20,7 @@ from lab.core import unlearning_metrics as um
 from lab.core.backend import Backend, TokenScores
 from lab.core.facts import Fact
 from lab.core.probes import eos_suffix, labelled_row, tokenwise
+from lab.core.prompts import Encoder
 
 MIA_NAMES = {"loss": "mia_loss", "zlib": "mia_zlib", "mink": "mia_min_k", "mink_pp": "mia_min_k_plus_plus"}
 
@@ -55,7 +56,7 @@ def mia_examples(engine: Backend, facts: Sequence[Fact], source: str) -> list[Mi
     if source == "answer":
         return [MiaText(f, f.answer, engine.prompt(f.question)) for f in questions]
     if source == "qa":
-        return [MiaText(f, f"{engine.prompt(f.question)} {f.answer}") for f in questions]
+        return [MiaText(f, Encoder.joined(engine.prompt(f.question), f.answer)) for f in questions]
     first: dict[str, Fact] = {}
     for fact in pool:
         if fact.text:

@@ -3,7 +3,7 @@
 Every audit's knobs are a dataclass deriving from :class:`AuditOptions`, each
 field declared with :func:`option` (default, one line of help, bounds, and
 what kind of value it is).  Choices are ``Literal[...]`` types (a list of
-choices: ``tuple[Literal[...], ...]``), so the CLI, the UI and the README
+choices: ``tuple[Literal[...], ...]``), so the CLI, the UI and the manual
 list the same choices.
 
 - :func:`build_options` is the only way an options instance is made from
@@ -15,7 +15,7 @@ list the same choices.
   :func:`build_options` reads back): the UI table, the report's repeat
   command and the stored config use it.
 - :func:`option_specs` describes every field (type, choices, default, help,
-  bounds), for ``python -m lab audits`` and the README tables.
+  bounds), for ``python -m lab audits`` and the manual's audit pages.
 
 The field's ``kind`` tells the run policy (:mod:`lab.core.policy`) what the
 value is: ``size`` (a count that scales the work, capped in Space mode),
@@ -294,7 +294,7 @@ def options_dict(options: Any) -> dict[str, Any]:
 
 
 def options_markdown(options_cls: type) -> str:
-    """The README table of an options class: option, default, meaning (with choices and bounds)."""
+    """An options class as a Markdown table (the manual's audit pages): option, default, meaning, choices, bounds."""
     lines = ["| option | default | meaning |", "| --- | --- | --- |"]
     for spec in option_specs(options_cls):
         extra = []

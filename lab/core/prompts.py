@@ -10,7 +10,11 @@ Three rules that only show with real checkpoints:
 - Answers are tokenized as continuations, the way lm-evaluation-harness does:
   prompt and answer are encoded together and split where the prompt's own
   tokens end, so a SentencePiece tokenizer's leading-space marker is not
-  doubled and a byte-level BPE's space stays on the answer.
+  doubled and a byte-level BPE's space stays on the answer.  The scored
+  tokens are then exactly the answer's, TOFU's P(answer | question).
+  ``PromptFormat.token_split="open-unlearning"`` reproduces open-unlearning's
+  split instead, for comparison with its published tables (see
+  :class:`PromptFormat`).
 - Generation stops at EOS and at the end-of-turn tokens chat models use.
 
 The chat template can carry a system prompt; a template that refuses the
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence, get_args
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -29,15 +33,32 @@ if TYPE_CHECKING:
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer:"
 # End-of-turn tokens of chat families (Llama-3, ChatML/Qwen, Gemma, Phi-3, GPT-style): generation stops at them.
 END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+TokenSplit = Literal["lab", "open-unlearning"]
+TOKEN_SPLITS: tuple[str, ...] = get_args(TokenSplit)
 
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """How a question becomes a prompt: a plain template, or the tokenizer's chat template (with a system prompt)."""
+    """How a question becomes a prompt: a plain template, or the tokenizer's chat template (with a system prompt).
+
+    ``token_split`` says where the space between a plain prompt and its answer goes:
+
+    - ``lab`` (default): to the answer.  Prompt and answer are encoded together and cut where the prompt's own
+      tokens end (lm-evaluation-harness's rule), so the scored tokens are exactly the answer's and generation
+      starts right after ``Answer:``.
+    - ``open-unlearning``: to the prompt, as open-unlearning's plain template does (its ``asst_start_tag`` is
+      ``"Answer: "``).  The prompt, trailing space included, is encoded on its own and the answer is whatever
+      the joint encoding holds after as many tokens.  With a byte-level or Metaspace tokenizer the prompt ends
+      in a lone space token that the joint encoding merges into the answer's first word, so the labels start
+      one token late and generation starts from that lone space.  Only for comparison with its published
+      plain-template numbers.  A chat prompt gets no space, and both splits cut it at the same place
+      wherever its own tokens begin the joint encoding.
+    """
 
     template: str = DEFAULT_TEMPLATE
     use_chat_template: bool = False
     system_prompt: str = ""
+    token_split: TokenSplit = "lab"
     # Extra variables the chat template reads (name, value): Llama 3.x's templates print ``date_string``, and
     # open-unlearning passes one; without it the template falls back to its own default date.
     chat_vars: tuple[tuple[str, str], ...] = ()
@@ -56,7 +77,15 @@ class Encoder:
         fmt = self.format
         if fmt.use_chat_template and getattr(self.tokenizer, "chat_template", None):
             return self._chat(question)
-        return fmt.template.format(question=question)
+        return self._plain(question)
+
+    def _plain(self, question: str) -> str:
+        """The question in the plain template; under open-unlearning's split the space before the answer ends
+        the prompt (see :class:`PromptFormat`)."""
+        text = self.format.template.format(question=question)
+        if self.format.token_split == "open-unlearning" and text and not text[-1].isspace():
+            text += " "
+        return text
 
     def few_shot(self, examples: list[tuple[str, str]], question: str) -> str:
         """A prompt that shows question-answer ``examples`` before ``question``: earlier chat turns under a chat
@@ -67,7 +96,7 @@ class Encoder:
                                                       {"role": "assistant", "content": a})]
             return self._chat(question, turns)
         shown = "".join(f"{fmt.template.format(question=q)} {a}\n\n" for q, a in examples)
-        return shown + fmt.template.format(question=question)
+        return shown + self._plain(question)
 
     def _chat(self, question: str, turns: list[dict[str, str]] | None = None) -> str:
         system = self.format.system_prompt.strip()
@@ -110,22 +139,28 @@ class Encoder:
                    for text, ids in zip(unique, encoded)}
         return [list(by_text[text]) for text in texts]
 
-    def continuation(self, prefix: str, target: str) -> tuple[list[int], list[int]]:
-        """Ids of ``prefix`` and of ``target`` as its continuation (see :meth:`continuations`)."""
-        return self.continuations([(prefix, target)])[0]
-
     def continuations(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
         """Ids of each ``prefix`` and of its ``target`` as its continuation (joined by a space when neither
         has one), tokenized in one call.
 
         Encoded together and split at the prefix's own tokens (lm-evaluation-harness's rule); trailing
         spaces of the prefix move to the target.  Where a token spans the boundary, the split follows
-        the character offsets: tokens that start in the target belong to it.
+        the character offsets: tokens that start in the target belong to it.  Under open-unlearning's
+        split the cut is :meth:`_counted`'s instead (the target may then be empty).
         """
+        if self.format.token_split == "open-unlearning":
+            return self._counted(pairs)
         contexts = [prefix.rstrip(" ") for prefix, _ in pairs]
         texts = [self.joined(prefix, target) for prefix, target in pairs]
         return [self._split(context, text, context_ids, whole) for context, text, context_ids, whole
                 in zip(contexts, texts, self.encode_many(contexts), self.encode_many(texts))]
+
+    def _counted(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """open-unlearning's cut: the joint encoding of prefix and target, cut after as many tokens as the
+        prefix has when encoded on its own (its trailing space included), whether or not they match."""
+        prefixes = self.encode_many([prefix for prefix, _ in pairs])
+        wholes = self.encode_many([self.joined(prefix, target) for prefix, target in pairs])
+        return [(whole[:len(prefix)], whole[len(prefix):]) for prefix, whole in zip(prefixes, wholes)]
 
     def _split(self, context: str, text: str, context_ids: list[int], whole: list[int]) -> tuple[list[int], list[int]]:
         """``whole`` (the ids of ``text``) cut where ``context`` ends."""

@@ -51,7 +51,7 @@ PROFILES = {
     "full": Profile(
         people=200, shape=ModelShape(hidden=128, layers=4, heads=4, intermediate=256), vocab=1024,
         epochs=16, batch_size=16, lr=3e-3,
-        # Tuned on this profile (measured, see the README's demo section): a sharp forget drop with
+        # Tuned on this profile (measured, see the manual's demo page, docs/demo.md): a sharp forget drop with
         # retain kept.  GA has no retain term, so it cannot avoid collateral damage: its setting is the best gap
         # found.  The _small recipes are the quantization paper's regime: utility-constrained, 10-15x smaller
         # learning rates, many more steps.  RMU's steering is about 3x the residual norm at its layer (about 65).

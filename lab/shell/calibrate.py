@@ -172,7 +172,7 @@ def _interval(value: float, low: float, high: float) -> str:
 
 
 def markdown(result: Calibration) -> str:
-    """The calibration as Markdown tables (the README's demo section)."""
+    """The calibration as Markdown tables (the manual's calibration page keeps the recorded printout)."""
     lines = ["| audit | model | targets | flag rate [95% CI] | adjusted for the control [95% CI] | detection AUC |",
              "|---|---|---|---|---|---|"]
     for row in result.recovery:

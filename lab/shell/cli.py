@@ -268,6 +268,24 @@ def _audits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from lab.shell import docs
+
+    if args.screenshots:
+        copied = docs.copy_screenshots(Path(args.screenshots))
+        print(f"copied {len(copied)} screenshots into docs/images: {', '.join(copied)}")
+        return EXIT_OK
+    if args.check:
+        stale = docs.stale(build_parser())
+        if stale:
+            raise LabError(f"generated manual pages are out of date: {', '.join(stale)} (run python -m lab docs)")
+        print("generated manual pages are current")
+        return EXIT_OK
+    changed = docs.write(build_parser())
+    print(f"wrote {', '.join(changed)}" if changed else "generated manual pages are current")
+    return EXIT_OK
+
+
 LIMIT_HELP = "at most N facts of each split and kind (questions, multiple choice, passages), in file order"
 
 
@@ -350,8 +368,17 @@ def build_parser() -> Parser:
     cal.set_defaults(func=_calibrate)
 
     catalog = sub.add_parser("audits", help="list the audits and their options")
-    catalog.add_argument("--markdown", action="store_true", help="as the README's Markdown tables")
+    catalog.add_argument("--markdown", action="store_true", help="as Markdown tables (the manual's audit pages)")
     catalog.set_defaults(func=_audits)
+
+    manual = sub.add_parser("docs", help="write the manual's generated pages (docs/audits/, docs/cli.md, the "
+                            "audits in mkdocs.yml's nav) from the audit registry and this parser")
+    action = manual.add_mutually_exclusive_group()
+    action.add_argument("--check", action="store_true", help="write nothing; exit 2 naming the pages that are "
+                        "out of date")
+    action.add_argument("--screenshots", metavar="DIR", help="copy the screenshots the manual and the README link "
+                        "(images/ui-*.png) from the browser tests' folder DIR (test-artifacts) into docs/images")
+    manual.set_defaults(func=_docs)
     return parser
 
 

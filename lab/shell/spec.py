@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Mapping, TypeVar
 
 from lab.core.errors import LabError
 from lab.core.options import OptionSpec, check_bounds, option, option_specs, option_text, parse_value
-from lab.core.prompts import DEFAULT_TEMPLATE, PromptFormat
+from lab.core.prompts import DEFAULT_TEMPLATE, PromptFormat, TokenSplit
 from lab.core.refs import DEMO_PREFIX
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -55,12 +55,15 @@ class PairSpec:
                                 "template has no system role)", kind="text")
     chat_vars: tuple[str, ...] = option((), "extra variables of the chat template, NAME=VALUE (Llama 3's "
                                         "date_string, for instance)", flag="--chat-var", kind="text")
+    token_split: TokenSplit = option("lab", "where the space between a plain prompt and its answer goes: lab "
+                                     "(TOFU's answer tokens) or open-unlearning (its plain-template labels, for "
+                                     "comparison with its published numbers)")
 
     @property
     def prompt_format(self) -> PromptFormat:
         variables = tuple(tuple(item.split("=", 1)) for item in self.chat_vars)
         return PromptFormat(self.prompt_template, self.chat_template, self.system_prompt,
-                            variables)  # type: ignore[arg-type]
+                            self.token_split, variables)  # type: ignore[arg-type]
 
     @property
     def is_demo(self) -> bool:

@@ -19,7 +19,7 @@ import gradio as gr
 
 from lab.core.backend import Backend
 from lab.core.policy import current as current_policy
-from lab.core.prompts import DEFAULT_TEMPLATE
+from lab.core.prompts import DEFAULT_TEMPLATE, TOKEN_SPLITS
 
 SAMPLE_QUESTION = "Where was the person in question born?"
 
@@ -32,10 +32,11 @@ class FormatForm:
     chat: gr.Checkbox
     system: gr.Textbox
     variables: gr.Textbox
+    split: gr.Radio
 
     @property
     def inputs(self) -> list[gr.components.Component]:
-        return [self.template, self.chat, self.system, self.variables]
+        return [self.template, self.chat, self.system, self.variables, self.split]
 
 
 def format_form(prefix: str, open_: bool = False) -> FormatForm:
@@ -50,13 +51,15 @@ def format_form(prefix: str, open_: bool = False) -> FormatForm:
                             elem_id=f"{prefix}-system")
         variables = gr.Textbox("", label="Chat template variables, NAME=VALUE per line (e.g. date_string=26 Jul "
                                "2024)", lines=2, max_length=cap, elem_id=f"{prefix}-vars")
-    return FormatForm(template, chat, system, variables)
+        split = gr.Radio(list(TOKEN_SPLITS), value=TOKEN_SPLITS[0], label="Token split of a plain prompt and its "
+                         "answer (open-unlearning: its published plain-template numbers)", elem_id=f"{prefix}-split")
+    return FormatForm(template, chat, system, variables, split)
 
 
-def format_fields(template: str, chat: bool, system: str, variables: str) -> dict[str, Any]:
+def format_fields(template: str, chat: bool, system: str, variables: str, split: str | None = None) -> dict[str, Any]:
     """The form's values as run-spec fields (checked by the one builder)."""
     return {"prompt_template": template or DEFAULT_TEMPLATE, "chat_template": bool(chat),
-            "system_prompt": system or "", "chat_vars": variables or ""}
+            "system_prompt": system or "", "chat_vars": variables or "", "token_split": split or None}
 
 
 def preview_html(model: Backend, question: str = SAMPLE_QUESTION) -> str:

@@ -108,9 +108,9 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> Outputs:
 
     @message
     def on_load(source_, demo_, base_, unlearned_, device_, dtype_, trust_, device_map_, template_, chat_, system_,
-                vars_, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+                vars_, split_, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         spec = spec_from_inputs(source_, demo_, base_, unlearned_, device_, dtype_, trust_, device_map_, template_,
-                                chat_, system_, vars_)
+                                chat_, system_, vars_, split_)
         return out(**load(lab, spec, progress))
 
     @message
@@ -118,12 +118,12 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> Outputs:
         return out(**load(lab, spec or demo_pair(), progress))
 
     @format_msg
-    def on_format(spec: PairSpec | None, template_, chat_, system_, vars_, request: gr.Request):
+    def on_format(spec: PairSpec | None, template_, chat_, system_, vars_, split_, request: gr.Request):
         """A new prompt format applies to the loaded pair at once (a view on the same weights) and the
         preview shows what the models now see."""
         if spec is None:
             return {}
-        spec = replaced(spec, **format_fields(template_, chat_, system_, vars_))
+        spec = replaced(spec, **format_fields(template_, chat_, system_, vars_, split_))
         return out(state=spec, preview=preview_html(lab.pair(spec).base))
 
     # Progress and errors show beside the button; the loaded pair's description stays as it was.

@@ -78,9 +78,9 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
 
     @run_msg
     def on_run(base_, models_, typed_, audits_, limit_, max_new_, reference_, template_, chat_, system_, vars_,
-               request: gr.Request):
+               split_, request: gr.Request):
         fields = {"base": base_, **auditing.run_fields(audits_, None, limit_, max_new_, reference_),
-                  **format_fields(template_, chat_, system_, vars_)}
+                  **format_fields(template_, chat_, system_, vars_, split_)}
         spec = dashboard_spec(fields, parse_models(models_, typed_))
         store = lab.view(request)  # in a Space the sweep and its runs are this visitor's
         for update in dashboard_updates(store, spec, lab.stop_event(request.session_hash)):
