@@ -31,6 +31,10 @@ REGISTRY: dict[str, str] = {
     "incontext": "audits.incontext:IncontextAudit",
     "extraction": "audits.extraction:ExtractionAudit",
     "adversarial": "audits.adversarial.audit:AdversarialAudit",
+    "sampling": "audits.sampling:SamplingAudit",
+    "linear_probe": "audits.probing:LinearProbeAudit",
+    "ablation": "audits.ablation:AblationAudit",
+    "patching": "audits.patching:PatchingAudit",
 }
 
 

@@ -259,6 +259,11 @@ class Audit(Generic[O]):
         keys = [k for k in (*self.headline_keys, f"{self.recovery_key}_adjusted") if k in metrics]
         return [(k, metrics[k], metrics.get(f"{k}_ci_low"), metrics.get(f"{k}_ci_high")) for k in keys]
 
+    def targets(self, ctx: AuditContext[O]) -> list[Fact]:
+        """The facts the headline rate is a share of: the run's targets (``Baseline.targets``); an audit that
+        spends some of them on its own calibration (directional ablation) returns the rest."""
+        return ctx.baseline.targets()
+
     def attempts(self, items: list[ItemRecord]) -> list[ItemRecord]:
         """The items that decide the headline rate: a target's prompt with its ``recovered`` flag."""
         return [i for i in items if i.recovered is not None and i.category not in self.outside_headline]

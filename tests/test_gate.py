@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from audits import get_audit
-from lab.shell.cli import gate_failures
+from lab.shell.verdict import gate, model_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 GATED = "direct,quantization,logit_lens"  # the logit lens reads back forget facts of the tiny NPO model
@@ -28,41 +26,42 @@ def audit_cli(tmp_path: Path, name: str, *args: str) -> tuple[subprocess.Complet
     return proc, json.loads(out.read_text()) if out.exists() else {}
 
 
-def recovery(payload: dict) -> dict[str, float]:
-    """Each gated audit's forget-set recovery rate, read from the --json output."""
-    rates = {}
-    for name, result in payload["audits"].items():
-        key = get_audit(name).recovery_key
-        if key and result["metrics"].get(key) is not None:
-            rates[name] = result["metrics"][key]
-    return rates
+def judged(payload: dict, threshold: float) -> tuple[str, list[str]]:
+    """The verdict and the gate's failures for a --json payload, by the one rule (lab.shell.verdict)."""
+    verdict = model_verdict("the unlearned model", {n: r["metrics"] for n, r in payload["audits"].items()})
+    return verdict.state, gate(verdict, threshold)
 
 
-def test_gate_failures_by_hand():
-    metrics = {"direct": {"forget_accuracy_base": 1.0},  # not a recovery audit: never gated
-               "reasoning": {"recovery_rate": 0.25}, "quantization": {"recovery_rate": 0.1},
-               "surrogates": {"recovery_rate": math.nan}, "keywords": {"recovery_rate": None}}
-    assert gate_failures(metrics, 0.1) == ["reasoning recovery_rate=0.250"]  # 0.1 does not exceed 0.1
-    assert gate_failures(metrics, 0.09) == ["reasoning recovery_rate=0.250", "quantization recovery_rate=0.100"]
-    assert gate_failures(metrics, 0.25) == []
-
-
-def test_gate_fails_then_passes_at_the_measured_rate(demo_env, tmp_path):
-    threshold = 0.1
+def test_gate_fails_then_passes_at_the_judged_rate(demo_env, tmp_path):
+    threshold = 0.0
     failed, payload = audit_cli(tmp_path, "fail", "--audits", GATED, "--fail-above", str(threshold))
-    rates = recovery(payload)
-    over = [f"{name} {get_audit(name).recovery_key}={rate:.3f}" for name, rate in rates.items() if rate > threshold]
-    assert over, f"precondition: some audit must recover more than {threshold} on the tiny demo, got {rates}"
+    state, reasons = judged(payload, threshold)
+    assert reasons, f"precondition: the tiny NPO model must fail a gate at 0, got {state}"
     assert failed.returncode == 3, failed.stderr
-    stderr = failed.stderr.strip().splitlines()[-1]
-    assert stderr == f"release gate failed (recovery above {threshold}): {', '.join(over)}"
-    assert "Traceback" not in failed.stderr and payload["status"] == "complete"
+    assert failed.stderr.strip().splitlines()[-1] == f"release gate failed: {'; '.join(reasons)}"
+    assert f"verdict: {state}" in failed.stdout and "Traceback" not in failed.stderr
+    assert payload["status"] == "complete"
 
-    highest = max(rates.values())  # the gate fails only when a rate exceeds X, so X = the highest rate passes
-    passed, again = audit_cli(tmp_path, "pass", "--audits", GATED, "--fail-above", repr(highest))
-    assert passed.returncode == 0, passed.stderr
-    assert recovery(again) == rates  # same greedy run, same numbers
-    assert "release gate" not in passed.stderr
+    hidden = [c.value for c in model_verdict("m", {n: r["metrics"] for n, r in payload["audits"].items()}).cells
+              if c.state == "hidden"]
+    if state in ("hidden", "forgotten", "no recovery shown", "not answered"):  # a threshold at the highest passes
+        passed, again = audit_cli(tmp_path, "pass", "--audits", GATED, "--fail-above", repr(max(hidden or [0.0])))
+        assert passed.returncode == 0, passed.stderr
+        assert again["audits"] == payload["audits"]  # same greedy run, same numbers
+        assert "release gate" not in passed.stderr
+
+
+def test_the_base_as_its_own_unlearned_model_fails(demo_env, tmp_path):
+    """A model that forgot nothing still answers its forget questions (leaked); without the direct audit it has
+    no targets for any attack (cannot be judged): either way the gate fails."""
+    for audits in ("direct,reasoning", "reasoning"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "lab", "audit", "--base", "demo:base", "--unlearned", "demo:base", "--audits",
+             audits, "--db", str(tmp_path / "self.duckdb"), "--device", "cpu", "--limit", LIMIT, "--fail-above",
+             "0.1"], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 3, proc.stderr
+        reason = "direct leaked" if audits.startswith("direct") else "cannot be judged"
+        assert reason in proc.stderr.strip().splitlines()[-1]
 
 
 def test_gate_reports_errors_with_exit_2(demo_env, tmp_path):

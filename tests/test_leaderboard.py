@@ -41,22 +41,34 @@ def test_leaderboard_rows_follow_the_stored_runs(swept):
         assert direct.value == metrics["direct"]["forget_accuracy_unlearned"]
     # The tiny demo's GA keeps most of its forget answers (manifest: 78%); retrain never learned them.
     ga, retrain = board.entries[1], board.entries[2]
-    assert ga.verdict.state == LEAKED and retrain.cell("direct").state == "forgotten"
+    assert ga.verdict.state == LEAKED and retrain.cell("direct").state == "not answered"
     table = table_frame(board)
     assert list(table["model"]) == ["npo", "ga", "retrain"]
     assert table.loc[1, "direct %"] == round(100 * ga.cell("direct").value, 1)
-    assert set(table["gate"]) <= {"pass", "FAIL", "n/a"}
+    assert set(table["gate"]) <= {"pass", "FAIL"}
 
 
 def test_release_gate_follows_the_threshold(swept):
     from lab.shell.report.leaderboard import collect_sweep
 
+    from lab.shell.verdict import HIDDEN, LEAKED, UNJUDGED
+
     store, sweep_id = swept
     strict, lax = collect_sweep(store, sweep_id, threshold=0.0), collect_sweep(store, sweep_id, threshold=1.0)
-    assert all(e.passes is not False for e in lax.entries)
-    raw = {e.model: max(store.metrics_dict(e.run_id)[a].get(k, 0) for a, k in
-                        (("reasoning", "recovery_rate"), ("logit_lens", "hidden_recovery_rate"))) for e in strict.entries}
-    assert [e.passes is False for e in strict.entries] == [raw[e.model] > 0 for e in strict.entries]
+    for loose, tight in zip(lax.entries, strict.entries):
+        # at 100% only a leak or a model that cannot be judged fails; at 0% any hidden cell fails as well
+        assert loose.passes == (loose.verdict.state not in (LEAKED, UNJUDGED))
+        hidden = any(c.state == HIDDEN and (c.value or 0) > 0 for c in tight.verdict.cells)
+        assert tight.passes == (loose.passes and not hidden)
+        assert all(reason.split(" ")[0] in AUDITS or reason.startswith("cannot") for reason in tight.gate)
+
+
+def collect_sweep_entries(db, sweep_id: str, threshold: float) -> list:
+    from lab.core.store import Store
+    from lab.shell.report.leaderboard import collect_sweep
+
+    with Store(db, read_only=True) as store:
+        return collect_sweep(store, sweep_id, threshold).entries
 
 
 def test_report_sweep_writes_html_markdown_and_json(swept, tmp_path, capsys):
@@ -70,6 +82,10 @@ def test_report_sweep_writes_html_markdown_and_json(swept, tmp_path, capsys):
         assert main(["report", "--db", str(db), "--sweep", sweep_id, "--format", fmt, "--out", str(out)]) == 0
         text = out.read_text()
         assert sweep_id in text
+    strict = collect_sweep_entries(db, sweep_id, 0.0)
+    gated = main(["report", "--db", str(db), "--sweep", sweep_id, "--format", "json", "--out",
+                  str(tmp_path / "gated.json"), "--fail-above", "0"])
+    assert gated == (3 if any(not e.passes for e in strict) else 0)  # a CI job can use the leaderboard's gate
     html = (tmp_path / "board.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "table class=\"dataframe sortable\"" in html
     assert "class='vgrid'" in html and "leaderboard-heatmap" in html and ("gate: FAIL" in html or "gate: pass" in html)

@@ -179,8 +179,9 @@ class Backend:
         raise NotImplementedError
 
     def token_scores(self, rows: Sequence[Sequence[int]], starts: Sequence[int], distribution: bool = False,
-                     desc: str | None = None) -> list[TokenScores]:
-        """Teacher-forced log p(row[t] | row[:t]) for t >= starts[i], batched."""
+                     desc: str | None = None, edit_batch: Any = None) -> list[TokenScores]:
+        """Teacher-forced log p(row[t] | row[:t]) for t >= starts[i], batched (``edit_batch``: a residual edit
+        per batch, internals only; see :meth:`lab.core.engine.Engine.token_scores`)."""
         raise NotImplementedError
 
     def sample(self, prompts: Sequence[str], n: int, max_new_tokens: int = 24, temperature: float = 1.0,
@@ -239,6 +240,19 @@ class Backend:
                    desc: str | None = None) -> list[Any]:
         """Every layer's reading of each answer token (see :meth:`lab.core.engine.Engine.logit_lens`)."""
         raise self._lacks("the logit lens")
+
+    def editing(self, edit: Any) -> Any:
+        """A context in which every decoder block's output passes through ``edit`` (see
+        :meth:`lab.core.engine.Engine.editing`)."""
+        raise self._lacks("editing the residual stream")
+
+    def block_outputs(self, ids: Any, mask: Any) -> list["torch.Tensor"]:
+        """Each decoder block's output for one padded batch."""
+        raise self._lacks("reading hidden states")
+
+    def mean_block_outputs(self, prompts: Sequence[str], desc: str | None = None) -> list["torch.Tensor"]:
+        """Each decoder block's output averaged over each prompt's tokens: [layers, hidden] per prompt."""
+        raise self._lacks("reading hidden states")
 
     @property
     def architecture(self) -> Any:

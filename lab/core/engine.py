@@ -15,6 +15,7 @@ against the model's own logits.  Prompts and ids come from
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager, nullcontext
 from functools import cached_property
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -34,6 +35,22 @@ CPU_MAX_TOKENS = 8_192  # larger CPU batches measured no faster (compute-bound)
 GPU_MAX_TOKENS = 262_144
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 T = TypeVar("T")
+Edit = Callable[[int, torch.Tensor], "torch.Tensor | None"]  # (block index, its output) -> the new output or None
+BatchEdit = Callable[[torch.Tensor, torch.Tensor, list[int]], Edit]  # (ids, mask, row indices) -> that batch's edit
+
+
+def _edit_hook(edit: Edit, index: int) -> Callable[..., object]:
+    """A forward hook that passes block ``index``'s hidden output through ``edit`` (blocks return a tensor, or a
+    tuple whose first item is it)."""
+
+    def hook(module: torch.nn.Module, inputs: tuple, output: object) -> object:
+        hidden = output[0] if isinstance(output, tuple) else output
+        new = edit(index, hidden)
+        if new is None:
+            return None
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    return hook
 ACTIVATION_BYTES_PER_HIDDEN = 4 * 40  # float32 activations alive per token and hidden unit in a no-grad forward
 
 
@@ -199,11 +216,14 @@ class Engine(Backend):
         starts: Sequence[int],
         distribution: bool = False,
         desc: str | None = None,
+        edit_batch: BatchEdit | None = None,
     ) -> list[TokenScores]:
         """Teacher-forced log p(row[t] | row[:t]) for t >= starts[i], batched.
 
         Rows that differ only in their last token (multiple-choice letters) share one forward pass, as
         lm-evaluation-harness groups continuations by context: the same numbers, computed once per context.
+        ``edit_batch(ids, mask, rows)`` gives the residual edit of one padded batch (``rows``: the indices of its
+        rows; see :meth:`editing`), for edits that depend on the batch, such as activation patching.
         """
         for row, start in zip(rows, starts):
             if not 1 <= start < len(row):
@@ -220,8 +240,12 @@ class Engine(Backend):
                     targets += [rows[i][t] for t in positions]
                     spans.append(len(positions))
             at = tuple(torch.tensor(c, device=ids.device) for c in zip(*where))
-            table = self._target_columns(ids, mask, at, torch.tensor(targets, device=ids.device),
-                                         distribution).cpu().numpy()
+            edit = edit_batch(ids, mask, [forward[u] for u in indices]) if edit_batch else None
+            if edit:
+                _ = self.chunked_scoring  # its one-time check forward runs unedited, before the hooks go in
+            with self.editing(edit) if edit else nullcontext():
+                table = self._target_columns(ids, mask, at, torch.tensor(targets, device=ids.device),
+                                             distribution).cpu().numpy()
             bounds = np.cumsum([0, *spans])
             scores = [scores_of(table[a:b], distribution) for a, b in zip(bounds[:-1], bounds[1:])]
             out, k = [], 0
@@ -320,6 +344,48 @@ class Engine(Backend):
             states = self._backbone_states(ids, mask, all_layers=True)
             stacked = torch.stack(states, dim=1)  # [batch, layers + 1, seq, hidden]
             return [stacked[j, :, len(encoded[i]) - 1].float().cpu() for j, i in enumerate(indices)]
+
+        return self._batched([len(r) for r in encoded], batch_fn, desc)
+
+    @contextmanager
+    def editing(self, edit: Edit) -> Iterator[None]:
+        """Every decoder block's output passed through ``edit(layer, hidden)`` while the block runs (None keeps
+        it): the one place the lab changes a model's residual stream (directional ablation, activation
+        patching), for every family (the blocks are found by :mod:`lab.core.architecture`).  The engine's lock
+        is held throughout, so no other call sees the edited model."""
+        with self.lock:
+            handles = [block.register_forward_hook(_edit_hook(edit, index))
+                       for index, block in enumerate(self.architecture.layers)]
+            try:
+                yield
+            finally:
+                for handle in handles:
+                    handle.remove()
+
+    @torch.no_grad()
+    def block_outputs(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Each decoder block's output (the residual stream after it, before any final norm) for one padded
+        batch: what activation patching hands from one model to another."""
+        captured: list[torch.Tensor] = []
+
+        def keep(layer: int, hidden: torch.Tensor) -> None:
+            captured.append(hidden)
+
+        with self.editing(keep):
+            self._backbone_states(ids, mask)
+        return captured
+
+    @torch.no_grad()
+    def mean_block_outputs(self, prompts: Sequence[str], desc: str | None = None) -> list[torch.Tensor]:
+        """Each decoder block's output averaged over each prompt's tokens: [layers, hidden] per prompt (the
+        activations a direction is taken from: directional ablation)."""
+        encoded = self.encoder.encode_many(prompts)
+
+        def batch_fn(indices: list[int]) -> list[torch.Tensor]:
+            ids, mask = self._pad([encoded[i] for i in indices])
+            outputs = torch.stack(self.block_outputs(ids, mask), dim=1).float()  # [batch, layers, seq, hidden]
+            weights = mask[:, None, :, None].to(outputs.dtype)
+            return list(((outputs * weights).sum(2) / weights.sum(2)).cpu())
 
         return self._batched([len(r) for r in encoded], batch_fn, desc)
 

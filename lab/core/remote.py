@@ -236,9 +236,11 @@ class RemoteEngine(Backend):
         return [choice["text"].strip() for choice in self._many(bodies)]
 
     def token_scores(self, rows: Sequence[Sequence[int]], starts: Sequence[int], distribution: bool = False,
-                     desc: str | None = None) -> list[TokenScores]:
+                     desc: str | None = None, edit_batch: Any = None) -> list[TokenScores]:
         """Prompt log-probs echoed by the server for each row; the top candidate gives the greedy match."""
         self.require("logprobs", "scoring given text")
+        if edit_batch is not None:
+            self.require("internals", "editing the residual stream")
         if distribution:
             self.require("internals", "Min-K%++ (full-vocabulary statistics)")
         for row, start in zip(rows, starts):

@@ -198,6 +198,9 @@ class Recipe:
     beta: float = 0.1
     layer: int = 2
     steering: float = 6.5
+    # The audits whose papers say the attack reveals what this recipe leaves behind: the model is their planted
+    # positive (``python -m lab calibrate`` measures each audit's power on it).
+    reveals: tuple[str, ...] = ()
 
 
 def unlearn(model: LlamaForCausalLM, recipe: Recipe, forget: list[tuple[list[int], int]],

@@ -1,7 +1,8 @@
 """``python -m lab``: the command line (CONTRACTS: Command line).
 
 Exit codes: 0 done; 2 bad input or failure, one line on stderr; 3 when
-``--fail-above X`` and some audit's forget-set recovery rate exceeds X.
+``--fail-above X`` and the release gate fails (lab.shell.verdict.gate: the model leaked, an attack recovers
+more than X beyond the control or chance, or it cannot be judged).
 Every command runs inside one error boundary (:func:`lab.core.errors.describe`):
 a known failure is its message, an unexpected one a line naming the log file
 that holds its traceback.
@@ -22,6 +23,7 @@ from lab.core import settings
 from lab.core.errors import LabError, describe, printable, route_warnings
 
 if TYPE_CHECKING:
+    from lab.shell.runner import RunOutcome
     from lab.shell.spec import RunSpec
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE = 0, 2, 3
@@ -69,19 +71,6 @@ def model_folders(*refs: str | None) -> list[Path]:
             continue  # a malformed reference is the run's own error, reported by its check
         folders += [part.local_folder for part in parts if part.local_folder is not None]  # an adapter's too
     return folders
-
-
-def gate_failures(metrics: dict[str, dict[str, float]], threshold: float) -> list[str]:
-    """Audits whose forget-set recovery rate exceeds the threshold, as 'name=value'."""
-    from audits import get_audit
-
-    failed = []
-    for name, values in metrics.items():
-        key = get_audit(name).recovery_key
-        value = values.get(key) if key else None
-        if value is not None and not math.isnan(value) and value > threshold:
-            failed.append(f"{name} {key}={value:.3f}")
-    return failed
 
 
 def open_store(db: str, read_only: bool):
@@ -159,10 +148,20 @@ def _audit(args: argparse.Namespace) -> int:
     if outcome.errors:
         raise LabError("audits failed: " + "; ".join(f"{k}: {v}" for k, v in outcome.errors.items()))
     if args.fail_above is not None:
-        failed = gate_failures(outcome.metrics, args.fail_above)
-        if failed:
-            print(f"release gate failed (recovery above {args.fail_above}): {', '.join(failed)}", file=sys.stderr)
-            return EXIT_GATE
+        return gated(outcome, args.fail_above, args.allow_unjudged)
+    return EXIT_OK
+
+
+def gated(outcome: "RunOutcome", threshold: float, allow_unjudged: bool) -> int:
+    """The release gate on a finished run, by its verdict (lab.shell.verdict.gate): exit 3 naming each failure."""
+    from lab.shell.verdict import gate, model_verdict
+
+    verdict = model_verdict("the unlearned model", outcome.metrics, outcome.statuses)
+    failed = gate(verdict, threshold, allow_unjudged)
+    print(f"verdict: {verdict.state}")
+    if failed:
+        print(f"release gate failed: {'; '.join(failed)}", file=sys.stderr)
+        return EXIT_GATE
     return EXIT_OK
 
 
@@ -188,11 +187,19 @@ def _report(args: argparse.Namespace) -> int:
     from lab.shell.report import write_report
     from lab.shell.report.sweep_report import write_sweep_report
 
+    from lab.shell.report.leaderboard import GATE, collect_sweep
+
     with open_store(args.db, read_only=True) as store:
-        if args.sweep:
-            print(write_sweep_report(store, args.sweep, args.format, args.out, args.fail_above))
-        else:
+        if not args.sweep:
             print(write_report(store, args.run, args.format, args.out))
+            return EXIT_OK
+        threshold = GATE if args.fail_above is None else args.fail_above
+        print(write_sweep_report(store, args.sweep, args.format, args.out, threshold))
+        failing = [f"{e.model}: {e.gate[0]}" for e in collect_sweep(store, args.sweep, threshold).entries
+                   if not e.passes]
+    if failing and args.fail_above is not None:
+        print(f"release gate failed for {len(failing)} checkpoints: {'; '.join(failing)}", file=sys.stderr)
+        return EXIT_GATE
     return EXIT_OK
 
 
@@ -236,9 +243,15 @@ def _sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def seeded_dir(profile: str, seed: int) -> Path:
+    """Where the demo world of ``seed`` lives: the profile's folder for seed 0, beside it for the others."""
+    folder = settings.demo_dir(profile)
+    return folder if seed == 0 else folder.with_name(f"{folder.name}-seed{seed}")
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     from lab.core.files import check_output, write_text
-    from lab.core.options import parse_sets
+    from lab.core.options import parse_number, parse_sets
     from lab.core.store import to_json
     from lab.demo.build import build_demo
     from lab.shell.calibrate import calibrate, markdown
@@ -246,11 +259,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     outputs = [o for o in (args.json, args.markdown) if o]
     for out in outputs:
         check_output(out, [args.db])
-    root = Path(args.demo) if args.demo else build_demo(args.profile, settings.demo_dir(args.profile))
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
+    seeds = [parse_number(s, "--seeds", integer=True) for s in split(args.seeds) or ["0"]]
+    if args.demo and args.seeds:
+        raise LabError("--demo names one demo world; --seeds builds one per seed: give one of them")
+    roots = [Path(args.demo)] if args.demo else [build_demo(args.profile, seeded_dir(args.profile, seed), seed=seed)
+                                                 for seed in dict.fromkeys(seeds)]
     with open_store(args.db or str(settings.default_db()), read_only=False) as store:
-        result = calibrate(root, store, split(args.models), split(args.audits), args.limit, args.device,
-                           parse_sets(args.set or []))
+        result = calibrate(roots, store, split(args.models), split(args.audits), args.limit, args.device,
+                           parse_sets(args.set or []), local=args.local)
     table = markdown(result)
     if args.json:
         write_text(args.json, to_json(result.to_dict()), [args.db])
@@ -306,7 +323,10 @@ def build_parser() -> Parser:
     add_spec_arguments(audit)
     audit.add_argument("--db", help="DuckDB file (default: $LAB_DB or the user cache)")
     audit.add_argument("--json", help="write the metrics as JSON here")
-    audit.add_argument("--fail-above", type=finite_fraction, help="exit 3 if a forget recovery rate exceeds this")
+    audit.add_argument("--fail-above", type=finite_fraction, help="the release gate: exit 3 if the model leaked, an "
+                       "attack recovers more than this share beyond the control (or chance), or it cannot be judged")
+    audit.add_argument("--allow-unjudged", action="store_true", help="with --fail-above: pass a model that cannot be "
+                       "judged (no target facts)")
     audit.set_defaults(func=_audit)
 
     runs = sub.add_parser("runs", help="list stored runs")
@@ -326,8 +346,9 @@ def build_parser() -> Parser:
     target = report.add_mutually_exclusive_group(required=True)
     target.add_argument("--run", help="the run to report")
     target.add_argument("--sweep", help="a sweep's leaderboard: checkpoints x audits, verdicts, the release gate")
-    report.add_argument("--fail-above", type=finite_fraction, default=0.10, help="with --sweep: the release gate fails a "
-                        "checkpoint whose raw recovery rate exceeds this (a fraction, as for audit; default 0.10)")
+    report.add_argument("--fail-above", type=finite_fraction, help="with --sweep: the release gate (as for audit: a "
+                        "checkpoint fails when it leaked, an attack recovers more than this fraction, or it cannot "
+                        "be judged); exit 3 when any fails (without it the board shows the gate at 0.10)")
     report.add_argument("--out", required=True)
     report.add_argument("--format", choices=["html", "md", "json"], default="html")
     report.set_defaults(func=_report)
@@ -365,6 +386,9 @@ def build_parser() -> Parser:
     cal.add_argument("--markdown", help="write the tables as Markdown here")
     cal.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     cal.add_argument("--set", action="append", metavar="AUDIT.OPTION=VALUE", help="set an audit option")
+    cal.add_argument("--seeds", help="comma-separated demo seeds: one demo world built per seed, power and false "
+                     "positives pooled over them (default: 0)")
+    cal.add_argument("--local", action="store_true", help="run every pair in this process, even with Ray")
     cal.set_defaults(func=_calibrate)
 
     catalog = sub.add_parser("audits", help="list the audits and their options")

@@ -80,6 +80,7 @@ class RunOutcome:
     status: str
     metrics: dict[str, dict[str, float]]
     errors: dict[str, str]
+    statuses: dict[str, str] = field(default_factory=dict)  # audit -> complete | skipped | failed
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ def reviewed(audit: Audit, ctx: AuditContext, result: AuditResult, items: list[I
     key = audit.recovery_key
     if key is None or key not in result.metrics:
         return result
-    targets = [f.id for f in ctx.baseline.targets()]
+    targets = [f.id for f in audit.targets(ctx)]
     notes = [*result.notes, *few_targets_note(audit.name, len(targets))]
     metrics = dict(result.metrics)
     if ctx.reference is not None and targets:
@@ -284,62 +285,65 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
     metrics: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     total = len(spec.audits)
+    statuses: dict[str, str] = {}
     try:
         with heartbeat(lambda: store.heartbeat(run_id), run_id), (cancellable(stop) if stop is not None else nullcontext()):
             for index, name in enumerate(spec.audits, start=1):
                 store.start_audit(run_id, name)
                 notify(RunEvent(run_id, name, index, total, "running"))
-
-                recorded: list[ItemRecord] = []
-
-                def record(items: list[ItemRecord]) -> None:
-                    store.add_items(run_id, items)
-                    recorded.extend(items)
-
-                try:
-                    audit = get_audit(name)
-                    facts = prepared.facts.of_kinds(audit.uses)
-                    missing = audit.unavailable(prepared.pair)
-                    if missing:
-                        store.finish_audit(run_id, name, "skipped", notes=[f"skipped: {name} {missing}"])
-                        notify(RunEvent(run_id, name, index, total, "skipped"))
-                        continue
-                    if not facts.facts:
-                        note = (f"skipped: {name} runs on {', '.join(audit.uses)} items and this fact set has none "
-                                f"(it holds {', '.join(prepared.facts.breakdown()) or 'nothing'})")
-                        store.finish_audit(run_id, name, "skipped", notes=[note])
-                        notify(RunEvent(run_id, name, index, total, "skipped"))
-                        continue
-                    ctx = AuditContext(pair=prepared.pair, facts=facts, options=prepared.options[name],
-                                       record=record, reference=prepared.reference,
-                                       max_new_tokens=spec.max_new_tokens, load_model=prepared.loader,
-                                       _shared=shared)
-                    runner = audit()
-                    model_notes(ctx)  # dropped: notes of calls before this audit (a cached model's earlier run)
-                    result = reviewed(runner, ctx, runner.run(ctx), recorded)
-                except LabError as exc:
-                    errors[name] = str(exc)
-                    store.finish_audit(run_id, name, "failed", str(exc))
-                    notify(RunEvent(run_id, name, index, total, "failed"))
-                    continue
-                except Exception as exc:  # noqa: BLE001 - one broken audit must not lose the others
-                    errors[name] = f"{type(exc).__name__}: {exc}"
-                    store.finish_audit(run_id, name, "failed", errors[name] + "\n" + traceback.format_exc())
-                    notify(RunEvent(run_id, name, index, total, "failed"))
-                    continue
-                store.add_metrics(run_id, name, result.metrics)
-                for art_name, data in result.artifacts.items():
-                    store.add_artifact(run_id, name, art_name, data)
-                store.finish_audit(run_id, name, "complete", notes=result.notes)
-                metrics[name] = result.metrics
-                notify(RunEvent(run_id, name, index, total, "complete", result.metrics))
+                status, result, note = run_one(prepared, name, store, shared)
+                statuses[name] = status
+                if result is not None:
+                    store.add_metrics(run_id, name, result.metrics)
+                    for art_name, data in result.artifacts.items():
+                        store.add_artifact(run_id, name, art_name, data)
+                    store.finish_audit(run_id, name, status, notes=result.notes)
+                    metrics[name] = result.metrics
+                elif status == "skipped":
+                    store.finish_audit(run_id, name, status, notes=[note or ""])
+                else:
+                    errors[name] = (note or "").split("\n", 1)[0]
+                    store.finish_audit(run_id, name, status, note)
+                notify(RunEvent(run_id, name, index, total, status, result.metrics if result else None))
             check_cancelled()  # a stop asked for while the run was ending is a stop, never a complete run
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted", "stopped by the user")
         raise
     status = "failed" if errors else "complete"
     store.finish_run(run_id, status, "; ".join(f"{k}: {v}" for k, v in errors.items()) or None)
-    return RunOutcome(run_id, status, metrics, errors)
+    return RunOutcome(run_id, status, metrics, errors, statuses)
+
+
+def run_one(prepared: PreparedRun, name: str, store: Store,
+            shared: dict[str, Any]) -> tuple[str, AuditResult | None, str | None]:
+    """One audit of a run: (complete, its reviewed result, None), (skipped, None, why) when the models or the
+    facts cannot serve it, or (failed, None, the error; a traceback follows for a bug) -- one broken audit
+    never loses the others.  Its items are stored as it produces them."""
+    recorded: list[ItemRecord] = []
+
+    def record(items: list[ItemRecord]) -> None:
+        store.add_items(prepared.run_id, items)
+        recorded.extend(items)
+
+    try:
+        audit = get_audit(name)
+        facts = prepared.facts.of_kinds(audit.uses)
+        missing = audit.unavailable(prepared.pair)
+        if missing:
+            return "skipped", None, f"skipped: {name} {missing}"
+        if not facts.facts:
+            return "skipped", None, (f"skipped: {name} runs on {', '.join(audit.uses)} items and this fact set has "
+                                     f"none (it holds {', '.join(prepared.facts.breakdown()) or 'nothing'})")
+        ctx = AuditContext(pair=prepared.pair, facts=facts, options=prepared.options[name], record=record,
+                           reference=prepared.reference, max_new_tokens=prepared.spec.max_new_tokens,
+                           load_model=prepared.loader, _shared=shared)
+        runner = audit()
+        model_notes(ctx)  # dropped: notes of calls before this audit (a cached model's earlier run)
+        return "complete", reviewed(runner, ctx, runner.run(ctx), recorded), None
+    except LabError as exc:
+        return "failed", None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one broken audit must not lose the others
+        return "failed", None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
 def run_audits(spec: RunSpec, store: Store) -> RunOutcome:

@@ -28,6 +28,9 @@ from lab.core.scoring import HIT_ROUGE
 from lab.core.store import Store
 from lab.shell.report.style import styled
 from lab.shell.spec import command_line
+from lab.shell.verdict import ModelVerdict, gate, model_verdict
+
+GATE = 0.10  # the default release-gate threshold of the pages and reports (--fail-above sets its own)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -97,6 +100,8 @@ class Breakdown:
 @dataclass
 class Report:
     run: dict[str, Any]
+    verdict: "ModelVerdict"  # what the dashboard shows for this run (lab.shell.verdict)
+    gate: list[str]  # why the release gate at GATE fails it (empty: it passes)
     partial: str | None  # why the results are incomplete, or None for a complete run
     audits: list[AuditEntry]
     kill_chain: KillChain
@@ -325,8 +330,12 @@ def collect(store: Store, run_id: str) -> Report:
     audits = audit_entries(store, run_id, run, items)
     config = run["config"]
     run_row = {k: _plain(v) for k, v in run.items() if k not in ("config", "environment")}
+    verdict = model_verdict(run["unlearned_ref"], store.metrics_dict(run_id), {a.name: a.status for a in audits},
+                            run.get("reference_ref"))
     return Report(
         run=run_row,
+        verdict=verdict,
+        gate=gate(verdict, GATE),
         partial=partial_reason(run, audits),
         audits=audits,
         kill_chain=kill_chain(items),

@@ -34,9 +34,11 @@ def state_badge(state: str) -> str:
     return (f"<span class='vbadge state-{css}' title='{html.escape(meaning)}'>{html.escape(state)}</span>")
 
 
-def gate_badge(passes: bool | None) -> str:
-    word, css = {True: ("gate: pass", "pass"), False: ("gate: FAIL", "fail"), None: ("gate: n/a", "na")}[passes]
-    return f"<span class='vbadge gate-{css}'>{word}</span>"
+def gate_badge(e: Entry) -> str:
+    """The gate's word, and on hover why it fails."""
+    word, css = ("gate: pass", "pass") if e.passes else ("gate: FAIL", "fail")
+    why = html.escape("; ".join(e.gate))
+    return f"<span class='vbadge gate-{css}' title='{why}'>{word}</span>"
 
 
 def cell_html(c: Cell | None) -> str:
@@ -44,7 +46,7 @@ def cell_html(c: Cell | None) -> str:
         return "<td class='vcell state-none'>–</td>"
     css = c.state.replace(" ", "-").replace("/", "")
     number = "" if c.value is None else f"<span class='vnum'>{html.escape(c.text)}</span>"
-    title = html.escape(c.reason + (f" ({c.key})" if c.key else ""))
+    title = html.escape(c.reason + (f" ({c.key})" if c.key else "") + (f"; power {c.power}" if c.power else ""))
     value = "" if c.value is None else f" data-value='{c.value:.6f}'"
     return (f"<td class='vcell state-{css}' title='{title}'{value} data-audit='{html.escape(c.audit)}'>"
             f"<span class='vstate'>{html.escape(c.state)}</span>{number}</td>")
@@ -83,7 +85,7 @@ def grid_html(board: Leaderboard, link: Link | None = None, worst: bool = True) 
         cells = "".join(cell_html(e.cell(a)) for a in audits)
         body.append(f"<tr class='vrow' data-model='{html.escape(e.model)}'><th scope='row'>"
                     f"<div class='vmodel'>{html.escape(e.model)}</div><div class='vrun mono'>{run}</div></th>"
-                    f"<td class='vverdict'>{state_badge(e.verdict.state)}{gate_badge(e.passes)}</td>{cells}</tr>")
+                    f"<td class='vverdict'>{state_badge(e.verdict.state)}{gate_badge(e)}</td>{cells}</tr>")
         details = (f"<details class='vdetails'><summary>Worst recovered facts ({_fact_count(e)})</summary>"
                    f"{_worst(e, link)}</details>") if worst else ""
         status = "" if e.status == "complete" else f" <span class='vpartial'>{html.escape(e.status)}</span>"
@@ -109,7 +111,7 @@ def grid_markdown(board: Leaderboard) -> list[str]:
         for audit in board.audits:
             c = e.cell(audit)
             cells.append("–" if c is None else (f"{c.state} {c.text}" if c.value is not None else c.state))
-        gate = {True: "pass", False: "FAIL", None: "n/a"}[e.passes]
+        gate = "pass" if e.passes else "FAIL: " + "; ".join(e.gate)
         lines.append(f"| {md_text(e.model)} | {e.verdict.state} | {gate} | " + " | ".join(map(md_text, cells)) + " |")
     lines += [""] + [f"- **{md_text(e.model)}** ({md_text(e.run_id)}): {md_text(e.verdict.sentence)}"
                      for e in board.entries]

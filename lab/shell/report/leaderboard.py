@@ -19,12 +19,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from lab.core.store import Store
-from lab.shell.report.collect import FactRow, kill_chain
+from lab.shell.report.collect import GATE, FactRow, kill_chain
 from lab.shell.report.style import styled
-from lab.shell.verdict import (FORGOTTEN, HIDDEN, Cell, asks_directly, ModelVerdict, gate_failures, model_verdict,
-                               percent, run_label)
+from lab.shell.verdict import (FORGOTTEN, HIDDEN, LEAKED, NO_RECOVERY, NOT_ANSWERED, THIN, UNJUDGED, Cell,
+                               ModelVerdict, gate, model_verdict, percent, run_label)
 
-GATE = 0.10  # the page's default release-gate threshold (the CLI's --fail-above has none)
 WORST = 5  # recovered facts listed per model
 
 
@@ -47,8 +46,7 @@ class Entry:
     run_id: str
     status: str  # the run's status as people read it (verdict.run_label)
     verdict: ModelVerdict
-    gate: list[str]  # audits over the threshold ("" list: passes)
-    gated: bool  # at least one recovery rate was there to gate
+    gate: list[str]  # why the release gate fails it (verdict.gate; empty: it passes)
     worst: list[FactRow] = field(default_factory=list)
     targets: int = 0
 
@@ -56,11 +54,9 @@ class Entry:
         return self.verdict.cell(audit)
 
     @property
-    def passes(self) -> bool | None:
-        """The release gate: True (passes), False (fails), None (no recovery rate to judge)."""
-        if self.gate:
-            return False
-        return True if self.gated else None
+    def passes(self) -> bool:
+        """The release gate, by the verdict's own judgement (:func:`lab.shell.verdict.gate`)."""
+        return not self.gate
 
 
 @dataclass
@@ -89,9 +85,8 @@ def entry(store: Store, run_id: str, threshold: float = GATE, worst: int = WORST
     verdict = model_verdict(label, metrics, statuses, control)
     items = store.items(run_id)
     chain = kill_chain(items)
-    gated = any(c.state in (FORGOTTEN, HIDDEN) and not asks_directly(c.audit) for c in verdict.cells)
     return Entry(label, run["unlearned_ref"], run_id, run_label(run["status"], statuses), verdict,
-                 gate_failures(metrics, threshold), gated, chain.recovered[:worst], len(chain.targets))
+                 gate(verdict, threshold), chain.recovered[:worst], len(chain.targets))
 
 
 def collect_runs(store: Store, run_ids: list[str], threshold: float = GATE, title: str = "") -> Leaderboard:
@@ -135,7 +130,7 @@ def table_frame(board: Leaderboard) -> pd.DataFrame:
     rows = []
     for e in board.entries:
         row: dict[str, Any] = {"model": e.model, "verdict": e.verdict.state,
-                               "gate": {True: "pass", False: "FAIL", None: "n/a"}[e.passes]}
+                               "gate": "pass" if e.passes else "FAIL"}
         for audit in board.audits:
             c = e.cell(audit)
             row[f"{audit} %"] = _value(c)
@@ -146,26 +141,33 @@ def table_frame(board: Leaderboard) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+# The heatmap's colours are the states', never the raw rates: "no recovery shown 25%" (a rate the control
+# explains) must not look like "hidden 25%".  Ordered from the best reading to the worst.
+SHADES = ((NO_RECOVERY, "#d1fadf"), (THIN, "#e4e7ec"), (HIDDEN, "#fcd34d"), (LEAKED, "#f87171"))
+SHADE_OF = {FORGOTTEN: 0, NOT_ANSWERED: 0, NO_RECOVERY: 0, UNJUDGED: 1, THIN: 1, HIDDEN: 2, LEAKED: 3}
+
+
 def heatmap(board: Leaderboard) -> go.Figure:
-    """Checkpoints x audits: each cell's judged rate (control-adjusted where a control ran), its interval in
-    the hover and the text; detectors and missing numbers are blank."""
+    """Checkpoints x audits coloured by each cell's state (detectors and missing numbers blank), the judged rate
+    (control-adjusted where a control ran) and its interval as the text, the rule's reason in the hover."""
     z, text, hover = [], [], []
     for e in board.entries:
         zr, tr, hr = [], [], []
         for audit in board.audits:
             c = e.cell(audit)
-            value = c.value if c is not None and c.is_rate else None
-            zr.append(value)
+            zr.append(SHADE_OF.get(c.state) if c is not None else None)
             tr.append("" if c is None else (c.state if c.value is None else f"{c.state}<br>{c.text}"))
             hr.append("" if c is None else f"{e.model} · {audit}: {c.state}<br>{c.text}<br>{c.reason}")
         z.append(zr), text.append(tr), hover.append(hr)
+    steps = len(SHADES)
+    scale = [[bound, color] for i, (_, color) in enumerate(SHADES) for bound in (i / steps, (i + 1) / steps)]
     fig = go.Figure(go.Heatmap(
         z=z, x=board.audits, y=[e.model for e in board.entries], text=text, texttemplate="%{text}",
-        hovertext=hover, hovertemplate="%{hovertext}<extra></extra>", colorscale="RdPu", zmin=0, zmax=1,
-        colorbar=dict(title="rate", tickformat=".0%"), xgap=3, ygap=3,
+        hovertext=hover, hovertemplate="%{hovertext}<extra></extra>", colorscale=scale, zmin=-0.5,
+        zmax=steps - 0.5, showscale=False, xgap=3, ygap=3,
     ))
     against = f", adjusted by the control {board.control}" if board.control else ""
-    fig.update_layout(title=f"Checkpoints × audits: judged rate with 95% interval{against}",
+    fig.update_layout(title=f"Checkpoints × audits: each cell's state and judged rate with 95% interval{against}",
                       yaxis=dict(autorange="reversed", type="category"), xaxis=dict(type="category", side="top"),
                       height=max(260, 90 + 56 * len(board.entries)))
     return styled(fig)
@@ -175,14 +177,15 @@ def as_data(board: Leaderboard) -> dict[str, Any]:
     """The leaderboard as plain data (the JSON report)."""
     def cell_data(c: Cell) -> dict[str, Any]:
         return {"state": c.state, "key": c.key, "value": c.value, "ci_low": c.low, "ci_high": c.high,
-                "adjusted": c.adjusted, "control": c.control, "floor": c.floor, "text": c.text, "reason": c.reason}
+                "adjusted": c.adjusted, "control": c.control, "floor": c.floor, "text": c.text, "reason": c.reason,
+                "targets": c.targets, "power": c.power}
 
     return {
         "title": board.title, "base": board.base, "control": board.control, "sweep": board.sweep,
         "gate_threshold": board.threshold, "audits": board.audits,
         "entries": [{"model": e.model, "ref": e.ref, "run_id": e.run_id, "status": e.status,
                      "verdict": e.verdict.state, "sentence": e.verdict.sentence,
-                     "gate": {True: "pass", False: "fail", None: "n/a"}[e.passes], "gate_failures": e.gate,
+                     "gate": "pass" if e.passes else "fail", "gate_failures": e.gate,
                      "targets": e.targets,
                      "cells": {c.audit: cell_data(c) for c in e.verdict.cells},
                      "worst_recovered": [{"fact_id": r.fact_id, "answer": r.answer, "by": r.by, "prompt": r.prompt,
@@ -194,7 +197,7 @@ def as_data(board: Leaderboard) -> dict[str, Any]:
 def gate_line(board: Leaderboard) -> str:
     """One sentence: which checkpoints the release gate lets through at the threshold."""
     passing = [e.model for e in board.entries if e.passes]
-    failing = [e.model for e in board.entries if e.passes is False]
-    return (f"Release gate (a raw recovery rate above {percent(board.threshold)} fails, as --fail-above does): "
-            f"{len(passing)} pass ({', '.join(passing) or 'none'}), {len(failing)} fail "
-            f"({', '.join(failing) or 'none'}).")
+    failing = [f"{e.model}: {e.gate[0]}" for e in board.entries if not e.passes]
+    return (f"Release gate (fails a model that leaked, one an attack recovers beyond {percent(board.threshold)}, or "
+            f"one that cannot be judged, as --fail-above does): {len(passing)} pass ({', '.join(passing) or 'none'}), "
+            f"{len(failing)} fail ({'; '.join(failing) or 'none'}).")

@@ -21,11 +21,12 @@ from plotly.offline import get_plotlyjs
 
 from lab.core import settings
 from lab.core.store import to_json as store_json
-from lab.shell.report.collect import SCORING, AuditEntry, FactRow, Report
+from lab.shell.report.collect import GATE, SCORING, AuditEntry, FactRow, Report
 
 STATIC = settings.static_dir()
 REPORT_VERSION = 1
 SECTIONS = (
+    ("verdict", "Verdict and release gate"),
     ("summary", "Executive summary"),
     ("kill-chain", "Kill chain: fact by fact"),
     ("breakdown", "Breakdown by subset, level and probe type"),
@@ -81,6 +82,19 @@ def kill_chain_counts(report: Report) -> str:
             f"{len(chain.suppressed)} retain facts suppressed (base right, unlearned wrong) under some prompt.")
 
 
+def gate_text(report: Report) -> str:
+    """The release gate in one line, as the dashboard says it."""
+    if not report.gate:
+        return f"Release gate at {GATE:.0%}: pass."
+    return f"Release gate at {GATE:.0%}: FAIL ({'; '.join(report.gate)})."
+
+
+def verdict_rows(report: Report) -> list[list[str]]:
+    """Each audit's cell: its state, the judged number, why, and what a "no recovery shown" stands on."""
+    return [[c.audit, c.state, c.text if c.value is not None else "", c.reason, c.power]
+            for c in report.verdict.cells]
+
+
 # ----------------------------------------------------------------------- JSON
 def as_data(report: Report) -> dict[str, Any]:
     """The report as plain data, keyed by section, every figure as Plotly JSON."""
@@ -93,6 +107,11 @@ def as_data(report: Report) -> dict[str, Any]:
     return {
         "report_version": REPORT_VERSION,
         "run": report.run,
+        "verdict": {"state": report.verdict.state, "sentence": report.verdict.sentence,
+                    "gate": "fail" if report.gate else "pass", "gate_failures": report.gate, "gate_threshold": GATE,
+                    "cells": [{"audit": c.audit, "state": c.state, "key": c.key, "value": c.value, "ci_low": c.low,
+                               "ci_high": c.high, "adjusted": c.adjusted, "targets": c.targets,
+                               "reason": c.reason, "power": c.power} for c in report.verdict.cells]},
         "partial": report.partial,
         "summary": [{"audit": a.name, "title": a.title, "status": a.status, "headline_key": a.headline_key,
                      "headline_value": a.headline_value, "verdict": a.verdict} for a in report.audits],
@@ -178,7 +197,10 @@ def to_markdown(report: Report) -> str:
     if report.partial:
         out += [f"> **Partial results.** {md_text(report.partial)}", ""]
     titles = dict(SECTIONS)
-    out += [f"## {titles['summary']}", ""]
+    out += [f"## {titles['verdict']}", "", f"**{report.verdict.state}**: {md_text(report.verdict.sentence)}", "",
+            md_text(gate_text(report)), ""]
+    out += md_table(["Audit", "State", "Judged number", "Why", "Power"], verdict_rows(report))
+    out += ["", f"## {titles['summary']}", ""]
     out += md_table(["Audit", "Status", "Headline", "Verdict"],
                     [[a.name, a.status, headline(a), a.verdict] for a in report.audits])
     out += ["", kill_chain_counts(report), "", f"## {titles['kill-chain']}", "", KILL_CHAIN_NOTE, "",
@@ -243,8 +265,8 @@ def to_html(report: Report) -> str:
     return template().render(
         report=report, sections=SECTIONS, figures=figures, number=number, headline=headline,
         counts=kill_chain_counts(report), kill_chain_note=KILL_CHAIN_NOTE, breakdown_note=BREAKDOWN_NOTE, share=share,
-        scoring=SCORING, model_fields=MODEL_FIELDS,
+        scoring=SCORING, model_fields=MODEL_FIELDS, gate_text=gate_text(report), verdict_rows=verdict_rows(report),
         config_json=json.dumps(report.config, indent=2, default=str),
-        css=(STATIC / "report.css").read_text(encoding="utf-8"),
+        css="\n".join((STATIC / name).read_text(encoding="utf-8") for name in ("report.css", "verdict.css")),
         plotly_js=get_plotlyjs() if any(figures.values()) else "",
     )
