@@ -1,19 +1,23 @@
-"""Audit ``linear_probe``: does a layer of the unlearned model still separate a forgotten answer from its foils?
+"""Audit ``linear_probe``: does a layer of the unlearned model still tell a forgotten answer from its foils?
 
 "Unforgettable Generalization in Language Models" (Zhang et al., 2024) and
 "Eight Methods to Evaluate Robust Unlearning in LLMs" (Lynch et al., 2024)
 read unlearned models with linear probes: knowledge the output no longer
-shows but a layer still linearly separates is hidden, not gone.  Here, per
-layer, a logistic-regression probe (scikit-learn) learns on the *base* model's
-residual stream to tell a fact's true answer from its foils: the state at the
-last token of the question's prompt followed by a candidate answer (the gold
-answer and the fact's perturbed answers, TOFU's foils), labelled gold or not.
+shows but a layer still linearly separates is hidden, not gone.  Here a probe
+reads, per layer, the residual stream at the last token of a question's
+prompt and scores each candidate answer (the gold answer and the fact's
+perturbed answers, TOFU's foils): a logistic regression (scikit-learn) on the
+outer product of the state and the candidate's output embedding (the mean of
+the base's unembedding rows of its tokens), both reduced by PCA fitted on the
+training facts, so the probe is bilinear in (state, answer) and its size does
+not grow with the model's width.  It learns on the *base* model's states.
 
 - The probe learns on retain facts the base answers; the layer it reads is the
   one whose probe picks the gold candidate best on held-out retain facts.
 - Applied to the unlearned model's states on the targets (forget facts the base
   knows and the unlearned model misses), a target is **recovered** when the
-  probe ranks the gold candidate first.  ``recovery_rate`` is their share.
+  probe scores the gold candidate strictly above every foil.  ``recovery_rate``
+  is their share.
 - Controls: the same probe on holdout facts, whose answers no model learned
   (``holdout_rate``: what the probe picks from surface cues alone, the chance
   level the verdict reads the rate against without a reference); on the base's
@@ -21,6 +25,12 @@ answer and the fact's perturbed answers, TOFU's foils), labelled gold or not.
   reference model's states (a model that never learned the facts).
 - Per layer: the probe's pick accuracy on forget facts in both models, and on
   holdout facts (the figure).
+
+Measured on the tiny demo (hidden size 64, 2 layers), no linear probe reads the
+answers well: this one picks the gold answer of held-out retain facts of the base
+for about 40% of them with 4 candidates (chance 25%), and a plain probe on the
+state after "question + candidate" (gold vs foil) about 28-36%.  ``calibrate``
+measures its power; the manual reports it beside the papers' findings.
 """
 
 from __future__ import annotations
@@ -32,37 +42,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from audits.base import Audit, AuditContext, pct, recovery
 from lab.core.backend import Backend
-from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, ItemRecord
 from lab.core.stats import rate_with_interval
 
 
+MIN_TRAINING = 8  # retain facts the base answers that a probe needs to learn from (and to choose its layer)
+
+
 @dataclass
 class LinearProbeOptions(AuditOptions):
-    """The foils, the probe's training share and its regularization."""
+    """The foils, the probe's size, training share and regularization."""
 
     foils: int = option(3, "wrong candidates per fact (the fact's perturbed answers)", low=1, high=16, kind="size",
                         space_cap=8)
+    components: int = option(64, "PCA components kept of the states and of the answer embeddings", low=2,
+                             high=512, kind="size", space_cap=64)
     validation: float = option(0.3, "share of the retain facts held out to choose the layer", low=0.1, high=0.7)
-    c: float = option(1.0, "inverse regularization strength of the logistic regression", low=1e-4, high=1e4)
+    c: float = option(0.1, "inverse regularization strength of the logistic regression", low=1e-4, high=1e4)
     seed: int = option(0, "which retain facts are held out", low=0, kind="index")
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Each fact's candidate answers (gold first) and their states: [facts][candidates] of [layers + 1, hidden]."""
-
-    facts: list[Fact]
-    states: list[list[torch.Tensor]]
 
 
 def candidate_answers(fact: Fact, foils: int) -> list[str]:
@@ -70,44 +74,75 @@ def candidate_answers(fact: Fact, foils: int) -> list[str]:
     return [fact.answer, *[a for a in fact.perturbed_answers if a.strip() and a != fact.answer][:foils]]
 
 
-def read_candidates(model: Backend, facts: list[Fact], foils: int, desc: str) -> Candidates:
-    """The residual stream at the last token of each fact's prompt followed by each candidate (batched)."""
-    usable = [f for f in facts if len(candidate_answers(f, foils)) > 1]
-    texts = [model.encoder.joined(model.prompt(f.question), c) for f in usable for c in candidate_answers(f, foils)]
-    flat = model.last_token_states(texts, desc=desc)
-    states, at = [], 0
-    for fact in usable:
-        count = len(candidate_answers(fact, foils))
-        states.append(flat[at:at + count])
-        at += count
-    return Candidates(usable, states)
+@dataclass(frozen=True)
+class Readings:
+    """Facts with at least one foil, their candidates' answer embeddings, and a model's states at each layer."""
+
+    facts: list[Fact]
+    answers: list[np.ndarray]  # per fact: [candidates, hidden], the base's output embedding of each candidate
+    states: np.ndarray  # [facts, layers + 1, hidden]
 
 
-def layer_matrix(data: Candidates, layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """Features (the candidates' states at ``layer``) and labels (1 for the gold candidate)."""
-    rows = [s[layer].numpy() for states in data.states for s in states]
-    labels = [int(i == 0) for states in data.states for i in range(len(states))]
-    return np.asarray(rows), np.asarray(labels)
-
-
-def fit_probe(data: Candidates, layer: int, c: float) -> Any:
-    """A standardized logistic regression on one layer's candidate states."""
-    features, labels = layer_matrix(data, layer)
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(features, labels)
-
-
-def picks(probe: Any, data: Candidates, layer: int) -> list[bool]:
-    """Per fact: the probe scores the gold candidate above every foil."""
+def answer_embeddings(base: Backend, facts: list[Fact], foils: int) -> list[np.ndarray]:
+    """Each candidate's output embedding: the mean of the base's unembedding rows of its answer tokens."""
+    head = base.architecture.head.weight.detach().float().cpu()
     out = []
-    for states in data.states:
-        scores = probe.decision_function(np.stack([s[layer].numpy() for s in states]))
-        out.append(bool(np.argmax(scores) == 0))
+    for fact in facts:
+        pairs = [(base.prompt(fact.question), c) for c in candidate_answers(fact, foils)]
+        out.append(np.stack([head[target].mean(0).numpy() for _, target in base.encoder.continuations(pairs)]))
     return out
 
 
-def subset(data: Candidates, keep: set[str]) -> Candidates:
+def read(model: Backend, base: Backend, facts: list[Fact], foils: int, desc: str) -> Readings:
+    """``model``'s states at the last token of each fact's prompt (all layers) and the candidates' embeddings."""
+    usable = [f for f in facts if len(candidate_answers(f, foils)) > 1]
+    states = model.last_token_states([model.prompt(f.question) for f in usable], desc=desc)
+    stacked = np.stack([s.numpy() for s in states]) if states else np.zeros((0, 1, 1))
+    return Readings(usable, answer_embeddings(base, usable, foils), stacked)
+
+
+def subset(data: Readings, keep: set[str]) -> Readings:
     chosen = [i for i, f in enumerate(data.facts) if f.id in keep]
-    return Candidates([data.facts[i] for i in chosen], [data.states[i] for i in chosen])
+    return Readings([data.facts[i] for i in chosen], [data.answers[i] for i in chosen], data.states[chosen])
+
+
+@dataclass
+class Probe:
+    """A bilinear probe on one layer: PCA of the states and of the answers, then a logistic regression on their
+    outer product."""
+
+    layer: int
+    states: PCA
+    answers: PCA
+    classifier: LogisticRegression
+
+    def features(self, state: np.ndarray, answers: np.ndarray) -> np.ndarray:
+        s = self.states.transform(state[None])[0]
+        a = self.answers.transform(answers)
+        return np.einsum("i,cj->cij", s, a).reshape(len(answers), -1)
+
+    def picks(self, data: Readings) -> list[bool]:
+        """Per fact: the gold candidate (the first) scores strictly above every foil."""
+        out = []
+        for state, answers in zip(data.states, data.answers):
+            scores = self.classifier.decision_function(self.features(state[self.layer], answers))
+            out.append(bool(scores[0] > scores[1:].max()))
+        return out
+
+
+def fit_probe(data: Readings, layer: int, opts: "LinearProbeOptions") -> Probe:
+    """A probe on one layer, fitted on ``data`` (gold candidates labelled 1, foils 0)."""
+    states = data.states[:, layer]
+    answers = np.concatenate(data.answers)
+    keep = max(1, min(opts.components, len(states) - 1, states.shape[1]))
+    state_pca = PCA(n_components=keep, whiten=True, random_state=0).fit(states)  # unit variance per component
+    answer_pca = PCA(n_components=max(1, min(opts.components, len(answers) - 1, answers.shape[1])),
+                     random_state=0).fit(answers)
+    probe = Probe(layer, state_pca, answer_pca, LogisticRegression(C=opts.c, max_iter=3000))
+    features = np.concatenate([probe.features(s[layer], a) for s, a in zip(data.states, data.answers)])
+    labels = np.concatenate([[1] + [0] * (len(a) - 1) for a in data.answers])
+    probe.classifier.fit(features, labels)
+    return probe
 
 
 class LinearProbeAudit(Audit[LinearProbeOptions]):
@@ -125,31 +160,32 @@ class LinearProbeAudit(Audit[LinearProbeOptions]):
         opts = ctx.options
         pair, targets = ctx.pair, ctx.baseline.targets()
         known = [f for f in ctx.baseline.suppressed_candidates() if len(candidate_answers(f, opts.foils)) > 1]
-        if len(known) < 4:
-            raise LabError(f"linear_probe needs at least 4 retain facts the base answers, with foils, to train its "
-                           f"probes; this fact set has {len(known)}")
+        if len(known) < MIN_TRAINING:
+            return AuditResult(metrics={"targets": float(len(targets)), **recovery("recovery_rate", [], set())},
+                               notes=[f"no probe: it trains on retain facts the base answers (with foils), and this "
+                                      f"fact set has {len(known)} (at least {MIN_TRAINING} needed)"])
         forget = [f for f in ctx.baseline.facts if f.split == "forget"]
         holdout = [f for f in ctx.baseline.facts if f.split == "holdout"]
-        train = read_candidates(pair.base, known, opts.foils, "probe training states (base)")
+        train = read(pair.base, pair.base, known, opts.foils, "probe training states (base)")
         layer, per_layer = self.choose_layer(train, opts)
-        probes = {lay: fit_probe(train, lay, opts.c) for lay in per_layer}
-        readings = {"unlearned": read_candidates(pair.unlearned, forget, opts.foils, "probe states (unlearned)"),
-                    "base": read_candidates(pair.base, forget, opts.foils, "probe states (base)"),
-                    "holdout": read_candidates(pair.unlearned, holdout, opts.foils, "probe states (holdout)")}
-        curves = {name: [float(np.mean(picks(probes[lay], data, lay))) if data.facts else float("nan")
+        probes = {lay: fit_probe(train, lay, opts) for lay in per_layer}
+        readings = {"unlearned": read(pair.unlearned, pair.base, forget, opts.foils, "probe states (unlearned)"),
+                    "base": read(pair.base, pair.base, forget, opts.foils, "probe states (base)"),
+                    "holdout": read(pair.unlearned, pair.base, holdout, opts.foils, "probe states (holdout)")}
+        curves = {name: [float(np.mean(probes[lay].picks(data))) if data.facts else float("nan")
                          for lay in per_layer] for name, data in readings.items()}
         target_ids = {t.id for t in targets}
         mine = subset(readings["unlearned"], target_ids)
-        hit = dict(zip((f.id for f in mine.facts), picks(probes[layer], mine, layer)))
-        base_hit = dict(zip((f.id for f in readings["base"].facts), picks(probes[layer], readings["base"], layer)))
+        hit = dict(zip((f.id for f in mine.facts), probes[layer].picks(mine)))
+        base_hit = dict(zip((f.id for f in readings["base"].facts), probes[layer].picks(readings["base"])))
         ctx.record([self.item(t, pair.unlearned, hit.get(t.id, False), base_hit.get(t.id), opts.foils)
                     for t in targets])
         metrics: dict[str, float] = {"targets": float(len(targets)), "layer": float(layer)}
         metrics.update(recovery("recovery_rate", targets, {i for i, h in hit.items() if h}))
-        metrics.update(rate_with_interval("holdout_rate", picks(probes[layer], readings["holdout"], layer)))
+        metrics.update(rate_with_interval("holdout_rate", probes[layer].picks(readings["holdout"])))
         metrics.update(rate_with_interval("base_rate", [base_hit.get(t.id, False) for t in targets]))
         metrics["validation_accuracy"] = per_layer[layer]
-        ctx._shared[self.name] = (probes[layer], layer)  # the reference control reads the same probe
+        ctx._shared[self.name] = probes[layer]  # the reference control reads the same probe
         return AuditResult(metrics=metrics, notes=[
             f"probes trained on {len(train.facts)} retain facts of the base; layer {layer} picked on held-out "
             f"retain facts ({per_layer[layer]:.0%} there); chance with {opts.foils} foils is "
@@ -157,15 +193,15 @@ class LinearProbeAudit(Audit[LinearProbeOptions]):
             artifacts={"layers": list(per_layer), "validation": list(per_layer.values()), **curves})
 
     @staticmethod
-    def choose_layer(train: Candidates, opts: LinearProbeOptions) -> tuple[int, dict[int, float]]:
+    def choose_layer(train: Readings, opts: LinearProbeOptions) -> tuple[int, dict[int, float]]:
         """The layer whose probe, fitted on part of the retain facts, picks the gold candidate best on the rest;
         with every layer's held-out accuracy (index 0, the embeddings, is left out)."""
         ids = sorted(f.id for f in train.facts)
         random.Random(opts.seed).shuffle(ids)
         held = set(ids[:max(1, round(len(ids) * opts.validation))])
         fit_part, check_part = subset(train, set(ids) - held), subset(train, held)
-        layers = range(1, len(train.states[0][0]))
-        accuracy = {lay: float(np.mean(picks(fit_probe(fit_part, lay, opts.c), check_part, lay))) for lay in layers}
+        layers = range(1, train.states.shape[1])
+        accuracy = {lay: float(np.mean(fit_probe(fit_part, lay, opts).picks(check_part))) for lay in layers}
         return max(accuracy, key=lambda lay: (accuracy[lay], -lay)), accuracy
 
     def item(self, fact: Fact, model: Backend, recovered: bool, base: bool | None, foils: int) -> ItemRecord:
@@ -176,10 +212,12 @@ class LinearProbeAudit(Audit[LinearProbeOptions]):
 
     def reference_recovered(self, ctx: AuditContext[LinearProbeOptions], items: list[ItemRecord]) -> set[str]:
         """The same probe (trained on the base) on the reference model's states for the targets."""
-        probe, layer = ctx._shared[self.name]
+        probe = ctx._shared.get(self.name)
+        if probe is None:  # no probe could be trained: nothing to read the reference with
+            return set()
         targets = ctx.baseline.targets()
-        data = read_candidates(ctx.model("reference"), targets, ctx.options.foils, "probe states (reference)")
-        return {f.id for f, hit in zip(data.facts, picks(probe, data, layer)) if hit}
+        data = read(ctx.model("reference"), ctx.pair.base, targets, ctx.options.foils, "probe states (reference)")
+        return {f.id for f, hit in zip(data.facts, probe.picks(data)) if hit}
 
     def figures(self, artifacts: dict[str, Any], items: pd.DataFrame) -> dict[str, go.Figure]:
         if not artifacts.get("layers"):

@@ -14,7 +14,10 @@ against the model's own logits.  Prompts and ids come from
 
 from __future__ import annotations
 
+import functools
 import inspect
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from functools import cached_property
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from lab.core import settings
 from lab.core.architecture import Architecture, LensReading, discover, layer_count, lens_readings, text_config
 from lab.core.batching import BatchPolicy, run_batched
 from lab.core.backend import CAPABILITIES, Backend, ModelInfo, TokenScores
@@ -37,6 +41,63 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
 T = TypeVar("T")
 Edit = Callable[[int, torch.Tensor], "torch.Tensor | None"]  # (block index, its output) -> the new output or None
 BatchEdit = Callable[[torch.Tensor, torch.Tensor, list[int]], Edit]  # (ids, mask, row indices) -> that batch's edit
+
+
+KEPT_RESULTS = 64  # results an engine keeps per weights state (see ``kept``)
+
+
+def _frozen(value: object) -> object:
+    """A call argument as a hashable key: sequences become tuples, all the way down."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return tuple(value.tolist())
+    return value
+
+
+def kept(method: Callable[..., T]) -> Callable[..., T]:
+    """An engine call whose result is kept and given again for the same inputs while the weights are unchanged.
+
+    A sweep (or ``calibrate``) audits one base against many unlearned models: the base's answers, scores and
+    states are the same in every pair, so they are computed once.  The key is everything that decides the
+    result (the method, every argument but the progress label, the prompt format) and the weights' state: each
+    parameter's identity and in-place version (torch bumps a tensor's version on every in-place change, so
+    quantizing, fine-tuning or restoring weights, or wrapping layers with adapters, changes the key and nothing is
+    reused across it).  Edited forwards (``edit_batch``) are never kept.  ``LAB_MEMO=0`` turns keeping off."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self: "Engine", *args: object, **kwargs: object) -> T:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        given = {k: v for k, v in bound.arguments.items() if k not in ("self", "desc")}
+        if given.get("edit_batch") is not None or not settings.memo_enabled():
+            return method(self, *args, **kwargs)
+        key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, self.weights_state())
+        return self.results.keep(key, lambda: method(self, *args, **kwargs))
+
+    return wrapper
+
+
+class Results:
+    """The results an engine keeps (see :func:`kept`): a few, the most recently used."""
+
+    def __init__(self, size: int = KEPT_RESULTS):
+        self.size = size
+        self.entries: OrderedDict[object, object] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def keep(self, key: object, compute: Callable[[], T]) -> T:
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return list(self.entries[key])  # type: ignore[return-value] - a fresh list, the same items
+        value = compute()
+        with self.lock:
+            self.entries[key] = value
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return list(value)  # type: ignore[return-value]
 
 
 def _edit_hook(edit: Edit, index: int) -> Callable[..., object]:
@@ -140,6 +201,11 @@ class Engine(Backend):
         self.device = embeddings.weight.device if embeddings is not None else torch.device(info.device)
         self.policy = policy or batch_policy(model, self.device)
         self.context = context_length(model)
+        self.results = Results()  # shared with this engine's formatted views (Backend.formatted copies it)
+
+    def weights_state(self) -> tuple[tuple[int, int], ...]:
+        """Each parameter's identity and in-place version: changes whenever the weights do (see :func:`kept`)."""
+        return tuple((id(p), p._version) for p in self.model.parameters())
 
     # --------------------------------------------------------------- primitives
     def _batched(self, lengths: list[int], batch_fn: Callable[[list[int]], list[T]], desc: str | None,
@@ -210,6 +276,7 @@ class Engine(Backend):
         return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1]), distribution)
 
     @torch.no_grad()
+    @kept
     def token_scores(
         self,
         rows: Sequence[Sequence[int]],
@@ -262,6 +329,7 @@ class Engine(Backend):
         return result  # type: ignore[return-value]
 
     @torch.no_grad()
+    @kept
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None,
                  temperature: float = 0.0, seed: int = 0) -> list[str]:
         """Continuations, batched with left padding: greedy, or sampled at ``temperature`` > 0 (seeded)."""
@@ -335,6 +403,7 @@ class Engine(Backend):
                 yield self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     @torch.no_grad()
+    @kept
     def last_token_states(self, prompts: Sequence[str], desc: str | None = None) -> list[torch.Tensor]:
         """Residual stream at each prompt's last token, all layers: [layers + 1, hidden]."""
         encoded = self.encoder.encode_many(prompts)
@@ -376,6 +445,7 @@ class Engine(Backend):
         return captured
 
     @torch.no_grad()
+    @kept
     def mean_block_outputs(self, prompts: Sequence[str], desc: str | None = None) -> list[torch.Tensor]:
         """Each decoder block's output averaged over each prompt's tokens: [layers, hidden] per prompt (the
         activations a direction is taken from: directional ablation)."""
@@ -396,6 +466,7 @@ class Engine(Backend):
             return discover(self.model)
 
     @torch.no_grad()
+    @kept
     def row_states(self, rows: Sequence[Sequence[int]], layer: int, desc: str | None = None) -> list[torch.Tensor]:
         """Residual stream at every token of raw token rows, hidden-state index ``layer``: [len, hidden]."""
 
@@ -407,6 +478,7 @@ class Engine(Backend):
         return self._batched([len(r) for r in rows], batch_fn, desc)
 
     @torch.no_grad()
+    @kept
     def logit_lens(self, prompts: Sequence[str], answers: Sequence[str], top: int = 5,
                    desc: str | None = None) -> list[LensReading]:
         """Teacher-forced logit lens: every layer's residual before each answer token, read through

@@ -56,3 +56,9 @@ def space_mode() -> bool:
 def demo_profile() -> str:
     """The demo profile the web lab builds on first launch: ``$LAB_DEMO_PROFILE`` (tiny or full)."""
     return os.environ.get("LAB_DEMO_PROFILE", "").strip() or "full"
+
+
+def memo_enabled() -> bool:
+    """Whether engines keep results for repeated calls on unchanged weights (``LAB_MEMO=0`` turns it off, to time
+    or check the uncached path)."""
+    return os.environ.get("LAB_MEMO", "").strip().lower() not in {"0", "false", "no", "off"}
