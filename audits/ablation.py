@@ -34,6 +34,7 @@ import torch
 
 from audits.base import Answered, Audit, AuditContext, item_for, pct, recovery
 from lab.core.backend import Backend
+from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.models import ModelPair
 from lab.core.options import AuditOptions, option
@@ -93,6 +94,9 @@ class AblationAudit(Audit[AblationOptions]):
     Options = AblationOptions
     headline_keys = ("recovery_rate", "calibration_targets")
     needs = frozenset({"generate", "internals"})
+    has_fact_view = True
+    view_id, view_label = "ablation", "Directional ablation"
+    view_reads = ("question", "answer")
 
     def targets(self, ctx: AuditContext[AblationOptions]) -> list[Fact]:
         return halves(ctx.baseline.targets(), ctx.options.seed)[1]
@@ -147,6 +151,31 @@ class AblationAudit(Audit[AblationOptions]):
         units = directions(reference, base, [base.prompt(f.question) for f in calibration])
         outputs = ablated_answers(reference, units, [base.prompt(f.question) for f in asked], ctx.max_new_tokens)
         return {f.id for f, out in zip(asked, outputs) if score_answer(out, f.answer).hit}
+
+    def fact_view(self, pair: ModelPair, fact: Fact, facts: list[Fact], options: AblationOptions,
+                  memo: Callable[[Any, Callable[[], Any]], Any]) -> go.Figure:
+        """One question asked with the unlearning directions removed, all layers and one at a time; the
+        directions come from the forget facts the base answers (kept for the pair)."""
+        if not fact.question.strip() or not fact.answer.strip():
+            raise LabError("directional ablation needs a question and its answer (pick a fact or type both)")
+        forget = [f for f in facts if f.split == "forget" and f.kind == "qa" and f.question != fact.question]
+        if not forget:
+            raise LabError("directional ablation needs forget facts to take the directions from")
+        key = ("ablation-directions", pair.base.info.ref, pair.unlearned.info.ref, pair.unlearned.prompt_format)
+        units = memo(key, lambda: directions(pair.unlearned, pair.base, [pair.base.prompt(f.question)
+                                                                         for f in forget]))
+        prompt = [pair.base.prompt(fact.question)]
+        layers = list(range(units.shape[0]))
+        outputs = [ablated_answers(pair.unlearned, units, prompt, 24, {layer})[0] for layer in layers]
+        every = ablated_answers(pair.unlearned, units, prompt, 24)[0]
+        hits = [float(score_answer(o, fact.answer).hit) for o in outputs]
+        fig = go.Figure(go.Bar(x=[str(layer) for layer in layers] + ["all"],
+                               y=hits + [float(score_answer(every, fact.answer).hit)],
+                               text=[*outputs, every], textposition="outside", name="answer with the direction removed"))
+        fig.update_layout(title=f"Directional ablation of {fact.answer}: the answer with each layer's direction "
+                                "removed", xaxis_title="decoder block (all: every block)",
+                          yaxis=dict(title="answers (1) or not (0)", range=[0, 1.3]))
+        return fig
 
     def figures(self, artifacts: dict[str, Any], items: pd.DataFrame) -> dict[str, go.Figure]:
         curve = artifacts.get("by_layer") or []

@@ -35,7 +35,9 @@ import torch
 from audits.base import Audit, AuditContext, pct, recovery
 from lab.core.architecture import middle_layer
 from lab.core.backend import Backend
+from lab.core.errors import LabError
 from lab.core.facts import Fact
+from lab.core.models import ModelPair
 from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, ItemRecord
 
@@ -90,6 +92,9 @@ class PatchingAudit(Audit[PatchingOptions]):
     Options = PatchingOptions
     headline_keys = ("recovery_rate", "max_layer", "never_rate")
     needs = frozenset({"generate", "logprobs", "internals"})
+    has_fact_view = True
+    view_id, view_label = "patching", "Patching depth"
+    view_reads = ("question", "answer")
 
     @staticmethod
     def deepest(model: Backend, opts: PatchingOptions) -> int:
@@ -124,6 +129,25 @@ class PatchingAudit(Audit[PatchingOptions]):
         limit = self.deepest(reference, ctx.options)
         grid = answered_by_layer(reference, ctx.pair.base, targets, range(limit + 1))
         return {t.id for t, row in zip(targets, grid) if row.any()}
+
+    def fact_view(self, pair: ModelPair, fact: Fact, facts: list[Fact], options: AuditOptions,
+                  memo: Callable[[Any, Callable[[], Any]], Any]) -> go.Figure:
+        """One fact patched after every block: the answer's mean log-prob in the unlearned model, and where it
+        comes back (every answer token its top prediction)."""
+        if not fact.question.strip() or not fact.answer.strip():
+            raise LabError("patching needs a question and its answer (pick a fact or type both)")
+        model = pair.unlearned
+        rows, starts = model.continuation_rows([(model.prompt(fact.question), fact.answer)])
+        layers = list(range(model.architecture.n_layers))
+        scores = [model.token_scores(rows, starts, edit_batch=patch_from(pair.base, layer))[0] for layer in layers]
+        plain = model.token_scores(rows, starts)[0]
+        answered = ["answered" if s.greedy_match.all() else "not answered" for s in scores]
+        fig = go.Figure(go.Bar(x=layers, y=[s.mean for s in scores], text=answered, textposition="outside",
+                               name="patched after the block"))
+        fig.add_hline(y=plain.mean, line_dash="dash", annotation_text="unlearned, no patch")
+        fig.update_layout(title=f"Patching the base into the unlearned model: {fact.answer}",
+                          xaxis_title="decoder block patched", yaxis_title="mean log-prob of the answer")
+        return fig
 
     def figures(self, artifacts: dict[str, Any], items: pd.DataFrame) -> dict[str, go.Figure]:
         profile = artifacts.get("profile") or []

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,9 @@ from sklearn.linear_model import LogisticRegression
 
 from audits.base import Audit, AuditContext, pct, recovery
 from lab.core.backend import Backend
+from lab.core.errors import LabError
 from lab.core.facts import Fact
+from lab.core.models import ModelPair
 from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, ItemRecord
 from lab.core.stats import rate_with_interval
@@ -155,6 +157,9 @@ class LinearProbeAudit(Audit[LinearProbeOptions]):
     headline_keys = ("recovery_rate", "holdout_rate", "base_rate", "layer")
     needs = frozenset({"generate", "internals"})
     chance_key = "holdout_rate"
+    has_fact_view = True
+    view_id, view_label = "probe", "Linear probe"
+    view_reads = ("question", "answer")
 
     def run(self, ctx: AuditContext[LinearProbeOptions]) -> AuditResult:
         opts = ctx.options
@@ -218,6 +223,35 @@ class LinearProbeAudit(Audit[LinearProbeOptions]):
         targets = ctx.baseline.targets()
         data = read(ctx.model("reference"), ctx.pair.base, targets, ctx.options.foils, "probe states (reference)")
         return {f.id for f, hit in zip(data.facts, probe.picks(data)) if hit}
+
+    def fact_view(self, pair: ModelPair, fact: Fact, facts: list[Fact], options: LinearProbeOptions,
+                  memo: Callable[[Any, Callable[[], Any]], Any]) -> go.Figure:
+        """The probe's margin for one fact per layer (gold minus the best foil) in both models; the probes learn
+        on the facts' retain split the base answers (kept for the pair)."""
+        known = next((f for f in facts if f.question == fact.question.strip() and f.perturbed_answers), None)
+        if known is None:
+            raise LabError("the probe compares an answer with its foils: pick a demo fact (it carries them)")
+        retain = [f for f in facts if f.split == "retain" and f.kind == "qa" and f.perturbed_answers]
+        key = ("linear-probes", pair.base.info.ref, pair.base.prompt_format, options.foils, options.components,
+               options.c)
+
+        def train() -> dict[int, Probe]:
+            data = read(pair.base, pair.base, retain, options.foils, "probe training states (base)")
+            return {layer: fit_probe(data, layer, options) for layer in range(1, data.states.shape[1])}
+
+        probes = memo(key, train)
+        fig = go.Figure()
+        for role, model, dash in (("base", pair.base, "dot"), ("unlearned", pair.unlearned, "solid")):
+            data = read(model, pair.base, [known], options.foils, f"probe states ({role})")
+            margins = []
+            for layer, probe in probes.items():
+                scores = probe.classifier.decision_function(probe.features(data.states[0][layer], data.answers[0]))
+                margins.append(float(scores[0] - scores[1:].max()))
+            fig.add_trace(go.Scatter(x=list(probes), y=margins, name=role, mode="lines+markers", line={"dash": dash}))
+        fig.add_hline(y=0, line_dash="dash", annotation_text="above 0: the probe picks the gold answer")
+        fig.update_layout(title=f"Linear probe: {known.answer} against its foils, per layer",
+                          xaxis_title="layer (hidden-state index)", yaxis_title="gold score minus the best foil's")
+        return fig
 
     def figures(self, artifacts: dict[str, Any], items: pd.DataFrame) -> dict[str, go.Figure]:
         if not artifacts.get("layers"):

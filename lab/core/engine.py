@@ -63,7 +63,8 @@ def kept(method: Callable[..., T]) -> Callable[..., T]:
     result (the method, every argument but the progress label, the prompt format) and the weights' state: each
     parameter's identity and in-place version (torch bumps a tensor's version on every in-place change, so
     quantizing, fine-tuning or restoring weights, or wrapping layers with adapters, changes the key and nothing is
-    reused across it).  Edited forwards (``edit_batch``) are never kept.  ``LAB_MEMO=0`` turns keeping off."""
+    reused across it).  Nothing is kept or given while a residual edit is in force (``edit_batch``, or inside
+    :meth:`Engine.editing`: hooks change the result, not the weights).  ``LAB_MEMO=0`` turns keeping off."""
     signature = inspect.signature(method)
 
     @functools.wraps(method)
@@ -71,7 +72,7 @@ def kept(method: Callable[..., T]) -> Callable[..., T]:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         given = {k: v for k, v in bound.arguments.items() if k not in ("self", "desc")}
-        if given.get("edit_batch") is not None or not settings.memo_enabled():
+        if given.get("edit_batch") is not None or self.results.editing or not settings.memo_enabled():
             return method(self, *args, **kwargs)
         key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, self.weights_state())
         return self.results.keep(key, lambda: method(self, *args, **kwargs))
@@ -86,6 +87,7 @@ class Results:
         self.size = size
         self.entries: OrderedDict[object, object] = OrderedDict()
         self.lock = threading.Lock()
+        self.editing = 0  # residual edits in force on the model (Engine.editing): nothing is kept or given then
 
     def keep(self, key: object, compute: Callable[[], T]) -> T:
         with self.lock:
@@ -425,9 +427,11 @@ class Engine(Backend):
         with self.lock:
             handles = [block.register_forward_hook(_edit_hook(edit, index))
                        for index, block in enumerate(self.architecture.layers)]
+            self.results.editing += 1
             try:
                 yield
             finally:
+                self.results.editing -= 1
                 for handle in handles:
                     handle.remove()
 

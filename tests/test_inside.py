@@ -1,0 +1,100 @@
+"""Inside the model: residual edits and block outputs through the engine, directional ablation, activation
+patching and linear probes on the tiny demo (each fires on the model its paper names and not on the control),
+their per-fact views, and results kept per weights state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lab.shell.cli import main
+
+INSIDE = "direct,ablation,patching,linear_probe"
+
+
+@pytest.fixture(scope="module")
+def inside(tiny_demo, tmp_path_factory):
+    """The inside audits on RMU, GA and the retrained model, each against the base with retrain as reference."""
+    folder = tmp_path_factory.mktemp("inside")
+    out = {}
+    for model in ("rmu", "ga", "retrain"):
+        path = folder / f"{model}.json"
+        code = main(["audit", "--base", str(tiny_demo / "models" / "base"), "--unlearned",
+                     str(tiny_demo / "models" / model), "--reference", str(tiny_demo / "models" / "retrain"),
+                     "--facts", str(tiny_demo / "facts.jsonl"), "--audits", INSIDE, "--device", "cpu",
+                     "--db", str(folder / "inside.duckdb"), "--json", str(path)])
+        assert code == 0
+        out[model] = {name: audit["metrics"] for name, audit in json.loads(path.read_text())["audits"].items()}
+    return out
+
+
+def test_directional_ablation_recovers_rmu_and_not_the_control(inside):
+    """Łucki et al.: one direction per layer carries RMU's unlearning; removing it brings the answers back."""
+    rmu, control = inside["rmu"]["ablation"], inside["retrain"]["ablation"]
+    assert rmu["recovery_rate_adjusted_ci_low"] > 0, rmu
+    assert control["recovery_rate"] == 0.0
+    assert rmu["targets"] + rmu["calibration_targets"] == inside["rmu"]["direct"]["targets"]  # halves, no overlap
+
+
+def test_patching_brings_the_answer_back_from_the_lower_layers_of_rmu_and_ga(inside):
+    for model in ("rmu", "ga"):
+        assert inside[model]["patching"]["recovery_rate_adjusted_ci_low"] > 0, (model, inside[model]["patching"])
+    assert inside["retrain"]["patching"]["recovery_rate"] == 0.0  # the base's states mean nothing to it
+
+
+def test_linear_probes_report_their_layer_and_controls(inside):
+    for metrics in inside.values():
+        probe = metrics["linear_probe"]
+        assert 1 <= probe["layer"] and 0 <= probe["validation_accuracy"] <= 1
+        assert 0 <= probe["holdout_rate"] <= 1 and probe["holdout_rate_ci_low"] <= probe["holdout_rate"]
+
+
+def test_editing_and_block_outputs_leave_the_model_as_it_was(demo_pair, demo_facts):
+    engine = demo_pair.unlearned
+    prompts = [engine.prompt(f.question) for f in demo_facts.facts[:6]]
+    before = engine.generate(prompts, 8)
+    ids, mask = engine._pad([engine.encode(p) for p in prompts])
+    blocks = engine.block_outputs(ids, mask)
+    hidden = engine.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert torch.allclose(blocks[0], hidden[1], atol=1e-5)  # block l's output is hidden state l + 1 (not the last)
+    zeroed = []
+    with engine.editing(lambda layer, h: torch.zeros_like(h) if layer == 0 else None):
+        zeroed = engine.generate(prompts, 8)
+    assert zeroed != before and engine.generate(prompts, 8) == before  # the hooks are gone afterwards
+
+
+def test_the_inside_views_draw_one_fact(tiny_demo, demo_pair, demo_facts):
+    from audits import get_audit
+    from lab.core.options import build_options
+
+    fact = next(f for f in demo_facts.facts if f.split == "forget")
+    kept: dict = {}
+
+    def memo(key, make):
+        return kept.setdefault(key, make()) if key not in kept else kept[key]
+
+    for name in ("ablation", "patching", "linear_probe"):
+        cls = get_audit(name)
+        fig = cls().fact_view(demo_pair, fact, demo_facts.facts, build_options(cls.Options, name, {}), memo)
+        assert fig.data and fact.answer in fig.layout.title.text, name
+    assert len(kept) == 2  # the ablation's directions and the probes, kept for the next fact
+
+
+def test_kept_results_are_identical_and_never_outlive_a_weights_change(demo_pair, demo_facts, monkeypatch):
+    from audits.quantization.rtn import QuantSpec, quantized, target_weights
+
+    engine = demo_pair.base
+    prompts = [engine.prompt(f.question) for f in demo_facts.facts[:8]]
+    first = engine.generate(prompts, 8)
+    monkeypatch.setenv("LAB_MEMO", "0")
+    assert engine.generate(prompts, 8) == first  # computed again: the same
+    monkeypatch.setenv("LAB_MEMO", "1")
+    state = engine.weights_state()
+    with engine.lock, quantized(target_weights(engine.model, False, False), QuantSpec(bits=2, group_size=8)):
+        assert engine.weights_state() != state  # quantizing in place changes the key: nothing is reused
+        during = engine.generate(prompts, 8)
+    assert engine.generate(prompts, 8) == first
+    assert engine.weights_state() != state  # restored weights have a new version: they are recomputed
+    assert len(during) == len(prompts)
