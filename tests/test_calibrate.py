@@ -44,16 +44,24 @@ def test_calibrate_reads_flag_rates_controls_and_auc(tiny_demo, tmp_path, capsys
 
 
 def test_the_control_line_names_each_audit_above_the_bar():
-    from lab.shell.calibrate import Calibration, RecoveryRow, markdown
+    from lab.shell.calibrate import Calibration, RecoveryRow, markdown, power_of
 
-    def row(audit, model, rate):
-        return RecoveryRow(audit, "recovery_rate", model, 40, rate, rate / 2, rate * 2, 0.0, 0.0, 0.0, float("nan"))
+    def row(audit, model, hits, targets=40, seed=0):
+        rate = hits / targets
+        return RecoveryRow(audit, "recovery_rate", model, targets, rate, rate / 2, rate * 2, 0.0, 0.0, 0.0,
+                           float("nan"), seed, hits)
 
+    rows = [row("a", "retrain", 8), row("b", "retrain", 2), row("a", "npo", 20), row("a", "npo", 10, seed=1)]
+    power = {name: power_of(name, rows, {}, ["npo"]) for name in ("a", "b")}
+    assert (power["a"].power_hits, power["a"].power_targets, power["a"].fpr_hits) == (30, 80, 8)  # pooled seeds
+    assert power["a"].shown and power["b"].planted is None and not power["b"].shown
     result = Calibration(demo="d", sweep_id="s", models=["npo", "retrain"], audits=["a", "b"], options={},
-                         recovery=[row("a", "retrain", 0.2), row("b", "retrain", 0.05), row("a", "npo", 0.5)],
-                         detectors=[], failed=[])
-    assert markdown(result).splitlines()[-1] == ("Control above 5% (false positives; read these audits' adjusted "
-                                                 "rates): a 20% [10%, 40%]")
+                         recovery=rows, detectors=[], failed=[], profile="tiny", seeds=[0, 1], date="2026-12-06",
+                         power=power)
+    lines = markdown(result).splitlines()
+    assert lines[-1] == "Control above 5% (false positives; read these audits' adjusted rates): a 20% [10%, 35%]"
+    assert "| a | 38% [28%, 48%] on npo (30/80) |" in "\n".join(lines)
+    assert "| b | power not shown (the demo plants no positive for it) (0/0) |" in "\n".join(lines)
 
 
 def test_calibrate_refuses_an_unknown_model(tiny_demo, tmp_path, capsys):
@@ -61,3 +69,28 @@ def test_calibrate_refuses_an_unknown_model(tiny_demo, tmp_path, capsys):
                  "--db", str(tmp_path / "c.duckdb")])
     err = capsys.readouterr().err
     assert code == 2 and "no demo model 'wizard'" in err and "Traceback" not in err
+
+
+def test_power_pools_seeds_and_the_base_is_computed_once(tiny_demo, tmp_path, monkeypatch):
+    """Two demo worlds (seeds 0 and 1): each audit's power on its planted positive and false positives on the
+    control, pooled; the same numbers whether the engines keep the base's results or compute them again."""
+    monkeypatch.setenv("LAB_DEMO_DIR", str(tiny_demo))  # seed 0; seed 1 is built beside it
+    runs = {}
+    for memo in ("0", "1"):
+        monkeypatch.setenv("LAB_MEMO", memo)
+        out = tmp_path / f"power-{memo}.json"
+        assert main(["calibrate", "--profile", "tiny", "--seeds", "0,1", "--models", "ga,npo", "--audits",
+                     "direct,reasoning,keywords", "--limit", "6", "--local", "--device", "cpu", "--db",
+                     str(tmp_path / f"p{memo}.duckdb"), "--json", str(out)]) == 0
+        runs[memo] = json.loads(out.read_text())
+    result = runs["1"]
+    assert result["seeds"] == [0, 1] and result["profile"] == "tiny"
+    power = result["power"]["reasoning"]
+    rows = [r for r in result["recovery"] if r["audit"] == "reasoning"]
+    planted = [r for r in rows if r["model"] == power["planted"]]
+    assert power["planted"] in ("ga", "npo") and {r["seed"] for r in planted} == {0, 1}
+    assert power["power_targets"] == sum(r["targets"] for r in planted)
+    assert power["fpr_targets"] == sum(r["targets"] for r in rows if r["model"] == "retrain")
+    assert power["power_ci_low"] <= power["power"] <= power["power_ci_high"]
+    for key in ("recovery", "detectors", "power"):
+        assert runs["0"][key] == runs["1"][key], key

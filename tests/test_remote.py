@@ -114,3 +114,16 @@ def test_a_server_that_tokenizes_differently_is_refused_not_trusted(tiny_demo, t
             engine.token_scores([row], [len(row) - 3])
     finally:
         served.stop()
+
+
+def test_sampled_leakage_through_a_served_model(remote_ref, demo_env, tmp_path):
+    """leak@k from a llama.cpp server (a seed per draw), with the exact estimate from its echoed log-probs."""
+    out = tmp_path / "served.json"
+    code = main(["audit", "--base", "demo:base", "--unlearned", remote_ref, "--audits", "direct,sampling",
+                 "--facts", str(demo_env / "facts.jsonl"), "--limit", "8", "--db", str(tmp_path / "s.duckdb"),
+                 "--json", str(out), "--device", "cpu", "--set", "sampling.samples=8"])
+    assert code == 0
+    metrics = json.loads(out.read_text())["audits"]["sampling"]["metrics"]
+    assert {"leak_at_1", "leak_at_4", "leak_at_8", "recovery_rate"} <= set(metrics)
+    if metrics["targets"]:
+        assert metrics["exact_within_interval"] == 1.0, metrics

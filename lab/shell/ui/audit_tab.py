@@ -33,6 +33,7 @@ from lab.shell.spec import PairSpec
 from lab.shell.ui import auditing
 from lab.shell.ui.background import Finished, in_background, progress_html
 from lab.shell.ui.feedback import Beside, note_html
+from lab.shell.ui.format_form import preview_html
 from lab.shell.ui.plots import run_plots
 from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair
 from lab.shell.ui.updates import Outputs
@@ -55,6 +56,7 @@ class AuditForm:
     facts_info: gr.Markdown
     audits: gr.CheckboxGroup
     not_offered: gr.Markdown
+    prompt_format: gr.HTML
     limit: gr.Number
     max_new: gr.Number
     reference: gr.Textbox
@@ -85,6 +87,9 @@ def form_inputs(names: list[str]) -> AuditForm:
     source, upload, server_path, facts_msg, facts_info = facts_inputs()
     audits = gr.CheckboxGroup(names, value=default_audits(names), label="Audits", elem_id="audit-select")
     not_offered = gr.Markdown(elem_id="audit-unavailable")
+    with gr.Accordion("Prompt format of the loaded pair (set on the Models tab)", open=False,
+                      elem_id="audit-format-box"):
+        prompt_format = gr.HTML(elem_id="audit-format")
     with gr.Row():
         limit = gr.Number(auditing.default_limit(), label="Facts per split (0: all)", precision=0, minimum=0,
                           elem_id="audit-limit")
@@ -92,8 +97,8 @@ def form_inputs(names: list[str]) -> AuditForm:
                             maximum=lim.max_new_tokens, elem_id="audit-max-tokens")
     reference = gr.Textbox(label="Reference model (optional, e.g. demo:retrain; the control)",
                            elem_id="audit-reference")
-    return AuditForm(source, upload, server_path, facts_msg, facts_info, audits, not_offered, limit, max_new,
-                     reference)
+    return AuditForm(source, upload, server_path, facts_msg, facts_info, audits, not_offered, prompt_format, limit,
+                     max_new, reference)
 
 
 def options_table(form: AuditForm) -> None:
@@ -181,9 +186,10 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
     def on_pair(spec: PairSpec | None, chosen: list[str]):
         if spec is None:
             return {}
-        names_, why = auditing.offered(lab.pair(spec))
+        pair = lab.pair(spec)
+        names_, why = auditing.offered(pair)
         return {form.audits: gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
-                form.not_offered: auditing.unavailable_note(why)}
+                form.not_offered: auditing.unavailable_note(why), form.prompt_format: preview_html(pair.base)}
 
     @run_msg
     def on_run(spec: PairSpec | None, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
@@ -200,7 +206,8 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
     form.facts_msg.watch(gr.on([form.source.change, form.upload.change, form.server_path.submit], on_facts,
                                [form.source, form.upload, form.server_path], form.facts_info,
                                api_visibility="private", **form.facts_msg.events))
-    state.change(on_pair, [state, form.audits], [form.audits, form.not_offered], api_visibility="private",
+    state.change(on_pair, [state, form.audits], [form.audits, form.not_offered, form.prompt_format],
+                 api_visibility="private",
                  concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     form.audits.change(auditing.options_frame, [form.audits, form.options], form.options, queue=False,
                        api_visibility="private")

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterator
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Iterator
 
 from audits import get_audit
 from audits.base import Rewritten
@@ -27,6 +28,9 @@ from lab.core.facts import Fact
 from lab.core.models import ModelPair
 from lab.core.scoring import score_answer
 from lab.shell.ui.diff import Scored
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _DONE = object()
 
@@ -96,6 +100,24 @@ def stream_both(pair: ModelPair, prompt: str, max_new_tokens: int) -> Iterator[t
         if isinstance(item, BaseException):
             raise item
         yield item
+
+
+SAMPLE_COLUMNS = ["model", "answer", "count", "gold"]
+
+
+def sampled_answers(pair: ModelPair, prompt: str, samples: int, max_new_tokens: int, gold: str,
+                    temperature: float = 1.0, seed: int = 0) -> "pd.DataFrame":
+    """``samples`` seeded answers of each model to one prompt (the sampling audit's draw): each distinct answer
+    with its count, most frequent first, and whether it holds the gold answer."""
+    import pandas as pd
+
+    rows = []
+    for role, model in pair.roles():
+        answers = model.sample([prompt], samples, max_new_tokens, temperature, seed, desc=f"sampling ({role})")[0]
+        for answer, count in Counter(answers).most_common():
+            rows.append({"model": role, "answer": answer, "count": count,
+                         "gold": ("yes" if score_answer(answer, gold).hit else "no") if gold else ""})
+    return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
 
 
 def gold_scores(pair: ModelPair, prompt: str, outputs: tuple[str, str], gold: str) -> dict[str, Scored]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
+import pandas as pd
 
 from audits import available, get_audit
 from audits.base import Rewritten
@@ -34,7 +35,8 @@ from lab.shell.report.style import message_figure, styled
 from lab.shell.ui import facts_picker
 from lab.shell.ui.diff import compare_outputs
 from lab.shell.ui.feedback import Beside, warning_html
-from lab.shell.ui.probe import build_prompt, explain, fit_both, gold_scores, prompt_warning, rewrites, stream_both
+from lab.shell.ui.probe import (SAMPLE_COLUMNS, build_prompt, explain, fit_both, gold_scores, prompt_warning,
+                                rewrites, sampled_answers, stream_both)
 from lab.shell.ui.saliency import saliency_html, saliency_placeholder
 from lab.shell.spec import PairSpec
 from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair
@@ -131,6 +133,14 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
                     out_unl = gr.Textbox(label="Unlearned model", lines=4, interactive=False,
                                          elem_id="probe-unlearned", elem_classes="out-unlearned")
             with gr.Row(equal_height=False):
+                samples = gr.Number(16, label="Samples per model (temperature 1, seed 0)", precision=0, minimum=1,
+                                    maximum=min(64, lim.size_cap or 64), scale=3, elem_id="probe-samples")
+                sample = gr.Button("Sample N answers", scale=1, elem_id="probe-sample")
+            sample_msg = Beside("probe-sample")
+            sampled = gr.Dataframe(pd.DataFrame(columns=SAMPLE_COLUMNS), label="Distinct sampled answers, with their "
+                                   "counts: greedy may hide an answer that sampling still gives", interactive=False,
+                                   visible=False, elem_id="probe-sampled", elem_classes="scroll-table")
+            with gr.Row(equal_height=False):
                 methods = gr.CheckboxGroup([(METHOD_TITLES[m], m) for m in METHODS], value=[METHODS[0]],
                                            label="Attribution methods", scale=3, elem_id="probe-methods")
                 attribute = gr.Button("Explain the answer", scale=1, elem_id="probe-attribute")
@@ -208,7 +218,20 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
         attr = explain(require_pair(lab, spec), sent_, gold_.strip() or base_output.strip(), methods_)
         return saliency_html(attr), styled(attribution_figure(attr))
 
+    @sample_msg
+    def on_sample(spec: PairSpec | None, text: str, mode_: str, gold_: str, max_new: float, count: float,
+                  request: gr.Request):
+        pair = require_pair(lab, spec)
+        new_tokens = int(min(max_new, lim.max_new_tokens))
+        count = int(count or 1)
+        if not 1 <= count <= 64 or (lim.size_cap and count > lim.size_cap):
+            raise LabError(f"samples must be between 1 and {min(64, lim.size_cap or 64)}, got {count}")
+        full = fit_both(pair, build_prompt(pair, text, mode_ == RAW, lim.max_prompt_chars), new_tokens)
+        return gr.Dataframe(sampled_answers(pair, full, count, new_tokens, gold_.strip()), visible=True)
+
     queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+    sample_msg.watch(sample.click(on_sample, [state, prompt, mode, gold, tokens, samples], sampled, api_name="sample",
+                                  **sample_msg.events, **queued))
     fact.change(on_fact, fact, filled.list, queue=False,
                 api_visibility="private")
     prompt.input(on_typed, prompt, [original, active, active_note], queue=False, api_visibility="private")
