@@ -1,5 +1,6 @@
 """The ``metrics`` audit: engine-level metrics checked by hand, then end to end on the tiny demo."""
 
+import copy
 import dataclasses
 import json
 import math
@@ -157,7 +158,9 @@ def _audit(tmp_path, *extra):
 
 
 def _definition_key(key: str) -> str:
-    return re.sub(r"_(base|reference)$", "", key)
+    """The defined name of a key: itself (``mia_reference`` is open-unlearning's name of an attack), or the key
+    less its model suffix."""
+    return key if key in METRIC_DEFINITIONS else re.sub(r"_(base|reference)$", "", key)
 
 
 def test_metrics_end_to_end_with_a_reference(demo_env, tmp_path):
@@ -202,6 +205,23 @@ def test_metrics_end_to_end_with_a_reference(demo_env, tmp_path):
         ref = m[f"{name}_reference"]
         assert m[f"privleak_{attack}"] == pytest.approx(((1 - m[name]) - (1 - ref)) / (1 - ref + 1e-10) * 100)
     assert m["privleak"] == m["privleak_mink"]
+    # the reference-model attack: each model's LOSS less the reference's, so the reference's own AUC is 0.5
+    members = [e["unlearned"]["ref"] for e, s in zip(mia_extras, mia.split) if s == "forget"]
+    others = [e["unlearned"]["ref"] for e, s in zip(mia_extras, mia.split) if s == "holdout"]
+    assert all(e["unlearned"]["ref"] == pytest.approx(e["unlearned"]["loss"] - e["reference"]["loss"])
+               for e in mia_extras)
+    assert m["mia_reference"] == pytest.approx(um.auc(members, others)) and m["mia_reference_reference"] == 0.5
+    assert m["privleak_ref"] == pytest.approx(((1 - m["mia_reference"]) - 0.5) / (0.5 + 1e-10) * 100)
+    # the gradient-norm attack: the base, trained on the forget answers, has smaller gradients there
+    assert all(e[model]["gradnorm"] < 0 for e in mia_extras for model in ("base", "unlearned", "reference"))
+    assert m["mia_gradnorm_base"] > 0.9 and m["mia_gradnorm_reference"] < m["mia_gradnorm_base"]
+    # paraphrased and perturbed answers: the truth ratio's two sides, scored on their own
+    assert m["forget_Q_A_PARA_Prob"] == pytest.approx(np.mean([e["para_prob"]["unlearned"] for _, e in forget]))
+    assert m["forget_Q_A_PERT_Prob_base"] == pytest.approx(np.mean([e["pert_prob"]["base"] for _, e in forget]))
+    for row, extra in forget:
+        assert extra["pert_rouge"]["unlearned"] == pytest.approx(um.mean_rouge_l(
+            row.output_unlearned, extra["truth_ratio_perturbed"]))
+    assert m["forget_Q_A_PARA_Prob_base"] > m["forget_Q_A_PERT_Prob_base"]  # the base knows the true answer
     assert m["model_utility_components"] == 3 and "not computed: ra_Q_A_Prob_normalised" in notes
     assert m["model_utility"] == pytest.approx(stats.hmean([m["retain_Q_A_Prob"], m["retain_Q_A_ROUGE"],
                                                             m["retain_Truth_Ratio"]]))
@@ -257,6 +277,55 @@ def test_model_utility_over_all_nine_components(demo_pair, demo_facts):
     plain = [i for i in answers if i.extra["group"] == "retain"]
     assert m["retain_Q_A_Prob"] == pytest.approx(np.mean([math.exp(i.logprob_unlearned) for i in plain]))
     assert result.artifacts["settings"]["model_utility_components"] == list(UTILITY)
+
+
+def test_knowledge_rouge_on_knowmem_questions(demo_pair, demo_facts):
+    """MUSE's KnowMem questions are answered after their split's few-shot examples, cut at MUSE's stop words and
+    scored by ROUGE-L F1; other questions are not."""
+    forget, retain = demo_facts.split("forget"), demo_facts.split("retain")
+    knowmem = [dataclasses.replace(f, subset="knowmem") for f in (*forget[:3], *retain[:2])]
+    # one example each: the tiny demo, trained on single questions, loses the thread after more
+    shots = {"knowmem_forget": [(forget[3].question, forget[3].answer)],
+             "knowmem_retain": [(retain[2].question, retain[2].answer)]}
+    items: list = []
+    ctx = AuditContext(pair=demo_pair, facts=FactSet([*knowmem, *demo_facts.split("holdout")[:2]], examples=shots),
+                       options=MetricsOptions(max_new_tokens=4, knowmem_max_new_tokens=12), record=items.extend)
+    result = MetricsAudit().run(ctx)
+    asked = [i for i in items if i.category == "knowmem"]
+    assert [i.fact_id for i in asked] == [f.id for f in knowmem]
+    first = asked[0]
+    assert first.prompt == demo_pair.base.few_shot_prompt(shots["knowmem_forget"], knowmem[0].question)
+    assert asked[-1].prompt.startswith(demo_pair.base.prompt(retain[2].question))
+    for item in asked:
+        cut = item.extra["answer_cut"]["unlearned"]
+        assert cut == um.cut_at_stop_words(item.output_unlearned)
+        assert item.extra["knowmem_rouge"]["unlearned"] == pytest.approx(um.rouge_l(cut, item.answer, "f1"))
+    m = result.metrics
+    assert m["forget_knowmem_ROUGE"] == pytest.approx(np.mean([i.extra["knowmem_rouge"]["unlearned"]
+                                                               for i in asked if i.split == "forget"]))
+    assert m["retain_knowmem_ROUGE_base"] == pytest.approx(np.mean([i.extra["knowmem_rouge"]["base"]
+                                                                    for i in asked if i.split == "retain"]))
+    assert m["forget_knowmem_ROUGE_base"] > m["forget_knowmem_ROUGE"]  # NPO forgot what the base answers
+    assert any("KnowMem: 3 forget questions after 1 few-shot example, 2 retain" in n for n in result.notes)
+
+
+def test_gradient_norm_skipped_without_gradients_and_the_base_as_anchor(demo_pair, demo_facts):
+    """A model that gives no gradients (a served one) scores the gradient-norm attack NaN, and the notes say why;
+    the reference-model attack can take the base as its anchor; the weights come back untouched."""
+    served = copy.copy(demo_pair.unlearned)
+    served.capabilities = frozenset({"generate", "logprobs"})  # what an OpenAI-compatible server offers
+    pair = dataclasses.replace(demo_pair, unlearned=served)
+    facts = [*demo_facts.split("forget")[:4], *demo_facts.split("holdout")[:4]]
+    before = {n: p.detach().clone() for n, p in demo_pair.base.model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in demo_pair.base.model.named_parameters()}
+    result = MetricsAudit().run(AuditContext(pair=pair, facts=FactSet(facts), record=lambda items: None,
+                                             options=MetricsOptions(max_new_tokens=4, mia_reference="base")))
+    m = result.metrics
+    assert math.isnan(m["mia_gradnorm"]) and 0 <= m["mia_gradnorm_base"] <= 1
+    assert any("skipped (NaN) for" in n and served.info.ref in n for n in result.notes)
+    assert m["mia_reference_base"] == 0.5 and 0 <= m["mia_reference"] <= 1
+    for name, param in demo_pair.base.model.named_parameters():
+        assert torch.equal(param, before[name]) and param.requires_grad == flags[name] and param.grad is None
 
 
 def test_every_metric_is_in_the_parity_table():
