@@ -31,6 +31,7 @@ REGISTRY: dict[str, str] = {
     "incontext": "audits.incontext:IncontextAudit",
     "extraction": "audits.extraction:ExtractionAudit",
     "adversarial": "audits.adversarial.audit:AdversarialAudit",
+    "trigger": "audits.trigger:TriggerAudit",
 }
 
 
