@@ -14,8 +14,9 @@ retrained without the forget set) and TOFU's model utility (harmonic mean of
 nine retain, real authors and world facts components; computed over those the
 facts allow, and said so).  The gradient-norm attack needs gradients: on a
 served model it is skipped and the notes say so.  open-unlearning's gibberish
-rate is not computed: it needs a classifier from the model hub (see the
-notes and the manual's metrics page).  Formulas and citations are in :mod:`lab.core.unlearning_metrics`;
+rate needs a text classifier from the model hub: it is computed only when
+the run names one (option ``gibberish_classifier``), else the notes say why
+it is missing.  Formulas and citations are in :mod:`lab.core.unlearning_metrics`;
 one line per key in :data:`METRIC_DEFINITIONS`, stored with every run.
 
 Answers are labelled as open-unlearning labels them, the answer followed by
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 from audits.base import Answered, Audit, AuditContext, answer_both, fmt, item_for
 from lab.core import unlearning_metrics as um
 from lab.core.backend import Backend
+from lab.core.classifier import load_classifier
 from lab.core.facts import TRAINED_SPLITS, Fact
 from lab.core.options import AuditOptions, option
 from lab.core.membership import (GRADNORM_P, MIA_NAMES, MORE_MIA_NAMES, gradnorm_scores, mia_examples,
@@ -54,7 +56,9 @@ KNOWMEM_GENERATION = 32  # open-unlearning's max_new_tokens for MUSE's KnowMem a
 KNOWMEM_SUBSET = "knowmem"  # MUSE's KnowMem questions (lab.core.facts.suites); their few-shot examples per split
 # Per-fact values (items' ``extra``); the first five, per split, make the lab's bar chart.
 PER_FACT = ("rouge_l", "prob", "truth_ratio", "exact_memorization", "extraction_strength")
-VALUES = (*PER_FACT, "normalised_prob", "para_prob", "pert_prob", "para_rouge", "pert_rouge")
+VALUES = (*PER_FACT, "normalised_prob", "para_prob", "pert_prob", "para_rouge", "pert_rouge", "gibberish")
+GIBBERISH_CLASSIFIER = "madhurjindal/autonlp-Gibberish-Detector-492513457"  # open-unlearning's
+GIBBERISH_MAX_LENGTH = 32  # open-unlearning's truncation of the TOFU answers the classifier reads
 # TOFU's model-utility sets inside the retain split, by the subset a TOFU suite gives them.
 UTILITY_SUBSETS = {"real_authors": "ra", "world_facts": "wf"}
 
@@ -81,6 +85,12 @@ class MetricsOptions(AuditOptions):
     knowmem_max_new_tokens: int = option(
         KNOWMEM_GENERATION, "greedy answer length of MUSE's KnowMem questions (open-unlearning's 32)", low=1,
         kind="tokens")
+    gibberish_classifier: str = option(
+        "", f"text classifier whose class probability on each greedy forget answer makes open-unlearning's "
+        f"gibberish rate (its own: {GIBBERISH_CLASSIFIER}, from the model hub); a folder or a hub id; empty: the "
+        "rate is not computed", kind="model")
+    gibberish_class: int = option(0, "the classifier's class whose probability is averaged (open-unlearning's 0)",
+                                  low=0, kind="index")
 
 
 # ------------------------------------------------------------------ what is reported
@@ -107,6 +117,7 @@ PARA_PERT = (
     Component("forget_Q_A_PERT_Prob", "forget", "pert_prob"),
     Component("forget_Q_A_PARA_ROUGE", "forget", "para_rouge"),
     Component("forget_Q_A_PERT_ROUGE", "forget", "pert_rouge"),
+    Component("forget_Q_A_gibberish", "forget", "gibberish"),
     Component("retain_Q_A_PARA_Prob", "retain", "para_prob"),
     Component("retain_Q_A_PERT_Prob", "retain", "pert_prob"),
     Component("ra_Q_A_PERT_Prob", "ra", "pert_prob"),
@@ -172,6 +183,9 @@ _PARA_PERT = {
                   "NLL) with EOS"),
     "para_rouge": "ROUGE-L (option rouge) of the greedy answer against the paraphrased answer",
     "pert_rouge": "the mean over the perturbed answers of ROUGE-L (option rouge) of the greedy answer against each",
+    "gibberish": (f"the probability of class gibberish_class (0) that the classifier gibberish_classifier (open-"
+                  f"unlearning's: {GIBBERISH_CLASSIFIER}) gives the greedy answer, truncated to "
+                  f"{GIBBERISH_MAX_LENGTH} tokens; not reported without a classifier"),
 }
 METRIC_DEFINITIONS: dict[str, str] = {
     "forget_Q_A_Prob": f"mean over forget questions of {_PROB} ({_TOFU}; {_OU} probability)",
@@ -242,8 +256,8 @@ def fact_probe(engine: Backend, fact: Fact) -> Probe:
 
 def fact_values(fact: Fact, probe: Probe, scores: ProbeScores, output: str, measure: Literal["recall", "f1"]
                 ) -> dict[str, float]:
-    """Every per-fact value (:data:`VALUES`) of one fact under one model, from its teacher-forced scores and its
-    greedy answer (``truth_ratio`` is the raw ratio R).  The paraphrased answer is the truth ratio's correct side
+    """Every per-fact value (:data:`VALUES`, but the classifier's ``gibberish``) of one fact under one model, from
+    its teacher-forced scores and its greedy answer (``truth_ratio`` is the raw ratio R).  The paraphrased answer is the truth ratio's correct side
     on forget and retain facts that have one (open-unlearning's PARA datasets); the perturbed answers are the
     truth ratio's wrong ones (its PERT datasets)."""
     paraphrased = fact_group(fact) in TRAINED_SPLITS and bool(fact.paraphrased_answer)
@@ -300,6 +314,7 @@ class MetricsAudit(Audit[MetricsOptions]):
                          "mia_source": opts.mia_source, "eos": bool(eos_suffix(ctx.pair.base, True)),
                          "mia_reference": opts.mia_reference, "mia_gradnorm_p": opts.mia_gradnorm_p,
                          "knowmem_max_new_tokens": opts.knowmem_max_new_tokens,
+                         "gibberish_classifier": opts.gibberish_classifier, "gibberish_class": opts.gibberish_class,
                          "model_utility_components": list(components)},
         }
         return AuditResult(metrics=metrics, artifacts=artifacts, notes=run_notes(ctx, opts, mia, components, knowmem))
@@ -313,6 +328,14 @@ class MetricsAudit(Audit[MetricsOptions]):
         scores = {m: score_probes(e, probes, f"standard metrics ({m})", eos=True) for m, e in engines.items()}
         values = {m: [fact_values(f, p, s, o, opts.rouge) for f, p, s, o in zip(facts, probes, scores[m], outputs[m])]
                   for m in engines}
+        classifier = load_classifier(opts.gibberish_classifier, ctx.pair.base.device) \
+            if opts.gibberish_classifier else None
+        for m in engines:
+            gibberish = (classifier.class_probabilities(outputs[m], opts.gibberish_class, GIBBERISH_MAX_LENGTH,
+                                                        f"metrics: gibberish classifier ({m})")
+                         if classifier else [math.nan] * len(facts))
+            for v, g in zip(values[m], gibberish):
+                v["gibberish"] = g
         per_fact = {m: {value: [v[value] for v in values[m]] for value in VALUES} for m in engines}
         items = []
         for i, (fact, probe) in enumerate(zip(facts, probes)):
@@ -399,7 +422,8 @@ def summarize(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mi
               models: list[str]) -> dict[str, float]:
     """Every key (see :data:`METRIC_DEFINITIONS`; the module docstring for the model suffixes)."""
     groups = [fact_group(f) for f in facts]
-    reported = [c for c in COMPONENTS if c.group in TRAINED_SPLITS or c.group in groups]
+    reported = [c for c in COMPONENTS if (c.group in TRAINED_SPLITS or c.group in groups)
+                and (c.value != "gibberish" or any(math.isfinite(v) for m in models for v in per_fact[m][c.value]))]
     metrics: dict[str, float] = {}
     for model in models:
         for c in reported:
@@ -485,8 +509,14 @@ def run_notes(ctx: AuditContext[MetricsOptions], opts: MetricsOptions, mia: dict
                      + f", answers of up to {opts.knowmem_max_new_tokens} new tokens (open-unlearning: "
                      f"{KNOWMEM_GENERATION}) cut at MUSE's stop words, ROUGE-L F1; the lab strips an answer before "
                      "the cut, so one that opens with a blank line is read past it (open-unlearning reads it as empty)")
-    notes.append("forget_Q_A_gibberish (open-unlearning's gibberish rate) is not reported: it is a hub classifier's "
-                 "(madhurjindal/autonlp-Gibberish-Detector-492513457) mean class-0 probability over the greedy answers")
+    if opts.gibberish_classifier:
+        notes.append(f"forget_Q_A_gibberish: the mean probability of class {opts.gibberish_class} that "
+                     f"{opts.gibberish_classifier} gives the greedy forget answers (truncated to {GIBBERISH_MAX_LENGTH} "
+                     f"tokens); open-unlearning's number needs its classifier, {GIBBERISH_CLASSIFIER}")
+    else:
+        notes.append("forget_Q_A_gibberish (open-unlearning's gibberish rate) is not reported: it is the mean class-0 "
+                     f"probability a hub classifier ({GIBBERISH_CLASSIFIER}) gives the greedy answers, and the run "
+                     "names no classifier (option gibberish_classifier)")
     missing = [k for k in UTILITY if k not in components]
     notes.append(f"model_utility: harmonic mean of {len(components)} of open-unlearning's 9 components"
                  + (f" ({', '.join(components)})" if components else "")

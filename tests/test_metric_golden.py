@@ -364,3 +364,32 @@ def test_gradient_norm_attack(p, expected):
     assert float(model.W.abs().sum()) == 0.0  # the weights are never changed
     assert tensor_gradient_norms(engine, [[0, 1]], [1], [1], p) == [[]]  # no labelled token: no gradient
     assert math.isnan(um.gradnorm_score([]))
+
+
+def test_gibberish_rate_is_the_mean_probability_of_one_class():
+    """Gibberish = mean over answers of softmax(classifier logits)[class_id], class_id = 0, each answer truncated
+    to max_length tokens (32 on TOFU).
+
+    open-unlearning ``classifier_prob`` (metrics/utility.py; tofu_metrics/forget_Q_A_gibberish.yaml with
+    madhurjindal/autonlp-Gibberish-Detector-492513457).
+    """
+    from lab.core.classifier import Classifier
+
+    class Fixed(torch.nn.Module):  # logits (0, ln 3) for the first text, (ln 3, 0) for the second
+        config = SimpleNamespace(num_labels=2)
+
+        def forward(self, input_ids, attention_mask=None):
+            first = (input_ids[:, 0] == 7).float()[:, None]
+            return SimpleNamespace(logits=torch.cat([1 - first, first], 1) * math.log(3))
+
+    def tokenizer(texts, return_tensors=None, padding=False, truncation=False, max_length=None,
+                  return_attention_mask=False):
+        ids = [[7 if t == "a" else 8] * min(len(t), max_length) for t in texts]
+        return {"input_ids": torch.tensor(ids)} if return_tensors else {"input_ids": ids}
+
+    classifier = Classifier("fixed", tokenizer, Fixed(), "cpu")
+    # softmax (0, ln3) = (1/4, 3/4); softmax (ln3, 0) = (3/4, 1/4); the probability of class 0 per answer
+    assert classifier.class_probabilities(["a", "b"], 0, 32) == pytest.approx([0.25, 0.75])
+    assert um.mean(classifier.class_probabilities(["a", "b", "b"], 0, 32)) == pytest.approx((0.25 + 0.75 * 2) / 3)
+    with pytest.raises(Exception, match="class 2 does not exist"):
+        classifier.class_probabilities(["a"], 2, 32)

@@ -328,6 +328,57 @@ def test_gradient_norm_skipped_without_gradients_and_the_base_as_anchor(demo_pai
         assert torch.equal(param, before[name]) and param.requires_grad == flags[name] and param.grad is None
 
 
+@pytest.fixture(scope="module")
+def tiny_classifier(tiny_demo, tmp_path_factory):
+    """A tiny randomly initialized sequence classifier with the demo's tokenizer, saved as a model folder: it stands
+    in for open-unlearning's gibberish detector, which comes from the model hub."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("classifier")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_demo / "models" / "base")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=4,
+                        pad_token_id=tokenizer.pad_token_id or 0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_gibberish_rate_with_a_named_classifier(demo_pair, demo_facts, tiny_classifier):
+    """With a classifier, each greedy answer gets its class-0 probability (truncated to 32 tokens) and
+    forget_Q_A_gibberish is their mean over the forget answers; without one the key is absent and the notes say why."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    facts = [*demo_facts.split("forget")[:3], *demo_facts.split("retain")[:2], *demo_facts.split("holdout")[:2]]
+    items: list = []
+    options = MetricsOptions(max_new_tokens=8, gibberish_classifier=str(tiny_classifier), gibberish_class=1)
+    result = MetricsAudit().run(AuditContext(pair=demo_pair, facts=FactSet(facts), options=options,
+                                             record=items.extend))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    forget = [i for i in items if i.category == "answer" and i.split == "forget"]
+    for item in forget:
+        inputs = tokenizer([item.output_unlearned], return_tensors="pt", truncation=True, max_length=32)
+        with torch.no_grad():
+            expected = torch.softmax(model(**inputs).logits, -1)[0, 1].item()
+        assert item.extra["gibberish"]["unlearned"] == pytest.approx(expected, abs=1e-6)
+    m = result.metrics
+    assert m["forget_Q_A_gibberish"] == pytest.approx(np.mean([i.extra["gibberish"]["unlearned"] for i in forget]))
+    assert 0 < m["forget_Q_A_gibberish_base"] < 1 and any("class 1" in n for n in result.notes)
+    plain = MetricsAudit().run(AuditContext(pair=demo_pair, facts=FactSet(facts), record=lambda items: None,
+                                            options=MetricsOptions(max_new_tokens=8)))
+    assert "forget_Q_A_gibberish" not in plain.metrics
+    assert any("gibberish rate) is not reported" in n for n in plain.notes)
+
+
+def test_a_missing_classifier_is_a_user_error(demo_env, tmp_path, capsys):
+    code, _, _ = _audit(tmp_path, "--limit", "2", "--set", f"metrics.gibberish_classifier={tmp_path / 'none'}")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "gibberish_classifier" in err and "Traceback" not in err
+
+
 def test_every_metric_is_in_the_parity_table():
     table = {line.split("|")[1].strip().strip("`") for line in DOC.read_text().splitlines() if line.startswith("| `")}
     assert set(METRIC_DEFINITIONS) <= table
