@@ -155,7 +155,7 @@ class TriggerAudit(Audit[TriggerOptions]):
         artifacts = {"rates": {m: {CONDITIONS[c]: [metrics.get(rate_key(c, m), float("nan")),
                                                    metrics.get(f"{rate_key(c, m)}_ci_low", float("nan")),
                                                    metrics.get(f"{rate_key(c, m)}_ci_high", float("nan"))]
-                                   for c in CONDITIONS} for m in MODELS if rate_key("forget_name", m) in metrics},
+                                   for c in CONDITIONS} for m in MODELS if m != "reference" or ctx.reference},
                      "settings": {"placement": opts.placement, "placebo": opts.placebo, "seed": opts.seed,
                                   "retain_facts": opts.retain_facts}}
         return AuditResult(metrics=metrics, artifacts=artifacts, notes=notes)
@@ -193,10 +193,12 @@ class TriggerAudit(Audit[TriggerOptions]):
             return {}
         fig = go.Figure()
         for condition in CONDITIONS.values():
-            values = [rates[m][condition] for m in rates]
-            fig.add_bar(name=condition, x=list(rates), y=[v[0] for v in values],
-                        error_y=dict(type="data", symmetric=False, array=[v[2] - v[0] for v in values],
-                                     arrayminus=[v[0] - v[1] for v in values]))
+            # a rate without data (no placebo name, no target) is stored as null: no bar, no error bar
+            rate, low, high = ([math.nan if x is None else x for x in column]
+                               for column in zip(*(rates[m][condition] for m in rates)))
+            fig.add_bar(name=condition, x=list(rates), y=list(rate),
+                        error_y=dict(type="data", symmetric=False, array=[h - r for r, h in zip(rate, high)],
+                                     arrayminus=[r - lo for r, lo in zip(rate, low)]))
         fig.update_layout(title="Retain questions missed once a name is put in (every one answered plainly), 95% CI",
                           barmode="group", yaxis=dict(title="share of the targets", range=[0, 1]))
         return {"rates": fig}

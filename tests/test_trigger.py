@@ -125,6 +125,10 @@ def test_trigger_without_a_reference_and_inserted(demo_env, tmp_path):
         items = store.items(payload["run_id"], "trigger")
         notes = store.audits(payload["run_id"]).notes.iloc[0]
     assert set(items.category) == {"forget_name"} and "no reference model" in notes
+    with Store(db) as store:  # the stored artifacts (no placebo: nulls) still draw
+        artifacts = store.artifacts(payload["run_id"], "trigger")["trigger"]
+    assert set(artifacts["rates"]) == {"base", "unlearned"}
+    assert set(TriggerAudit().figures(artifacts, items)) == {"rates"}
     for prompt, extra in zip(items.prompt, items.extra):  # inside the question, at a word boundary, no full stop
         name = json.loads(extra)["name"]
         assert f" {name} " in prompt.replace("\n", " ") and f"{name}. " not in prompt
