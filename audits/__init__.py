@@ -35,6 +35,7 @@ REGISTRY: dict[str, str] = {
     "linear_probe": "audits.probing:LinearProbeAudit",
     "ablation": "audits.ablation:AblationAudit",
     "patching": "audits.patching:PatchingAudit",
+    "trigger": "audits.trigger:TriggerAudit",
 }
 
 

@@ -3,13 +3,20 @@
 What the public evaluation frameworks report, computed by open-unlearning's
 definitions with its defaults and named as it names them, so the numbers sit
 beside published TOFU and MUSE tables: ROUGE-L of greedy answers (up to 200
-new tokens), answer probability, truth ratio, normalised probability, exact
-memorization, extraction strength, membership inference AUCs (LOSS, ZLib,
-Min-K%, Min-K%++, forget vs holdout), PrivLeak (Min-K%, k = 0.4), forget
-quality (KS test against a reference model, ideally retrained without the
-forget set) and TOFU's model utility (harmonic mean of nine retain, real
-authors and world facts components; computed over those the facts allow, and
-said so).  Formulas and citations are in :mod:`lab.core.unlearning_metrics`;
+new tokens) against the gold, the paraphrased and the perturbed answers,
+answer probability, the paraphrased and perturbed answers' probabilities,
+truth ratio, normalised probability, exact memorization, extraction
+strength, MUSE's knowledge ROUGE (KnowMem: few-shot answers, ROUGE-L F1),
+membership inference AUCs (LOSS, ZLib, Min-K%, Min-K%++, the reference-model
+attack and the gradient-norm attack, forget vs holdout), PrivLeak (Min-K%,
+k = 0.4), forget quality (KS test against a reference model, ideally
+retrained without the forget set) and TOFU's model utility (harmonic mean of
+nine retain, real authors and world facts components; computed over those the
+facts allow, and said so).  The gradient-norm attack needs gradients: on a
+served model it is skipped and the notes say so.  open-unlearning's gibberish
+rate needs a text classifier from the model hub: it is computed only when
+the run names one (option ``gibberish_classifier``), else the notes say why
+it is missing.  Formulas and citations are in :mod:`lab.core.unlearning_metrics`;
 one line per key in :data:`METRIC_DEFINITIONS`, stored with every run.
 
 Answers are labelled as open-unlearning labels them, the answer followed by
@@ -29,12 +36,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
-from audits.base import Audit, AuditContext, answer_both, fmt, item_for
+from audits.base import Answered, Audit, AuditContext, answer_both, fmt, item_for
 from lab.core import unlearning_metrics as um
 from lab.core.backend import Backend
+from lab.core.classifier import load_classifier
 from lab.core.facts import TRAINED_SPLITS, Fact
 from lab.core.options import AuditOptions, option
-from lab.core.membership import MIA_NAMES, mia_examples, membership_scores, split_scores
+from lab.core.membership import (GRADNORM_P, MIA_NAMES, MORE_MIA_NAMES, gradnorm_scores, mia_examples,
+                                 membership_scores, reference_scores, split_scores)
 from lab.core.probes import Probe, ProbeScores, eos_suffix, score_probes
 from lab.core.records import AuditResult, ItemRecord
 
@@ -43,9 +52,13 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 REFERENCE_GENERATION = 200  # open-unlearning's max_new_tokens for the ROUGE generations
+KNOWMEM_GENERATION = 32  # open-unlearning's max_new_tokens for MUSE's KnowMem answers
+KNOWMEM_SUBSET = "knowmem"  # MUSE's KnowMem questions (lab.core.facts.suites); their few-shot examples per split
 # Per-fact values (items' ``extra``); the first five, per split, make the lab's bar chart.
 PER_FACT = ("rouge_l", "prob", "truth_ratio", "exact_memorization", "extraction_strength")
-VALUES = (*PER_FACT, "normalised_prob")
+VALUES = (*PER_FACT, "normalised_prob", "para_prob", "pert_prob", "para_rouge", "pert_rouge", "gibberish")
+GIBBERISH_CLASSIFIER = "madhurjindal/autonlp-Gibberish-Detector-492513457"  # open-unlearning's
+GIBBERISH_MAX_LENGTH = 32  # open-unlearning's truncation of the TOFU answers the classifier reads
 # TOFU's model-utility sets inside the retain split, by the subset a TOFU suite gives them.
 UTILITY_SUBSETS = {"real_authors": "ra", "world_facts": "wf"}
 
@@ -64,6 +77,20 @@ class MetricsOptions(AuditOptions):
         "answer", "what membership inference scores: answer = each answer's tokens after its question prompt "
         "(open-unlearning on TOFU); qa = prompt and answer as one text; text = the facts' text field, each "
         "distinct text once (MUSE-style)")
+    mia_reference: Literal["reference", "base"] = option(
+        "reference", "the model the reference-model attack (mia_reference) compares each model's loss with: the "
+        "run's --reference (open-unlearning's retain model) or the base model")
+    mia_gradnorm_p: Literal["1", "2", "inf"] = option(
+        "2", "the p-norm of each parameter tensor's gradient in the gradient-norm attack (open-unlearning's 2)")
+    knowmem_max_new_tokens: int = option(
+        KNOWMEM_GENERATION, "greedy answer length of MUSE's KnowMem questions (open-unlearning's 32)", low=1,
+        kind="tokens")
+    gibberish_classifier: str = option(
+        "", f"text classifier whose class probability on each greedy forget answer makes open-unlearning's "
+        f"gibberish rate (its own: {GIBBERISH_CLASSIFIER}, from the model hub); a folder or a hub id; empty: the "
+        "rate is not computed", kind="model")
+    gibberish_class: int = option(0, "the classifier's class whose probability is averaged (open-unlearning's 0)",
+                                  low=0, kind="index")
 
 
 # ------------------------------------------------------------------ what is reported
@@ -84,6 +111,18 @@ def utility_components(group: str, prob: str) -> tuple[Component, ...]:
             Component(f"{group}_Truth_Ratio", group, "truth_ratio", um.true_better))
 
 
+# TOFU's paraphrased / perturbed probabilities and ROUGE (open-unlearning's *_PARA_* and *_PERT_* configs).
+PARA_PERT = (
+    Component("forget_Q_A_PARA_Prob", "forget", "para_prob"),
+    Component("forget_Q_A_PERT_Prob", "forget", "pert_prob"),
+    Component("forget_Q_A_PARA_ROUGE", "forget", "para_rouge"),
+    Component("forget_Q_A_PERT_ROUGE", "forget", "pert_rouge"),
+    Component("forget_Q_A_gibberish", "forget", "gibberish"),
+    Component("retain_Q_A_PARA_Prob", "retain", "para_prob"),
+    Component("retain_Q_A_PERT_Prob", "retain", "pert_prob"),
+    Component("ra_Q_A_PERT_Prob", "ra", "pert_prob"),
+    Component("wf_Q_A_PERT_Prob", "wf", "pert_prob"),
+)
 RETAIN_UTILITY = utility_components("retain", "prob")
 OTHER_UTILITY = utility_components("ra", "normalised_prob") + utility_components("wf", "normalised_prob")
 UTILITY = tuple(c.key for c in RETAIN_UTILITY + OTHER_UTILITY)  # open-unlearning's model_utility, in its order
@@ -97,8 +136,11 @@ COMPONENTS = (
     *OTHER_UTILITY,
     Component("exact_memorization_retain", "retain", "exact_memorization"),  # the lab's: retain side too
     Component("extraction_strength_retain", "retain", "extraction_strength"),
+    *PARA_PERT,
 )
+KNOWMEM_KEYS = {"forget": "forget_knowmem_ROUGE", "retain": "retain_knowmem_ROUGE"}  # MUSE's, by split
 PRIVLEAK_ATTACK = "mink"  # open-unlearning's and MUSE's privleak: Min-K% at k = 0.4
+ALL_MIA_NAMES = {**MIA_NAMES, **MORE_MIA_NAMES}
 # The lab's earlier names, kept as aliases of the reference-named keys (CONTRACTS' headline keys among them).
 ALIASES = {"rouge_l_forget": "forget_Q_A_ROUGE", "prob_forget": "forget_Q_A_Prob",
            "truth_ratio_forget": "forget_truth_ratio", "exact_memorization_forget": "exact_memorization",
@@ -116,7 +158,8 @@ _ROUGE = ("ROUGE-L (option rouge: recall, TOFU's, or F1, MUSE's; Porter-stemmed)
           "max_new_tokens, cut at EOS) against the gold answer")
 _TRUE_BETTER = "max(0, 1 - R), R = P(perturbed) / (P(answer) + 1e-10), P = exp(-mean NLL) with EOS"
 _NORMALISED = "P(answer) / (P(answer) + sum_j P(perturbed_j) + 1e-10), P = exp(-mean NLL) with EOS"
-_UTILITY_SETS = {"retain": "retain questions other than TOFU's real_authors / world_facts",
+_UTILITY_SETS = {"forget": "forget questions",
+                 "retain": "retain questions other than TOFU's real_authors / world_facts",
                  "ra": "TOFU's real_authors questions", "wf": "TOFU's world_facts questions"}
 _ATTACKS = {
     "loss": ("mean NLL over the labelled tokens, EOS included",
@@ -127,6 +170,22 @@ _ATTACKS = {
              "Detecting Pretraining Data from Large Language Models"),
     "mink_pp": ("Min-K% of (log p - mu) / sigma over the vocabulary (variance clamped at 1e-6), EOS excluded",
                 "Min-K%++: Improved Baseline for Detecting Pre-Training Data from Large Language Models"),
+    "ref": ("the model's mean NLL (EOS included) less the anchor model's (option mia_reference: the run's reference "
+            "or the base; the anchor's own AUC is 0.5 by construction)",
+            "Extracting Training Data from Large Language Models"),
+    "gradnorm": ("the mean over parameter tensors of the p-norm (option mia_gradnorm_p, 2) of the gradient of the "
+                 "mean NLL, EOS excluded (a local model only: NaN for a served one)",
+                 "Pandora's White-Box: Precise Training Data Detection and Extraction in Large Language Models"),
+}
+_PARA_PERT = {
+    "para_prob": "exp(-mean NLL) of the paraphrased answer followed by EOS (NaN for a question without one)",
+    "pert_prob": ("the arithmetic mean over the perturbed answers (the truth ratio's wrong answers) of exp(-mean "
+                  "NLL) with EOS"),
+    "para_rouge": "ROUGE-L (option rouge) of the greedy answer against the paraphrased answer",
+    "pert_rouge": "the mean over the perturbed answers of ROUGE-L (option rouge) of the greedy answer against each",
+    "gibberish": (f"the probability of class gibberish_class (0) that the classifier gibberish_classifier (open-"
+                  f"unlearning's: {GIBBERISH_CLASSIFIER}) gives the greedy answer, truncated to "
+                  f"{GIBBERISH_MAX_LENGTH} tokens; not reported without a classifier"),
 }
 METRIC_DEFINITIONS: dict[str, str] = {
     "forget_Q_A_Prob": f"mean over forget questions of {_PROB} ({_TOFU}; {_OU} probability)",
@@ -148,12 +207,18 @@ METRIC_DEFINITIONS: dict[str, str] = {
                       f"make the published number) ({_TOFU}; {_OU} model_utility, hm_aggregate)"),
     "model_utility_components": "how many of the 9 model-utility components were computed (the lab's)",
     **{name: f"{_AUC} scored by {_ATTACKS[attack][0]} ({_ATTACKS[attack][1]}; {_OU} {name})"
-       for attack, name in MIA_NAMES.items()},
+       for attack, name in ALL_MIA_NAMES.items()},
     "privleak": ("((1 - AUC) - (1 - AUC_ref)) / (1 - AUC_ref + 1e-10) * 100 of the Min-K% (k = 0.4) AUC, AUC_ref "
                  "the reference model's (0.5 without one): -100 = still remembers, 0 = like the retrained model, "
                  f"positive = over-unlearned ({_MUSE}; {_OU} privleak)"),
     **{f"privleak_{attack}": f"privleak of the {name} AUC (the lab's: MUSE's PrivLeak for every attack)"
-       for attack, name in MIA_NAMES.items()},
+       for attack, name in ALL_MIA_NAMES.items()},
+    **{c.key: f"mean over {_UTILITY_SETS[c.group]} of {_PARA_PERT[c.value]} ({_TOFU}; {_OU} {c.key})"
+       for c in PARA_PERT},
+    **{key: (f"mean over MUSE's KnowMem {split} questions of ROUGE-L F1 of the greedy answer (up to "
+             "knowmem_max_new_tokens, 32) after the suite's few-shot examples, cut at the first of MUSE's stop words "
+             f"(a blank line, a newline before 'Question', 'Question:') ({_MUSE}; {_OU} {key})")
+       for split, key in KNOWMEM_KEYS.items()},
     "exact_memorization_retain": "exact_memorization on the retain facts (the lab's)",
     "extraction_strength_retain": "extraction_strength on the retain facts (the lab's)",
     **{alias: f"same as {key} (the lab's earlier name, kept)" for alias, key in ALIASES.items()},
@@ -189,9 +254,22 @@ def fact_probe(engine: Backend, fact: Fact) -> Probe:
     return Probe(engine.prompt(fact.question), fact.answer, true, perturbed)
 
 
-def fact_value(scores: ProbeScores, rouge_l: float, value: str) -> float:
-    """One per-fact value by name (``truth_ratio`` is the raw ratio R)."""
-    return rouge_l if value == "rouge_l" else getattr(scores, value)
+def fact_values(fact: Fact, probe: Probe, scores: ProbeScores, output: str, measure: Literal["recall", "f1"]
+                ) -> dict[str, float]:
+    """Every per-fact value (:data:`VALUES`, but the classifier's ``gibberish``) of one fact under one model, from
+    its teacher-forced scores and its greedy answer (``truth_ratio`` is the raw ratio R).  The paraphrased answer is the truth ratio's correct side
+    on forget and retain facts that have one (open-unlearning's PARA datasets); the perturbed answers are the
+    truth ratio's wrong ones (its PERT datasets)."""
+    paraphrased = fact_group(fact) in TRAINED_SPLITS and bool(fact.paraphrased_answer)
+    return {
+        "rouge_l": um.rouge_l(output, fact.answer, measure),
+        **{value: getattr(scores, value) for value in ("prob", "truth_ratio", "exact_memorization",
+                                                       "extraction_strength", "normalised_prob")},
+        "para_prob": um.answer_probability(scores.true_logprob) if paraphrased else math.nan,
+        "pert_prob": um.mean_probability(scores.perturbed_logprobs),
+        "para_rouge": um.rouge_l(output, fact.paraphrased_answer, measure) if paraphrased else math.nan,
+        "pert_rouge": um.mean_rouge_l(output, probe.perturbed, measure),
+    }
 
 
 def metric_key(name: str, model: str) -> str:
@@ -211,47 +289,54 @@ class MetricsAudit(Audit[MetricsOptions]):
     needs = frozenset({"generate", "logprobs"})
     uses = ("qa", "text")  # text: passages for membership inference (mia_source=text)
     headline_keys = ("forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "forget_quality", "privleak",
-                     "model_utility", "rouge_l_forget", "prob_forget", "truth_ratio_forget", "mia_mink_pp_auc")
+                     "model_utility", "mia_reference", "mia_gradnorm", "rouge_l_forget", "prob_forget",
+                     "truth_ratio_forget", "mia_mink_pp_auc")
     recovery_key = None
 
     def run(self, ctx: AuditContext[MetricsOptions]) -> AuditResult:
         opts = ctx.options
-        engines = {"unlearned": ctx.pair.unlearned, "base": ctx.pair.base}
-        if ctx.reference is not None:
-            engines["reference"] = ctx.reference
+        engines = dict(zip(("unlearned", "base", "reference"), engines_of(ctx)))
         facts = [f for f in ctx.facts if f.kind == "qa" and f.split in TRAINED_SPLITS]
         per_fact = self._per_fact(ctx, engines, facts, opts)
         mia = self._membership(ctx, engines, opts)
+        knowmem = self._knowmem(ctx, engines, opts)
         metrics = summarize(facts, per_fact, mia, list(engines))
+        metrics.update(knowmem_metrics(knowmem, list(engines)))
         components = computed_utility(metrics, list(engines))
         artifacts = {
             "table": metric_table(metrics, list(engines)),
-            "roc": {MIA_NAMES[attack]: {m: um.roc_points(*split_scores(mia["scores"][m], mia["splits"], attack))
-                                        for m in engines} for attack in MIA_NAMES},
+            "roc": {name: {m: um.roc_points(*split_scores(mia["scores"][m], mia["splits"], attack)) for m in engines}
+                    for attack, name in ALL_MIA_NAMES.items()},
             "forget_truth_ratios": {m: [v for f, v in zip(facts, per_fact[m]["truth_ratio"]) if f.split == "forget"]
                                     for m in engines},
             "definitions": METRIC_DEFINITIONS,
             "settings": {"max_new_tokens": opts.max_new_tokens, "rouge": opts.rouge, "mia_k": opts.mia_k,
                          "mia_source": opts.mia_source, "eos": bool(eos_suffix(ctx.pair.base, True)),
+                         "mia_reference": opts.mia_reference, "mia_gradnorm_p": opts.mia_gradnorm_p,
+                         "knowmem_max_new_tokens": opts.knowmem_max_new_tokens,
+                         "gibberish_classifier": opts.gibberish_classifier, "gibberish_class": opts.gibberish_class,
                          "model_utility_components": list(components)},
         }
-        return AuditResult(metrics=metrics, artifacts=artifacts, notes=run_notes(ctx, opts, mia, components))
+        return AuditResult(metrics=metrics, artifacts=artifacts, notes=run_notes(ctx, opts, mia, components, knowmem))
 
     def _per_fact(self, ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], facts: list[Fact],
                   opts: MetricsOptions) -> dict[str, dict[str, list[float]]]:
         """Per model, per value: one value per fact, from the audit's own greedy answers and scores."""
         probes = [fact_probe(ctx.pair.base, f) for f in facts]
         prompts = [p.prompt for p in probes]
-        answered = answer_both(ctx.pair, prompts, [f.answer for f in facts], opts.max_new_tokens,
-                               "metrics: greedy answers")
-        outputs = {"base": [a.output_base for a in answered], "unlearned": [a.output_unlearned for a in answered]}
-        if "reference" in engines:
-            outputs["reference"] = engines["reference"].generate(prompts, opts.max_new_tokens,
-                                                                 desc="metrics: greedy answers (reference)")
-        rouge = {m: [um.rouge_l(o, f.answer, opts.rouge) for o, f in zip(outputs[m], facts)] for m in engines}
+        answered, outputs = greedy_answers(ctx, engines, prompts, facts, opts.max_new_tokens, "greedy answers")
         scores = {m: score_probes(e, probes, f"standard metrics ({m})", eos=True) for m, e in engines.items()}
-        per_fact = {m: {value: [fact_value(s, r, value) for s, r in zip(scores[m], rouge[m])] for value in VALUES}
-                    for m in engines}
+        values = {m: [fact_values(f, p, s, o, opts.rouge) for f, p, s, o in zip(facts, probes, scores[m], outputs[m])]
+                  for m in engines}
+        classifier = load_classifier(opts.gibberish_classifier, ctx.pair.base.device) \
+            if opts.gibberish_classifier else None
+        for m in engines:
+            gibberish = (classifier.class_probabilities(outputs[m], opts.gibberish_class, GIBBERISH_MAX_LENGTH,
+                                                        f"metrics: gibberish classifier ({m})")
+                         if classifier else [math.nan] * len(facts))
+            for v, g in zip(values[m], gibberish):
+                v["gibberish"] = g
+        per_fact = {m: {value: [v[value] for v in values[m]] for value in VALUES} for m in engines}
         items = []
         for i, (fact, probe) in enumerate(zip(facts, probes)):
             extra: dict[str, Any] = {value: {m: per_fact[m][value][i] for m in engines} for value in VALUES}
@@ -266,16 +351,51 @@ class MetricsAudit(Audit[MetricsOptions]):
         return per_fact
 
     def _membership(self, ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], opts: MetricsOptions) -> dict[str, Any]:
-        """Membership scores of every forget and holdout text under every model; each text an item."""
+        """Membership scores of every forget and holdout text under every model, every attack; each text an item.
+
+        The reference-model attack compares each model's LOSS score with the anchor's (NaN without the anchor);
+        the gradient-norm attack takes a backward pass per text (NaN for a model without weights here).
+        """
         examples = mia_examples(ctx.pair.base, list(ctx.facts), opts.mia_source)
         scores = {m: membership_scores(e, examples, opts.mia_k, f"membership inference ({m})")
                   for m, e in engines.items()}
+        anchor = scores.get(opts.mia_reference)
+        p = GRADNORM_P[opts.mia_gradnorm_p]
+        for m, engine in engines.items():
+            ref = reference_scores(scores[m], anchor) if anchor else [math.nan] * len(examples)
+            grad = (gradnorm_scores(engine, examples, p, f"gradient-norm attack ({m})") if engine.can("internals")
+                    else [math.nan] * len(examples))
+            for score, r, g in zip(scores[m], ref, grad):
+                score.update(ref=r, gradnorm=g)
         ctx.record([
             ItemRecord(audit=self.name, fact_id=ex.fact.id, split=ex.fact.split, prompt=ex.prefix, answer=ex.text,
                        category="mia", extra={m: scores[m][i] for m in engines})
             for i, ex in enumerate(examples)
         ])
         return {"splits": [ex.fact.split for ex in examples], "scores": scores}
+
+    def _knowmem(self, ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], opts: MetricsOptions
+                 ) -> dict[str, dict[str, list[float]]]:
+        """MUSE's KnowMem: every model's greedy answer to each KnowMem question after the suite's few-shot
+        examples of its split, cut at MUSE's stop words and scored by ROUGE-L F1; per model, per split, one
+        value per question (nothing when the facts hold no KnowMem questions)."""
+        facts = [f for f in ctx.facts if f.kind == "qa" and f.subset == KNOWMEM_SUBSET and f.split in KNOWMEM_KEYS]
+        if not facts:
+            return {}
+        shots = {split: ctx.facts.examples.get(f"{KNOWMEM_SUBSET}_{split}", []) for split in KNOWMEM_KEYS}
+        prompts = [ctx.pair.base.few_shot_prompt(shots[f.split], f.question) for f in facts]
+        answered, outputs = greedy_answers(ctx, engines, prompts, facts, opts.knowmem_max_new_tokens,
+                                           "KnowMem answers")
+        cut = {m: [um.cut_at_stop_words(o) for o in outputs[m]] for m in engines}
+        rouge = {m: [um.rouge_l(c, f.answer, "f1") for c, f in zip(cut[m], facts)] for m in engines}
+        reference = outputs.get("reference")
+        ctx.record([item_for(self.name, f, prompt, a, category="knowmem",
+                             extra={"answer_cut": {m: cut[m][i] for m in engines},
+                                    "knowmem_rouge": {m: rouge[m][i] for m in engines},
+                                    **({"output_reference": reference[i]} if reference else {})})
+                    for i, (f, prompt, a) in enumerate(zip(facts, prompts, answered))])
+        return {m: {split: [v for f, v in zip(facts, rouge[m]) if f.split == split] for split in KNOWMEM_KEYS}
+                for m in engines}
 
     def figures(self, artifacts: dict[str, Any], items: "pd.DataFrame") -> dict[str, "go.Figure"]:
         figs = {}
@@ -302,13 +422,14 @@ def summarize(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mi
               models: list[str]) -> dict[str, float]:
     """Every key (see :data:`METRIC_DEFINITIONS`; the module docstring for the model suffixes)."""
     groups = [fact_group(f) for f in facts]
-    reported = [c for c in COMPONENTS if c.group in TRAINED_SPLITS or c.group in groups]
+    reported = [c for c in COMPONENTS if (c.group in TRAINED_SPLITS or c.group in groups)
+                and (c.value != "gibberish" or any(math.isfinite(v) for m in models for v in per_fact[m][c.value]))]
     metrics: dict[str, float] = {}
     for model in models:
         for c in reported:
             metrics[metric_key(c.key, model)] = c.aggregate(
                 v for g, v in zip(groups, per_fact[model][c.value]) if g == c.group)
-        for attack, name in MIA_NAMES.items():
+        for attack, name in ALL_MIA_NAMES.items():
             metrics[metric_key(name, model)] = um.auc(*split_scores(mia["scores"][model], mia["splits"], attack))
     components = computed_utility(metrics, models)
     metrics["model_utility_components"] = float(len(components))
@@ -318,7 +439,7 @@ def summarize(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mi
                                                                         for k in components])
         if model == "reference":
             continue
-        for attack, name in MIA_NAMES.items():
+        for attack, name in ALL_MIA_NAMES.items():
             reference = metrics.get(f"{name}_reference", um.PRIVLEAK_REFERENCE_AUC)
             metrics[metric_key(f"privleak_{attack}", model)] = um.privleak(metrics[metric_key(name, model)], reference)
         metrics[metric_key("privleak", model)] = metrics[metric_key(f"privleak_{PRIVLEAK_ATTACK}", model)]
@@ -330,13 +451,32 @@ def summarize(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mi
     return metrics
 
 
+def greedy_answers(ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], prompts: list[str],
+                   facts: list[Fact], max_new_tokens: int, what: str) -> tuple[list[Answered], dict[str, list[str]]]:
+    """Every model's greedy answer to each prompt: the pair's scored against the facts' answers, and the text
+    of every model's (the reference's too, when the run has one)."""
+    answered = answer_both(ctx.pair, prompts, [f.answer for f in facts], max_new_tokens, f"metrics: {what}")
+    outputs = {"base": [a.output_base for a in answered], "unlearned": [a.output_unlearned for a in answered]}
+    if "reference" in engines:
+        outputs["reference"] = engines["reference"].generate(prompts, max_new_tokens,
+                                                             desc=f"metrics: {what} (reference)")
+    return answered, outputs
+
+
+def knowmem_metrics(knowmem: dict[str, dict[str, list[float]]], models: list[str]) -> dict[str, float]:
+    """``forget_knowmem_ROUGE`` / ``retain_knowmem_ROUGE`` per model, for the splits that have KnowMem questions."""
+    return {metric_key(key, model): um.mean(knowmem[model][split])
+            for model in models if model in knowmem for split, key in KNOWMEM_KEYS.items() if knowmem[model][split]}
+
+
 def computed_utility(metrics: dict[str, float], models: list[str]) -> list[str]:
     """The model-utility components every model has a value of (all 9 on a full TOFU suite)."""
     return [key for key in UTILITY
             if all(math.isfinite(metrics.get(metric_key(key, m), float("nan"))) for m in models)]
 
 
-def run_notes(ctx: AuditContext[MetricsOptions], opts: MetricsOptions, mia: dict[str, Any], components: list[str]) -> list[str]:
+def run_notes(ctx: AuditContext[MetricsOptions], opts: MetricsOptions, mia: dict[str, Any], components: list[str],
+              knowmem: dict[str, dict[str, list[float]]]) -> list[str]:
     """What a reader needs to set these numbers beside published ones."""
     notes = [f"ROUGE-L {opts.rouge} (Porter-stemmed) of greedy answers of up to {opts.max_new_tokens} new tokens "
              f"(open-unlearning: {REFERENCE_GENERATION})"]
@@ -351,12 +491,43 @@ def run_notes(ctx: AuditContext[MetricsOptions], opts: MetricsOptions, mia: dict
     if ctx.reference is None:
         notes.append("no reference model: forget_quality is NaN and privleak is taken against AUC 0.5 "
                      "(open-unlearning's default); --reference (a model retrained without the forget set) gives both")
+    if opts.mia_reference == "reference" and ctx.reference is None:
+        notes.append("mia_reference is NaN: the reference-model attack compares with the run's --reference "
+                     "(open-unlearning's retain model); give one, or set metrics.mia_reference=base")
+    else:
+        notes.append(f"mia_reference compares every model's loss with the {opts.mia_reference} model's (its own "
+                     "AUC is 0.5 by construction)")
+    served = [e.info.ref for e in engines_of(ctx) if not e.can("internals")]
+    notes.append(f"mia_gradnorm: the {opts.mia_gradnorm_p}-norm of each parameter tensor's gradient, one backward "
+                 "pass per text, the model in eval mode (open-unlearning's train mode differs only with dropout)"
+                 + (f"; skipped (NaN) for {', '.join(served)}: a served model gives no gradients" if served else ""))
+    if knowmem:
+        counts = {split: len(values) for split, values in next(iter(knowmem.values())).items() if values}
+        shots = {split: len(ctx.facts.examples.get(f"{KNOWMEM_SUBSET}_{split}", [])) for split in counts}
+        notes.append("MUSE KnowMem: " + ", ".join(f"{n} {split} questions after {shots[split]} few-shot example"
+                                                   + ("" if shots[split] == 1 else "s") for split, n in counts.items())
+                     + f", answers of up to {opts.knowmem_max_new_tokens} new tokens (open-unlearning: "
+                     f"{KNOWMEM_GENERATION}) cut at MUSE's stop words, ROUGE-L F1; the lab strips an answer before "
+                     "the cut, so one that opens with a blank line is read past it (open-unlearning reads it as empty)")
+    if opts.gibberish_classifier:
+        notes.append(f"forget_Q_A_gibberish: the mean probability of class {opts.gibberish_class} that "
+                     f"{opts.gibberish_classifier} gives the greedy forget answers (truncated to {GIBBERISH_MAX_LENGTH} "
+                     f"tokens); open-unlearning's number needs its classifier, {GIBBERISH_CLASSIFIER}")
+    else:
+        notes.append("forget_Q_A_gibberish (open-unlearning's gibberish rate) is not reported: it is the mean class-0 "
+                     f"probability a hub classifier ({GIBBERISH_CLASSIFIER}) gives the greedy answers, and the run "
+                     "names no classifier (option gibberish_classifier)")
     missing = [k for k in UTILITY if k not in components]
     notes.append(f"model_utility: harmonic mean of {len(components)} of open-unlearning's 9 components"
                  + (f" ({', '.join(components)})" if components else "")
                  + (f"; not computed: {', '.join(missing)} (TOFU's real_authors / world_facts retain facts, or "
                     "perturbed answers, are missing), so it is not the published number" if missing else ""))
     return notes
+
+
+def engines_of(ctx: AuditContext[MetricsOptions]) -> list[Backend]:
+    """The run's models: unlearned, base and, when given, the reference."""
+    return [ctx.pair.unlearned, ctx.pair.base, *([ctx.reference] if ctx.reference is not None else [])]
 
 
 def metric_table(metrics: dict[str, float], models: list[str]) -> list[dict[str, Any]]:

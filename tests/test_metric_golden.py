@@ -8,9 +8,12 @@ more member-like, i.e. minus the reference's loss-like score).
 """
 
 import math
+import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from lab.core import unlearning_metrics as um
@@ -227,3 +230,166 @@ def test_forget_quality_is_the_exact_two_sample_ks_p_value():
     # the reference tests 1/(R + 1e-10) in some versions: a decreasing map of both samples keeps D and p
     inverse = [1 / (r + 1e-10) for r in (1, 2, 4)], [1 / (r + 1e-10) for r in (3, 5, 6)]
     assert um.forget_quality(*inverse) == pytest.approx(0.6)
+
+
+def test_paraphrased_and_perturbed_probabilities():
+    """PARA Prob = exp(-avg loss) of the paraphrased answer (with EOS); PERT Prob = mean_j exp(-avg loss_j) over
+    the perturbed answers: the probabilities averaged, not the log-probs (the truth ratio's geometric mean).
+
+    open-unlearning ``probability`` on TOFU's ``paraphrased_answer`` / ``perturbed_answer`` lists
+    (metrics/memorization.py, ``aggregate_to_1D`` over the list; tofu_metrics/forget_Q_A_PARA_Prob.yaml,
+    forget_Q_A_PERT_Prob.yaml); TOFU.
+    """
+    from audits.metrics import fact_values
+    from lab.core.facts import Fact
+    from lab.core.probes import Probe, ProbeScores
+
+    fact = Fact("f", "Where was Ada born?", "Velmora", "forget", paraphrased_answer="She was born in Velmora.",
+                perturbed_answers=("Brisk", "Tol"))
+    probe = Probe("Question: Where was Ada born?\nAnswer:", "Velmora", fact.paraphrased_answer,
+                  ("She was born in Brisk.", "She was born in Tol."))
+    # correct side (the paraphrase): avg loss ln2 -> 0.5; perturbed: avg losses ln2 and ln4 -> 0.5 and 0.25
+    scores = ProbeScores(logprob=-LN2, exact_memorization=1.0, extraction_strength=1.0, true_logprob=-LN2,
+                         perturbed_logprobs=(-LN2, -2 * LN2))
+    values = fact_values(fact, probe, scores, "She was born in Velmora", "recall")
+    assert values["para_prob"] == pytest.approx(0.5)
+    # PERT: (0.5 + 0.25) / 2 = 0.375 (the geometric mean the truth ratio uses would be sqrt(0.125) = 0.3536)
+    assert values["pert_prob"] == pytest.approx(0.375)
+    assert um.mean_probability([-LN2, -2 * LN2]) == pytest.approx(0.375)
+    assert math.isnan(um.mean_probability([]))
+    # a question without a paraphrased answer has no PARA value (open-unlearning's PARA sets have one per question)
+    bare = Fact("g", "Where was Bo born?", "Tol", "forget", perturbed_answers=("Brisk",))
+    bare_values = fact_values(bare, Probe("Q", "Tol", "Tol", ("Brisk",)), scores, "Tol", "recall")
+    assert math.isnan(bare_values["para_prob"]) and math.isnan(bare_values["para_rouge"])
+
+
+def test_paraphrased_and_perturbed_rouge():
+    """PARA ROUGE = ROUGE-L recall of the greedy answer against the paraphrased answer; PERT ROUGE = the mean over
+    the perturbed answers of ROUGE-L recall against each (the same greedy answer, the prompt being the question).
+
+    open-unlearning ``rouge`` with ``rougeL_recall`` on TOFU's ``paraphrased_answer`` / ``perturbed_answer``
+    (metrics/memorization.py, ``aggregate_to_1D``; tofu_metrics/forget_Q_A_PARA_ROUGE.yaml,
+    forget_Q_A_PERT_ROUGE.yaml); TOFU.
+    """
+    from audits.metrics import fact_values
+    from lab.core.facts import Fact
+    from lab.core.probes import Probe, ProbeScores
+
+    # against "the dogs were running": LCS dog run = 2 of 4 -> 0.5; against "run": 1 of 1 -> 1.0; mean 0.75
+    assert um.mean_rouge_l("a dog runs", ["the dogs were running", "run"]) == pytest.approx(0.75)
+    assert math.isnan(um.mean_rouge_l("a dog runs", []))
+    fact = Fact("f", "Q?", "dog", "forget", paraphrased_answer="the dogs were running", perturbed_answers=("x",))
+    scores = ProbeScores(logprob=-LN2, exact_memorization=1.0, extraction_strength=1.0, true_logprob=-LN2,
+                         perturbed_logprobs=(-LN2, -LN2))
+    values = fact_values(fact, Probe("Q", "dog", fact.paraphrased_answer, ("the dogs were running", "run")),
+                         scores, "a dog runs", "recall")
+    assert values["para_rouge"] == pytest.approx(0.5)
+    assert values["pert_rouge"] == pytest.approx(0.75)
+    # F1 against the paraphrase: precision 2/3, recall 1/2 -> 4/7 (option rouge=f1)
+    assert fact_values(fact, Probe("Q", "dog", fact.paraphrased_answer, ("run",)), scores, "a dog runs",
+                       "f1")["para_rouge"] == pytest.approx(4 / 7)
+
+
+def test_knowledge_rouge_cuts_at_muse_stop_words_then_scores_f1():
+    """KnowMem ROUGE = ROUGE-L F1 of the greedy answer cut at the earliest of MUSE's stop words ("\\n\\n",
+    "\\nQuestion", "Question:") and stripped.
+
+    open-unlearning ``eval_text_similarity`` (metrics/utils.py: each stop word cut in turn) with
+    muse_metrics/forget_knowmem_ROUGE.yaml (rougeL_f1, max_new_tokens 32); MUSE's KnowMem.
+    """
+    assert um.cut_at_stop_words("Paris, France\n\nQuestion: What is next?") == "Paris, France"
+    assert um.cut_at_stop_words("Paris\nQuestion: what") == "Paris"
+    assert um.cut_at_stop_words(" Rome Question: where") == "Rome"  # "Question:" mid-line, then stripped
+    assert um.cut_at_stop_words("Oslo\nthe capital") == "Oslo\nthe capital"  # a single newline is no stop word
+    # gold "the city of Paris" [the, citi, of, pari] vs "Paris, France" [pari, franc]: LCS 1
+    # precision 1/2, recall 1/4 -> F1 = 2 (1/2)(1/4) / (3/4) = 1/3
+    answer = um.cut_at_stop_words("Paris, France\n\nQuestion: What is next?")
+    assert um.rouge_l(answer, "the city of Paris", "f1") == pytest.approx(1 / 3)
+
+
+def test_reference_attack_is_the_loss_less_the_reference_models():
+    """Reference-model attack: OU score = avg_loss(target) - avg_loss(reference) (EOS included), forget labelled
+    0 in the AUC; the lab's member-like score is minus that, i.e. LOSS(target) - LOSS(reference) in log-probs.
+
+    open-unlearning ``ReferenceAttack`` (mia/reference.py, evaluate_probability) and ``mia_auc``
+    (mia/utils.py); "Extracting Training Data from Large Language Models" (the reference-model comparison).
+    """
+    target, reference = labelled([0.5, 0.5]), labelled([0.25, 0.25])  # avg losses ln2 and ln4
+    # OU: ln2 - ln4 = -ln2 (the target finds the text easier than the reference: member-like)
+    member_like = um.reference_score(um.loss_score(target.logprobs), um.loss_score(reference.logprobs))
+    assert member_like == pytest.approx(LN2)
+    # two forget texts the target finds easier than the reference, two holdout texts it finds harder: OU's
+    # scores [-ln2, -ln2 / 2] (forget) and [ln2, 0] (holdout) -> every holdout above every forget -> AUC 1
+    forget_ou, holdout_ou = [-LN2, -LN2 / 2], [LN2, 0.0]
+    assert roc_auc_score([0, 0, 1, 1], forget_ou + holdout_ou) == pytest.approx(1.0)
+    assert um.auc([-x for x in forget_ou], [-x for x in holdout_ou]) == pytest.approx(1.0)
+    # the reference model against itself: every score 0, every pair tied -> AUC 0.5
+    assert um.auc([0.0, 0.0], [0.0, 0.0]) == pytest.approx(0.5)
+
+
+class _Bigram(torch.nn.Module):
+    """logits_t = W[x_t] + b: a two-parameter-tensor language model whose gradients are worked out by hand."""
+
+    def __init__(self, vocab: int = 2):
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.zeros(vocab, vocab))
+        self.b = torch.nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.W[input_ids] + self.b)
+
+
+@pytest.mark.parametrize("p, expected", [(2.0, (0.5 + math.sqrt(0.5)) / 2), (1.0, 1.0), (math.inf, 0.375)])
+def test_gradient_norm_attack(p, expected):
+    """GradNorm = mean over parameter tensors of ||d loss / d theta||_p, loss = mean NLL over the labelled tokens
+    less the last; OU's score is that mean (higher = less member-like), the lab's minus it.
+
+    open-unlearning ``GradNormAttack`` (mia/gradnorm.py, tokenwise_logprobs with grad=True; p = 2 in
+    tofu_metrics/mia_gradnorm.yaml); "Pandora's White-Box: Precise Training Data Detection and Extraction in Large
+    Language Models".
+    """
+    from lab.core.gradnorm import tensor_gradient_norms
+
+    model = _Bigram().requires_grad_(False)  # as an engine keeps its weights
+    engine = SimpleNamespace(model=model, device="cpu", lock=threading.RLock(), require=lambda *args: None)
+    # row [0, 1, 1], labels from 1 to 3 (tokens 1 and 1, predicted after tokens 0 and 1); W = 0, b = 0 -> softmax
+    # (1/2, 1/2) at both positions, loss = mean of two NLLs, d loss / d logits_t = (p_t - onehot(1)) / 2 =
+    # (1/4, -1/4).  W's gradient: row 0 gets position 0's, row 1 position 1's -> four entries of +-1/4;
+    # b's gradient: the sum (1/2, -1/2).
+    # p = 2: ||W|| = sqrt(4/16) = 1/2, ||b|| = sqrt(1/2) -> mean (1/2 + 0.7071) / 2 = 0.6036
+    # p = 1: ||W|| = 4/4 = 1, ||b|| = 1 -> 1;  p = inf: ||W|| = 1/4, ||b|| = 1/2 -> 0.375
+    (norms,) = tensor_gradient_norms(engine, [[0, 1, 1]], [1], [3], p)
+    assert um.gradnorm_score(norms) == pytest.approx(-expected)
+    assert not model.W.requires_grad and model.W.grad is None  # put back as it was, nothing accumulated
+    assert float(model.W.abs().sum()) == 0.0  # the weights are never changed
+    assert tensor_gradient_norms(engine, [[0, 1]], [1], [1], p) == [[]]  # no labelled token: no gradient
+    assert math.isnan(um.gradnorm_score([]))
+
+
+def test_gibberish_rate_is_the_mean_probability_of_one_class():
+    """Gibberish = mean over answers of softmax(classifier logits)[class_id], class_id = 0, each answer truncated
+    to max_length tokens (32 on TOFU).
+
+    open-unlearning ``classifier_prob`` (metrics/utility.py; tofu_metrics/forget_Q_A_gibberish.yaml with
+    madhurjindal/autonlp-Gibberish-Detector-492513457).
+    """
+    from lab.core.classifier import Classifier
+
+    class Fixed(torch.nn.Module):  # logits (0, ln 3) for the first text, (ln 3, 0) for the second
+        config = SimpleNamespace(num_labels=2)
+
+        def forward(self, input_ids, attention_mask=None):
+            first = (input_ids[:, 0] == 7).float()[:, None]
+            return SimpleNamespace(logits=torch.cat([1 - first, first], 1) * math.log(3))
+
+    def tokenizer(texts, return_tensors=None, padding=False, truncation=False, max_length=None,
+                  return_attention_mask=False):
+        ids = [[7 if t == "a" else 8] * min(len(t), max_length) for t in texts]
+        return {"input_ids": torch.tensor(ids)} if return_tensors else {"input_ids": ids}
+
+    classifier = Classifier("fixed", tokenizer, Fixed(), "cpu")
+    # softmax (0, ln3) = (1/4, 3/4); softmax (ln3, 0) = (3/4, 1/4); the probability of class 0 per answer
+    assert classifier.class_probabilities(["a", "b"], 0, 32) == pytest.approx([0.25, 0.75])
+    assert um.mean(classifier.class_probabilities(["a", "b", "b"], 0, 32)) == pytest.approx((0.25 + 0.75 * 2) / 3)
+    with pytest.raises(Exception, match="class 2 does not exist"):
+        classifier.class_probabilities(["a"], 2, 32)

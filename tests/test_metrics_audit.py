@@ -1,5 +1,6 @@
 """The ``metrics`` audit: engine-level metrics checked by hand, then end to end on the tiny demo."""
 
+import copy
 import dataclasses
 import json
 import math
@@ -157,7 +158,9 @@ def _audit(tmp_path, *extra):
 
 
 def _definition_key(key: str) -> str:
-    return re.sub(r"_(base|reference)$", "", key)
+    """The defined name of a key: itself (``mia_reference`` is open-unlearning's name of an attack), or the key
+    less its model suffix."""
+    return key if key in METRIC_DEFINITIONS else re.sub(r"_(base|reference)$", "", key)
 
 
 def test_metrics_end_to_end_with_a_reference(demo_env, tmp_path):
@@ -202,6 +205,23 @@ def test_metrics_end_to_end_with_a_reference(demo_env, tmp_path):
         ref = m[f"{name}_reference"]
         assert m[f"privleak_{attack}"] == pytest.approx(((1 - m[name]) - (1 - ref)) / (1 - ref + 1e-10) * 100)
     assert m["privleak"] == m["privleak_mink"]
+    # the reference-model attack: each model's LOSS less the reference's, so the reference's own AUC is 0.5
+    members = [e["unlearned"]["ref"] for e, s in zip(mia_extras, mia.split) if s == "forget"]
+    others = [e["unlearned"]["ref"] for e, s in zip(mia_extras, mia.split) if s == "holdout"]
+    assert all(e["unlearned"]["ref"] == pytest.approx(e["unlearned"]["loss"] - e["reference"]["loss"])
+               for e in mia_extras)
+    assert m["mia_reference"] == pytest.approx(um.auc(members, others)) and m["mia_reference_reference"] == 0.5
+    assert m["privleak_ref"] == pytest.approx(((1 - m["mia_reference"]) - 0.5) / (0.5 + 1e-10) * 100)
+    # the gradient-norm attack: the base, trained on the forget answers, has smaller gradients there
+    assert all(e[model]["gradnorm"] < 0 for e in mia_extras for model in ("base", "unlearned", "reference"))
+    assert m["mia_gradnorm_base"] > 0.9 and m["mia_gradnorm_reference"] < m["mia_gradnorm_base"]
+    # paraphrased and perturbed answers: the truth ratio's two sides, scored on their own
+    assert m["forget_Q_A_PARA_Prob"] == pytest.approx(np.mean([e["para_prob"]["unlearned"] for _, e in forget]))
+    assert m["forget_Q_A_PERT_Prob_base"] == pytest.approx(np.mean([e["pert_prob"]["base"] for _, e in forget]))
+    for row, extra in forget:
+        assert extra["pert_rouge"]["unlearned"] == pytest.approx(um.mean_rouge_l(
+            row.output_unlearned, extra["truth_ratio_perturbed"]))
+    assert m["forget_Q_A_PARA_Prob_base"] > m["forget_Q_A_PERT_Prob_base"]  # the base knows the true answer
     assert m["model_utility_components"] == 3 and "not computed: ra_Q_A_Prob_normalised" in notes
     assert m["model_utility"] == pytest.approx(stats.hmean([m["retain_Q_A_Prob"], m["retain_Q_A_ROUGE"],
                                                             m["retain_Truth_Ratio"]]))
@@ -257,6 +277,106 @@ def test_model_utility_over_all_nine_components(demo_pair, demo_facts):
     plain = [i for i in answers if i.extra["group"] == "retain"]
     assert m["retain_Q_A_Prob"] == pytest.approx(np.mean([math.exp(i.logprob_unlearned) for i in plain]))
     assert result.artifacts["settings"]["model_utility_components"] == list(UTILITY)
+
+
+def test_knowledge_rouge_on_knowmem_questions(demo_pair, demo_facts):
+    """MUSE's KnowMem questions are answered after their split's few-shot examples, cut at MUSE's stop words and
+    scored by ROUGE-L F1; other questions are not."""
+    forget, retain = demo_facts.split("forget"), demo_facts.split("retain")
+    knowmem = [dataclasses.replace(f, subset="knowmem") for f in (*forget[:3], *retain[:2])]
+    # one example each: the tiny demo, trained on single questions, loses the thread after more
+    shots = {"knowmem_forget": [(forget[3].question, forget[3].answer)],
+             "knowmem_retain": [(retain[2].question, retain[2].answer)]}
+    items: list = []
+    ctx = AuditContext(pair=demo_pair, facts=FactSet([*knowmem, *demo_facts.split("holdout")[:2]], examples=shots),
+                       options=MetricsOptions(max_new_tokens=4, knowmem_max_new_tokens=12), record=items.extend)
+    result = MetricsAudit().run(ctx)
+    asked = [i for i in items if i.category == "knowmem"]
+    assert [i.fact_id for i in asked] == [f.id for f in knowmem]
+    first = asked[0]
+    assert first.prompt == demo_pair.base.few_shot_prompt(shots["knowmem_forget"], knowmem[0].question)
+    assert asked[-1].prompt.startswith(demo_pair.base.prompt(retain[2].question))
+    for item in asked:
+        cut = item.extra["answer_cut"]["unlearned"]
+        assert cut == um.cut_at_stop_words(item.output_unlearned)
+        assert item.extra["knowmem_rouge"]["unlearned"] == pytest.approx(um.rouge_l(cut, item.answer, "f1"))
+    m = result.metrics
+    assert m["forget_knowmem_ROUGE"] == pytest.approx(np.mean([i.extra["knowmem_rouge"]["unlearned"]
+                                                               for i in asked if i.split == "forget"]))
+    assert m["retain_knowmem_ROUGE_base"] == pytest.approx(np.mean([i.extra["knowmem_rouge"]["base"]
+                                                                    for i in asked if i.split == "retain"]))
+    assert m["forget_knowmem_ROUGE_base"] > m["forget_knowmem_ROUGE"]  # NPO forgot what the base answers
+    assert any("KnowMem: 3 forget questions after 1 few-shot example, 2 retain" in n for n in result.notes)
+
+
+def test_gradient_norm_skipped_without_gradients_and_the_base_as_anchor(demo_pair, demo_facts):
+    """A model that gives no gradients (a served one) scores the gradient-norm attack NaN, and the notes say why;
+    the reference-model attack can take the base as its anchor; the weights come back untouched."""
+    served = copy.copy(demo_pair.unlearned)
+    served.capabilities = frozenset({"generate", "logprobs"})  # what an OpenAI-compatible server offers
+    pair = dataclasses.replace(demo_pair, unlearned=served)
+    facts = [*demo_facts.split("forget")[:4], *demo_facts.split("holdout")[:4]]
+    before = {n: p.detach().clone() for n, p in demo_pair.base.model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in demo_pair.base.model.named_parameters()}
+    result = MetricsAudit().run(AuditContext(pair=pair, facts=FactSet(facts), record=lambda items: None,
+                                             options=MetricsOptions(max_new_tokens=4, mia_reference="base")))
+    m = result.metrics
+    assert math.isnan(m["mia_gradnorm"]) and 0 <= m["mia_gradnorm_base"] <= 1
+    assert any("skipped (NaN) for" in n and served.info.ref in n for n in result.notes)
+    assert m["mia_reference_base"] == 0.5 and 0 <= m["mia_reference"] <= 1
+    for name, param in demo_pair.base.model.named_parameters():
+        assert torch.equal(param, before[name]) and param.requires_grad == flags[name] and param.grad is None
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tiny_demo, tmp_path_factory):
+    """A tiny randomly initialized sequence classifier with the demo's tokenizer, saved as a model folder: it stands
+    in for open-unlearning's gibberish detector, which comes from the model hub."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("classifier")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_demo / "models" / "base")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=4,
+                        pad_token_id=tokenizer.pad_token_id or 0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_gibberish_rate_with_a_named_classifier(demo_pair, demo_facts, tiny_classifier):
+    """With a classifier, each greedy answer gets its class-0 probability (truncated to 32 tokens) and
+    forget_Q_A_gibberish is their mean over the forget answers; without one the key is absent and the notes say why."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    facts = [*demo_facts.split("forget")[:3], *demo_facts.split("retain")[:2], *demo_facts.split("holdout")[:2]]
+    items: list = []
+    options = MetricsOptions(max_new_tokens=8, gibberish_classifier=str(tiny_classifier), gibberish_class=1)
+    result = MetricsAudit().run(AuditContext(pair=demo_pair, facts=FactSet(facts), options=options,
+                                             record=items.extend))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    forget = [i for i in items if i.category == "answer" and i.split == "forget"]
+    for item in forget:
+        inputs = tokenizer([item.output_unlearned], return_tensors="pt", truncation=True, max_length=32)
+        with torch.no_grad():
+            expected = torch.softmax(model(**inputs).logits, -1)[0, 1].item()
+        assert item.extra["gibberish"]["unlearned"] == pytest.approx(expected, abs=1e-6)
+    m = result.metrics
+    assert m["forget_Q_A_gibberish"] == pytest.approx(np.mean([i.extra["gibberish"]["unlearned"] for i in forget]))
+    assert 0 < m["forget_Q_A_gibberish_base"] < 1 and any("class 1" in n for n in result.notes)
+    plain = MetricsAudit().run(AuditContext(pair=demo_pair, facts=FactSet(facts), record=lambda items: None,
+                                            options=MetricsOptions(max_new_tokens=8)))
+    assert "forget_Q_A_gibberish" not in plain.metrics
+    assert any("gibberish rate) is not reported" in n for n in plain.notes)
+
+
+def test_a_missing_classifier_is_a_user_error(demo_env, tmp_path, capsys):
+    code, _, _ = _audit(tmp_path, "--limit", "2", "--set", f"metrics.gibberish_classifier={tmp_path / 'none'}")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "gibberish_classifier" in err and "Traceback" not in err
 
 
 def test_every_metric_is_in_the_parity_table():

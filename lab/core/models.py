@@ -121,7 +121,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _check_hub_model(ref: ModelRef, marker: str = "config.json") -> None:
+def check_hub_model(ref: ModelRef, marker: str = "config.json") -> None:
     """A hub id must be in the local cache or the hub reachable: fail in seconds, not after a retry storm."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -133,7 +133,7 @@ def _check_hub_model(ref: ModelRef, marker: str = "config.json") -> None:
                        "(offline): download it on a connected machine, or give a local directory")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -170,7 +170,7 @@ def merged(ref: str, model: Any, adapter: str) -> Any:
         if is_oom(exc):
             raise
         raise LabError(f"could not apply the adapter of '{ref}': {type(exc).__name__}: "
-                       f"{_first_line(exc)[:300]}") from None
+                       f"{first_line(exc)[:300]}") from None
 
 
 def location(ref: ModelRef) -> str:
@@ -209,7 +209,7 @@ def load_engine(
     parsed = require_local(ref)
     for part in parsed.parts():
         if part.kind == "hub":
-            _check_hub_model(part, "adapter_config.json" if part is parsed.adapter else "config.json")
+            check_hub_model(part, "adapter_config.json" if part is parsed.adapter else "config.json")
     path = location(parsed)
     adapter = location(parsed.adapter) if parsed.adapter else None
     dev = pick_device(device)
@@ -223,7 +223,7 @@ def load_engine(
     except Exception as exc:  # noqa: BLE001 - a bad folder fails in many ways (config, weights, tokenizer files)
         if is_oom(exc):
             raise
-        raise LabError(f"could not load model '{ref}': {type(exc).__name__}: {_first_line(exc)[:300]}") from None
+        raise LabError(f"could not load model '{ref}': {type(exc).__name__}: {first_line(exc)[:300]}") from None
     check_coverage(ref, loading)
     if adapter:
         model = merged(ref, model, adapter)

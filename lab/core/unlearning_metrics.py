@@ -14,9 +14,13 @@ Every definition follows the reference implementation, open-unlearning
   Overfitting"; ZLib: "Extracting Training Data from Large Language Models";
   Min-K%: "Detecting Pretraining Data from Large Language Models";
   Min-K%++: "Min-K%++: Improved Baseline for Detecting Pre-Training Data from
-  Large Language Models";
-- PrivLeak and ROUGE-L F1: "MUSE: Machine Unlearning Six-Way Evaluation for
-  Language Models".
+  Large Language Models"; the reference-model attack (the target's loss less
+  a reference model's, the same paper by Carlini et al.); the gradient-norm
+  attack: "Pandora's White-Box: Precise Training Data Detection and
+  Extraction in Large Language Models" (arXiv 2402.17012, which
+  open-unlearning's ``mia_gradnorm`` cites);
+- PrivLeak, ROUGE-L F1 and KnowMem's few-shot answers cut at MUSE's stop
+  words: "MUSE: Machine Unlearning Six-Way Evaluation for Language Models".
 
 Every membership score here is oriented so that *higher means more
 member-like* (minus the reference's loss-like score); an AUC of forget
@@ -70,6 +74,16 @@ def truth_ratio(true_logprob: float, perturbed_logprobs: Sequence[float]) -> flo
     if not len(perturbed_logprobs):
         return float("nan")
     return float(math.exp(float(np.mean(perturbed_logprobs))) / (math.exp(true_logprob) + EPS))
+
+
+def mean_probability(logprobs: Sequence[float]) -> float:
+    """Arithmetic mean of length-normalized probabilities exp(mean log-prob), one per answer (TOFU's PERT
+    Prob: open-unlearning's ``probability`` on a list of perturbed answers, averaged per question by
+    ``aggregate_to_1D``).  Unlike the truth ratio's geometric mean, it averages the probabilities themselves.
+    NaN without answers."""
+    if not len(logprobs):
+        return float("nan")
+    return float(np.mean(np.exp(np.asarray(logprobs, dtype=float))))
 
 
 def normalised_probability(true_logprob: float, perturbed_logprobs: Sequence[float]) -> float:
@@ -126,6 +140,26 @@ def rouge_l(generated: str, gold: str, measure: Literal["recall", "f1"] = "recal
     return float(score.recall if measure == "recall" else score.fmeasure)
 
 
+def mean_rouge_l(generated: str, golds: Sequence[str], measure: Literal["recall", "f1"] = "recall") -> float:
+    """Mean ROUGE-L of one generated answer against each of several golds (open-unlearning's PERT ROUGE: the
+    same greedy answer scored against every perturbed answer, averaged per question).  NaN without golds."""
+    if not len(golds):
+        return float("nan")
+    return float(np.mean([rouge_l(generated, gold, measure) for gold in golds]))
+
+
+MUSE_STOP_WORDS = ("\n\n", "\nQuestion", "Question:")  # MUSE's KnowMem generations stop at these (open-unlearning)
+
+
+def cut_at_stop_words(text: str, stop_words: Sequence[str] = MUSE_STOP_WORDS) -> str:
+    """The text before the earliest stop word, stripped: MUSE's KnowMem answers (open-unlearning cuts a
+    generation at each stop word in turn, which keeps the text before the earliest one)."""
+    for word in stop_words:
+        if word and word in text:
+            text = text.split(word)[0]
+    return text.strip()
+
+
 # ------------------------------------------------------- membership inference
 def loss_score(logprobs: np.ndarray) -> float:
     """LOSS attack: minus the mean token NLL (over every labelled token, EOS included)."""
@@ -160,17 +194,40 @@ def min_k_pp_score(logprobs: np.ndarray, mu: np.ndarray, sigma: np.ndarray, k: f
     return _lowest_mean((np.asarray(logprobs, dtype=float) - np.asarray(mu, dtype=float)) / sigma, k)
 
 
+def reference_score(score_model: float, score_reference: float) -> float:
+    """Reference-model attack: a text's LOSS score under the audited model less its LOSS score under a
+    reference model (member-like orientation: minus open-unlearning's ``target_loss - ref_loss``).  A text
+    the audited model finds easier than the reference does looks trained on; the reference's own difficulty
+    with the text (long names, rare words) cancels out."""
+    return float(score_model - score_reference)
+
+
+def gradnorm_score(tensor_norms: Sequence[float]) -> float:
+    """Gradient-norm attack: minus the mean, over the model's parameter tensors, of the p-norm of each
+    tensor's gradient of the text's mean token NLL (open-unlearning's ``GradNormAttack``: a trained-on text
+    sits near a minimum of the loss, so its gradients are small).  NaN without any gradient."""
+    if not len(tensor_norms):
+        return float("nan")
+    return -float(np.mean(np.asarray(tensor_norms, dtype=float)))
+
+
+def _scorable(members: Sequence[float], non_members: Sequence[float]) -> bool:
+    """Both classes present and every score a number (an attack a model cannot run scores NaN)."""
+    return bool(len(members) and len(non_members)) and all(math.isfinite(v) for v in (*members, *non_members))
+
+
 def auc(members: Sequence[float], non_members: Sequence[float]) -> float:
-    """ROC-AUC of telling members (positive) from non-members by score; NaN without both classes."""
-    if not len(members) or not len(non_members):
+    """ROC-AUC of telling members (positive) from non-members by score; NaN without both classes or with a
+    score that is not a number."""
+    if not _scorable(members, non_members):
         return float("nan")
     labels = [1] * len(members) + [0] * len(non_members)
     return float(roc_auc_score(labels, [*members, *non_members]))
 
 
 def roc_points(members: Sequence[float], non_members: Sequence[float]) -> dict[str, list[float]]:
-    """False and true positive rates along the threshold sweep, for plotting."""
-    if not len(members) or not len(non_members):
+    """False and true positive rates along the threshold sweep, for plotting (none where :func:`auc` is NaN)."""
+    if not _scorable(members, non_members):
         return {"fpr": [], "tpr": []}
     labels = [1] * len(members) + [0] * len(non_members)
     fpr, tpr, _ = roc_curve(labels, [*members, *non_members])
