@@ -36,6 +36,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
+import numpy as np
+
 from audits.base import Answered, Audit, AuditContext, answer_both, fmt, item_for
 from lab.core import unlearning_metrics as um
 from lab.core.backend import Backend
@@ -301,6 +303,7 @@ class MetricsAudit(Audit[MetricsOptions]):
         mia = self._membership(ctx, engines, opts)
         knowmem = self._knowmem(ctx, engines, opts)
         metrics = summarize(facts, per_fact, mia, list(engines))
+        metrics.update(metric_intervals(facts, per_fact, mia, list(engines), metrics))
         metrics.update(knowmem_metrics(knowmem, list(engines)))
         components = computed_utility(metrics, list(engines))
         artifacts = {
@@ -449,6 +452,59 @@ def summarize(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mi
     for model in models:
         metrics.update({metric_key(alias, model): metrics[metric_key(key, model)] for alias, key in ALIASES.items()})
     return metrics
+
+
+BOOTSTRAP_METRICS = 200  # resamples of the facts and texts behind each headline metric's interval
+
+
+def pair_auc(members: np.ndarray, non_members: np.ndarray) -> float:
+    """ROC-AUC as the share of (member, non-member) pairs ordered right, ties counted half (Mann-Whitney): what
+    ``um.auc`` computes, without sklearn's checks, for the bootstrap's many resamples."""
+    if not members.size or not non_members.size or not (np.isfinite(members).all() and np.isfinite(non_members).all()):
+        return math.nan
+    diff = members[:, None] - non_members[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def metric_intervals(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mia: dict[str, Any],
+                     models: list[str], metrics: dict[str, float], samples: int = BOOTSTRAP_METRICS,
+                     seed: int = 0) -> dict[str, float]:
+    """95% percentile-bootstrap intervals (``<key>_ci_low`` / ``<key>_ci_high``) of the headline numbers that
+    rest on many facts at once: every membership AUC, PrivLeak and model utility.  Facts are resampled within
+    their group (forget, retain, ...) and membership texts within their split, and each number is computed again
+    from the resample, so a PrivLeak or a utility resting on a few facts says how far it could move."""
+    rng = np.random.default_rng(seed)
+    groups = np.asarray([fact_group(f) for f in facts])
+    splits = np.asarray(mia["splits"])
+    parts = {c.key: c for c in COMPONENTS}
+    utility = computed_utility(metrics, models)
+    scores = {m: {a: np.asarray([s[a] for s in mia["scores"][m]], dtype=float) for a in ALL_MIA_NAMES}
+              for m in models}
+    values = {m: {v: np.asarray(per_fact[m][v], dtype=float) for v in per_fact[m]} for m in models}
+    draws: dict[str, list[float]] = {}
+    for _ in range(samples):
+        pick = np.concatenate([rng.choice(np.flatnonzero(groups == g), (groups == g).sum()) for g in set(groups)])
+        texts = np.concatenate([rng.choice(np.flatnonzero(splits == s), (splits == s).sum()) for s in set(splits)])
+        members, others = texts[splits[texts] == "forget"], texts[splits[texts] == "holdout"]
+        aucs = {(m, a): pair_auc(scores[m][a][members], scores[m][a][others]) for m in models for a in ALL_MIA_NAMES}
+        for m in models:
+            found = {metric_key(name, m): aucs[(m, attack)] for attack, name in ALL_MIA_NAMES.items()}
+            if m != "reference":
+                for attack in ALL_MIA_NAMES:
+                    reference = aucs.get(("reference", attack), um.PRIVLEAK_REFERENCE_AUC)
+                    found[metric_key(f"privleak_{attack}", m)] = um.privleak(aucs[(m, attack)], reference)
+                found[metric_key("privleak", m)] = found[metric_key(f"privleak_{PRIVLEAK_ATTACK}", m)]
+            chosen = [parts[k].aggregate(values[m][parts[k].value][pick][groups[pick] == parts[k].group])
+                      for k in utility]
+            found[metric_key("model_utility", m)] = um.model_utility(chosen)
+            for key, value in found.items():
+                if math.isfinite(value):
+                    draws.setdefault(key, []).append(value)
+    out = {}
+    for key, drawn in draws.items():
+        low, high = np.percentile(drawn, [2.5, 97.5])
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = float(low), float(high)
+    return out
 
 
 def greedy_answers(ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], prompts: list[str],

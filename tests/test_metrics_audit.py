@@ -159,7 +159,8 @@ def _audit(tmp_path, *extra):
 
 def _definition_key(key: str) -> str:
     """The defined name of a key: itself (``mia_reference`` is open-unlearning's name of an attack), or the key
-    less its model suffix."""
+    less its interval suffix and its model suffix."""
+    key = re.sub(r"_ci_(low|high)$", "", key)
     return key if key in METRIC_DEFINITIONS else re.sub(r"_(base|reference)$", "", key)
 
 
@@ -176,6 +177,8 @@ def test_metrics_end_to_end_with_a_reference(demo_env, tmp_path):
     assert {"privleak", "privleak_mink_pp", "forget_quality", "forget_quality_base", "privleak_base"} <= set(m)
     assert not any(k.startswith(("ra_", "wf_")) for k in m)  # the demo has no real authors / world facts
     assert set(map(_definition_key, m)) <= set(METRIC_DEFINITIONS)  # every key is defined
+    for key in ("privleak", "model_utility", "mia_min_k", "mia_gradnorm", "privleak_base"):  # headline intervals
+        assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
     with Store(db) as store:
         items = store.items(payload["run_id"], "metrics")
         artifacts = store.artifacts(payload["run_id"], "metrics")["metrics"]
