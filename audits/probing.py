@@ -166,7 +166,9 @@ class LinearProbeAudit(Audit[LinearProbeOptions]):
         pair, targets = ctx.pair, ctx.baseline.targets()
         known = [f for f in ctx.baseline.suppressed_candidates() if len(candidate_answers(f, opts.foils)) > 1]
         if len(known) < MIN_TRAINING:
-            return AuditResult(metrics={"targets": float(len(targets)), **recovery("recovery_rate", [], set())},
+            empty = {k: v for key in ("recovery_rate", "holdout_rate", "base_rate")
+                     for k, v in rate_with_interval(key, []).items()}
+            return AuditResult(metrics={"targets": float(len(targets)), "layer": float("nan"), **empty},
                                notes=[f"no probe: it trains on retain facts the base answers (with foils), and this "
                                       f"fact set has {len(known)} (at least {MIN_TRAINING} needed)"])
         forget = [f for f in ctx.baseline.facts if f.split == "forget"]

@@ -60,7 +60,7 @@ def kept(method: Callable[..., T]) -> Callable[..., T]:
 
     A sweep (or ``calibrate``) audits one base against many unlearned models: the base's answers, scores and
     states are the same in every pair, so they are computed once.  The key is everything that decides the
-    result (the method, every argument but the progress label, the prompt format) and the weights' state: each
+    result (the method, every argument but the progress label, the prompt format and its stop tokens) and the weights' state: each
     parameter's identity and in-place version (torch bumps a tensor's version on every in-place change, so
     quantizing, fine-tuning or restoring weights, or wrapping layers with adapters, changes the key and nothing is
     reused across it).  Nothing is kept or given while a residual edit is in force (``edit_batch``, or inside
@@ -74,7 +74,8 @@ def kept(method: Callable[..., T]) -> Callable[..., T]:
         given = {k: v for k, v in bound.arguments.items() if k not in ("self", "desc")}
         if given.get("edit_batch") is not None or self.results.editing or not settings.memo_enabled():
             return method(self, *args, **kwargs)
-        key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, self.weights_state())
+        key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, tuple(self.encoder.stop_ids),
+               self.weights_state())
         return self.results.keep(key, lambda: method(self, *args, **kwargs))
 
     return wrapper
