@@ -159,10 +159,10 @@ class Engine(Backend):
         return out.hidden_states if all_layers else out.last_hidden_state
 
     def _logits(self, states: torch.Tensor) -> torch.Tensor:
-        """The output head (and Gemma's final soft-cap) on final states."""
+        """The output head (and Gemma's final soft-cap, in place) on final states."""
         logits = self.model.get_output_embeddings()(states)
         softcap = getattr(text_config(self.model), "final_logit_softcapping", None)
-        return torch.tanh(logits / softcap) * softcap if softcap else logits
+        return logits.div_(softcap).tanh_().mul_(softcap) if softcap else logits
 
     @cached_property
     def chunked_scoring(self) -> bool:
@@ -184,13 +184,16 @@ class Engine(Backend):
     def _target_columns(self, ids: torch.Tensor, mask: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor],
                         targets: torch.Tensor, distribution: bool) -> torch.Tensor:
         """[log p(target), argmax match, (mu, sigma)] per (row, position) in ``at`` (a position may repeat, one
-        target each), never the full logits in float32."""
+        target each: the head runs once per distinct position), never the full logits in float32."""
+        flat = at[0] * ids.shape[1] + at[1]
+        positions, owners = torch.unique(flat, return_inverse=True)
+        rows, cols = positions // ids.shape[1], positions % ids.shape[1]
         if self.chunked_scoring:
             vocab = int(self.model.get_output_embeddings().weight.shape[0])
-            states = self._backbone_states(ids, mask)[at]
-            return gather(states, targets, self._logits, chunk_rows(vocab), distribution)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[at]
-        return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1]), distribution)
+            states = self._backbone_states(ids, mask)[rows, cols]
+            return gather(states, targets, self._logits, chunk_rows(vocab), distribution, owners)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[rows, cols]
+        return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1]), distribution, owners)
 
     @torch.no_grad()
     def token_scores(
