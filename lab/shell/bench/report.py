@@ -219,6 +219,7 @@ def format_result(result: dict[str, Any]) -> str:
     what = ("realistic shapes only" if result.get("realistic_only") else
             f"{'quick: tiny demo' if result['quick'] else 'full demo'} at {result['demo']}")
     head = (f"Unlearning Audit Lab bench ({what}) on {result['device']}, {result['torch_threads']} torch threads"
+            + (f", OMP_WAIT_POLICY={result['omp_wait_policy']}" if result.get("omp_wait_policy") else "")
             + (f", {result['dtype']}" if result.get("dtype") else ""))
     lines = [head]
     if result.get("memory_method"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -91,6 +92,7 @@ def run_bench(quick: bool = False, device: str = "auto", json_out: str | None = 
     if realistic_only:
         result: dict[str, Any] = {"quick": False, "realistic_only": True, "device": dev,
                                   "torch_threads": torch.get_num_threads(), "dtype": "float32",
+                                  "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                                   "memory_method": meter.method, "sizes": asdict(sizes), "comparisons": [],
                                   "skipped": []}
     else:
@@ -137,6 +139,7 @@ def demo_measurements(sizes: Sizes, dev: str, quick: bool) -> dict[str, Any]:
     rebase_shares([flop_share, *model_scale["points"]], peak["flops_per_s"])
     return {
         "quick": quick, "demo": str(root), "device": dev, "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "dtype": str(dtype).replace("torch.", ""), "memory_method": meter.method,
         "sizes": asdict(sizes),
         "comparisons": [_comparison_json(c) for c in comparisons],

@@ -1,10 +1,12 @@
 """Models tab: the demo pair ready on start, or any two models, loaded with progress.
 
-On first launch the demo world is built here (``$LAB_DEMO_PROFILE``, default
-``full``, about 3-4 minutes on a laptop CPU) with its progress bar in the page;
-later launches reuse it.  A user can instead name two Hugging Face ids (or, when
-not in a Space, local directories).  The page shows both models' size, device,
-dtype and the tokenizer check that every token-level audit depends on.
+On first launch the tiny demo world is built here (about 30 s, its progress bar
+in the page) while the full one (``$LAB_DEMO_PROFILE``, default ``full``) builds
+in the background, its progress shown under the status; each open page switches
+to it when it is ready (:mod:`lab.shell.ui.demo_world`).  Later launches reuse
+it.  A user can instead name two Hugging Face ids (or, when not in a Space, local
+directories).  The page shows both models' size, device, dtype and the tokenizer
+check that every token-level audit depends on.
 """
 
 from __future__ import annotations
@@ -12,23 +14,15 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from lab.core import settings
 from lab.core.models import DTYPES
 from lab.core.policy import current as current_policy
-from lab.demo.build import build_demo, read_manifest
 from lab.shell.ui.feedback import Beside
 from lab.shell.ui.session import DEMO_UNLEARNED, MODEL_QUEUE, Lab, PairSpec
 from lab.shell.ui.views import MODEL_COLUMNS, manifest_frame, models_frame, tokenizer_check
 
 DEMO, CUSTOM = "Demo pair", "Your models"
 DEVICES = ["auto", "cpu", "cuda", "mps"]
-
-
-def ensure_demo() -> dict | None:
-    """Build the demo world if none exists yet (progress goes through tqdm); return its manifest."""
-    if read_manifest(settings.demo_dir()) is None:
-        build_demo(settings.demo_profile())
-    return read_manifest(settings.demo_dir())
+POLL_SECONDS = 2.0  # how often an open page reads the background demo build's progress
 
 
 def load(lab: Lab, spec: PairSpec, progress: gr.Progress) -> tuple[PairSpec, str, pd.DataFrame, str, pd.DataFrame]:
@@ -36,11 +30,25 @@ def load(lab: Lab, spec: PairSpec, progress: gr.Progress) -> tuple[PairSpec, str
     manifest = None
     if spec.is_demo:
         progress(0.0, desc="preparing the demo world")
-        manifest = ensure_demo()
+        manifest = lab.demo.ensure()
     progress(0.5, desc=f"loading {spec.label}")
     pair = lab.pair(spec)
-    status = f"**Loaded** {spec.label} on `{pair.base.info.device}` ({pair.base.info.dtype})"
+    world = f", {lab.demo.current()} demo" if spec.is_demo else ""
+    status = f"**Loaded** {spec.label} on `{pair.base.info.device}` ({pair.base.info.dtype}{world})"
     return spec, status, models_frame(pair), tokenizer_check(pair), manifest_frame(manifest)
+
+
+def poll(lab: Lab) -> tuple[str, bool, gr.Timer]:
+    """The demo line, whether the asked-for world is ready to switch to, and the poll kept on while one may come."""
+    return lab.demo.describe(), lab.demo.ready(), gr.Timer(active=lab.demo.pending())
+
+
+def switch(lab: Lab, spec: PairSpec | None, ready: bool, progress: gr.Progress) -> tuple:
+    """Move to the built world (a model event: no model call runs meanwhile) and reload a demo pair on it."""
+    if not ready or not lab.demo.switch():
+        return (gr.skip(),) * 5 + (lab.demo.describe(),)
+    reloaded = load(lab, spec or PairSpec.demo(), progress) if spec is None or spec.is_demo else (gr.skip(),) * 5
+    return (*reloaded, lab.demo.describe())
 
 
 def spec_from_inputs(source: str, demo_name: str, base: str, unlearned: str, device: str, dtype: str,
@@ -77,8 +85,9 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> list[gr.components.Compo
             load_btn = gr.Button("Load models", variant="primary", elem_id="models-load")
             message = Beside("models-load")
         with gr.Column(scale=5, min_width=280):
-            status = gr.Markdown("Preparing the demo pair… (the first launch trains the demo world: a few minutes)",
-                                 min_height=64, elem_id="models-status")
+            status = gr.Markdown("Preparing the demo pair… (the first launch builds a small demo world first: "
+                                 "about half a minute)", min_height=64, elem_id="models-status")
+            world = gr.HTML(lab.demo.describe(), elem_id="models-world")
             table = gr.Dataframe(pd.DataFrame(columns=MODEL_COLUMNS), label="Loaded models", interactive=False,
                                  elem_id="models-table", elem_classes="scroll-table")
             check = gr.Markdown(elem_id="models-tokenizer")
@@ -98,9 +107,17 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> list[gr.components.Compo
     def on_start(spec: PairSpec | None, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         return load(lab, spec or PairSpec.demo(), progress)
 
+    @message
+    def on_ready(spec: PairSpec | None, ready_: bool, request: gr.Request, progress=gr.Progress()):
+        return switch(lab, spec, ready_, progress)
+
     # Progress and errors show beside the button; the loaded pair's description stays as it was.
     queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, **message.events)
     message.watch(load_btn.click(on_load, [source, demo_name, base, unlearned, device, dtype, trust], outputs,
                                  api_name="load_models", **queued))
     message.watch(app.load(on_start, state, outputs, api_visibility="private", **queued))
+    # The background demo build: polled while a switch may come; its readiness fires the switch (once per page).
+    ticker, ready = gr.Timer(POLL_SECONDS, active=lab.demo.pending()), gr.State(False)
+    ticker.tick(lambda: poll(lab), None, [world, ready, ticker], api_visibility="private", show_progress="hidden")
+    message.watch(ready.change(on_ready, [state, ready], [*outputs, world], api_visibility="private", **queued))
     return outputs
