@@ -119,7 +119,7 @@ def test_quick_bench_end_to_end(cached_tiny, tmp_path, capsys):
         assert 0.8 * target < size < 1.2 * target
     assert math.isfinite(models["exponent"])
     for p in models["points"]:
-        assert p["tokens"] == models["rows"] * models["seq_len"]
+        assert p["tokens"] == models["rows"] * (models["seq_len"] - 1)  # a row's last token is a target, not fed
         assert p["share"] == pytest.approx(p["flops_per_s"] / peak["flops_per_s"])
         check_memory(p["memory"])
 
@@ -265,14 +265,14 @@ def test_scoring_throughput_arithmetic_on_a_tiny_random_model():
     params = llama_parameters(97, 32, 48, 2, 4, 2, 8)
     assert engine.info.parameters == params
     result = hardware.scoring_throughput(engine, seq_len=16, batches=2, peak=1e12)
-    assert (result["rows"], result["tokens"]) == (32, 32 * 16)
+    assert (result["rows"], result["tokens"]) == (32, 32 * 15)
     assert result["tokens_per_s"] == pytest.approx(result["tokens"] / result["seconds"])
     assert result["model_flops_per_s"] == pytest.approx(2 * params * result["tokens_per_s"])
     assert result["mfu"] == pytest.approx(result["model_flops_per_s"] / 1e12)
     assert hardware.scoring_throughput(engine, seq_len=16, batches=1, peak=None)["mfu"] is None
     rows = [[1 + (i * 7 + j) % 90 for j in range(10 + i % 5)] for i in range(20)]
     one = hardware.scoring_pass(engine, rows, [1] * len(rows), peak=1e12, repeats=1, label="tiny")
-    assert one["tokens"] == sum(len(r) for r in rows) and one["padded_tokens"] >= one["tokens"]
+    assert one["tokens"] == sum(len(r) - 1 for r in rows) and one["padded_tokens"] >= one["tokens"]
     assert one["flops_per_s"] == pytest.approx(2 * params * one["tokens"] / one["seconds"])
     hardware.rebase_shares([one], 2e12)
     assert one["share"] == pytest.approx(one["flops_per_s"] / 2e12) and one["peak_flops_per_s"] == 2e12
@@ -345,11 +345,13 @@ def test_padded_tokenizers_have_the_family_width():
 
 
 def test_wide_vocabulary_target_needs_speed_memory_and_agreement():
-    def row(speedup: float, ours_mb: float, theirs_mb: float, agrees: bool = True) -> dict:
-        reading = lambda mb: {"peak_rss_mb": mb, "start_rss_mb": 100.0, "peak_cuda_mb": None}  # noqa: E731
-        return {"speedup": speedup, "agrees": agrees, "memory": {"ours": reading(ours_mb), "other": reading(theirs_mb)}}
+    def row(speedup: float, ours_mb: float, theirs_mb: float, agrees: bool = True, ours_start: float = 100.0) -> dict:
+        reading = lambda mb, start=100.0: {"peak_rss_mb": mb, "start_rss_mb": start, "peak_cuda_mb": None}  # noqa: E731
+        return {"speedup": speedup, "agrees": agrees,
+                "memory": {"ours": reading(ours_mb, ours_start), "other": reading(theirs_mb)}}
 
     assert report.wide_vocabulary_met(row(1.2, 500, 800))
     assert not report.wide_vocabulary_met(row(0.9, 500, 800))
     assert not report.wide_vocabulary_met(row(1.2, 900, 800))
     assert not report.wide_vocabulary_met(row(1.2, 500, 800, agrees=False))
+    assert not report.wide_vocabulary_met(row(1.2, 500, 520, ours_start=50.0))  # lower peak, but it added more

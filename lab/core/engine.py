@@ -191,9 +191,10 @@ class Engine(Backend):
         if self.chunked_scoring:
             vocab = int(self.model.get_output_embeddings().weight.shape[0])
             states = self._backbone_states(ids, mask)[rows, cols]
-            return gather(states, targets, self._logits, chunk_rows(vocab), distribution, owners)
+            return gather(states, targets, self._logits, chunk_rows(vocab, distribution), distribution, owners)
         logits = self.model(input_ids=ids, attention_mask=mask).logits[rows, cols]
-        return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1]), distribution, owners)
+        return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1], distribution), distribution,
+                      owners)
 
     @torch.no_grad()
     def token_scores(
@@ -214,7 +215,8 @@ class Engine(Backend):
         forward, members = shared_forwards(rows, starts)
 
         def batch_fn(indices: list[int]) -> list[list[TokenScores]]:
-            ids, mask = self._pad([rows[forward[u]] for u in indices])
+            # A row's last token is only read (a target), never fed: the forward runs on the rest.
+            ids, mask = self._pad([rows[forward[u]][:-1] for u in indices])
             where, targets, spans = [], [], []
             for j, u in enumerate(indices):
                 for i in members[u]:
@@ -233,7 +235,7 @@ class Engine(Backend):
                 k += len(members[u])
             return out
 
-        grouped = self._batched([len(rows[f]) for f in forward], batch_fn, desc)
+        grouped = self._batched([len(rows[f]) - 1 for f in forward], batch_fn, desc)
         result: list[TokenScores | None] = [None] * len(rows)
         for group, scores in zip(members, grouped):
             for i, score in zip(group, scores):

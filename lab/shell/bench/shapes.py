@@ -94,9 +94,11 @@ class Shape:
 
 
 FULL_SHAPES = (
-    *(Shape("small", key, SMALL, choices=48, answers=32, prompts=32) for key in VOCABULARIES),
-    # 5 GB of float32 weights: a handful of items, two runs each, short greedy answers (a decode step reads them all)
-    Shape("Llama-3.2-1B", "llama3-128k", ONE_B, choices=6, answers=6, prompts=4, repeats=2, new_tokens=8),
+    # Calls of a fraction of a second to a few seconds on 2 cores: best of 5 interleaved runs against the load.
+    *(Shape("small", key, SMALL, choices=48, answers=32, prompts=32, repeats=5) for key in VOCABULARIES),
+    # 5 GB of float32 weights: one lm-eval batch of questions and of answers (fewer would understate its memory),
+    # best of three runs, a handful of short greedy answers (every decode step reads all the weights).
+    Shape("Llama-3.2-1B", "llama3-128k", ONE_B, choices=16, answers=16, prompts=4, repeats=3, new_tokens=8),
 )
 
 
