@@ -63,5 +63,10 @@ def test_an_unknown_demo_profile_is_a_clear_error(fresh_cache, monkeypatch):
     from lab.shell.ui.demo_world import DemoWorlds
 
     monkeypatch.setenv("LAB_DEMO_PROFILE", "huge")
-    with pytest.raises(LabError, match="unknown demo profile 'huge' in LAB_DEMO_PROFILE"):
-        DemoWorlds()
+    worlds = DemoWorlds()  # the lab still starts; loading the demo pair says what is wrong (in the page)
+    try:
+        assert not worlds.phased and settings.active_demo() == "full"
+        with pytest.raises(LabError, match="unknown demo profile 'huge' in LAB_DEMO_PROFILE"):
+            worlds.ensure()
+    finally:
+        worlds.close()

@@ -66,15 +66,13 @@ class DemoWorlds:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._switched = False  # this lab moved demo:<name> (undone on close)
-        if self.target not in PROFILES:
-            raise LabError(f"unknown demo profile '{self.target}' in LAB_DEMO_PROFILE (use {', '.join(PROFILES)})")
         self.choose()
 
     @property
     def phased(self) -> bool:
         """Whether this lab starts on the starter world while the asked-for one builds (not with $LAB_DEMO_DIR,
         not when the starter is what was asked for, not once the asked-for world is built)."""
-        return (settings.demo_override() is None and self.target != self.starter
+        return (settings.demo_override() is None and self.target != self.starter and self.target in PROFILES
                 and settings.active_demo() != self.target)
 
     def current(self) -> str:
@@ -84,7 +82,7 @@ class DemoWorlds:
 
     def choose(self) -> None:
         """Point ``demo:<name>`` at the asked-for world when it is built, else at the starter (nothing is built)."""
-        if settings.demo_override() is not None or self.target == self.starter:
+        if settings.demo_override() is not None or self.target == self.starter or self.target not in PROFILES:
             return
         self._use(self.target if is_built(self.target) else self.starter)
 
@@ -95,6 +93,8 @@ class DemoWorlds:
     def ensure(self) -> dict | None:
         """The manifest of the world in use, built first if missing (in the calling event: its tqdm bar is the
         page's progress); on a first launch, the starter, with the asked-for world's build started behind it."""
+        if self.target not in PROFILES:
+            raise LabError(f"unknown demo profile '{self.target}' in LAB_DEMO_PROFILE (use {', '.join(PROFILES)})")
         with self._lock:
             self.choose()
             phased = self.phased
