@@ -1,7 +1,7 @@
 """Tiny random-init models of every Hugging Face family the lab supports, each with a tokenizer of that
 family's kind built here with the tokenizers library (nothing downloaded).
 
-Tokenizer kinds:
+Tokenizer kinds (:mod:`lab.shell.bench.tokenizer_kinds`, shared with the bench's realistic shapes):
 
 - byte-level BPE (GPT-2, GPT-NeoX, OPT, OLMo2, Qwen, Llama-3): spaces as ``Ġ``; GPT-2 and Qwen add no BOS,
   Llama-3 adds ``<|begin_of_text|>``, OPT adds ``</s>``;
@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GPT2Config, GPTNeoXConfig,
                           LlamaConfig, MistralConfig, Olmo2Config, OPTConfig, Phi3Config, PreTrainedTokenizerFast,
                           Qwen2Config, Qwen3Config)
+
+from lab.shell.bench.tokenizer_kinds import byte_level, fast_tokenizer, sentencepiece_like
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "families"
 WIDTH = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
@@ -101,36 +102,12 @@ def _specials(family: Family) -> list[str]:
     return list(dict.fromkeys([*family.specials.values(), *family.extra_tokens]))
 
 
-def byte_level(texts: list[str], family: Family, vocab: int) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=_specials(family),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    return tok
-
-
-def sentencepiece_like(texts: list[str], family: Family, vocab: int) -> Tokenizer:
-    """BPE over "▁"-marked text with byte fallback, as Llama-2's and Gemma's fast tokenizers are built."""
-    tok = Tokenizer(models.BPE(unk_token=family.specials.get("unk_token"), byte_fallback=True, fuse_unk=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
-    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=_specials(family) + bytes_, show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
-    return tok
-
-
 def build_tokenizer(texts: list[str], family: Family, vocab: int = 640) -> PreTrainedTokenizerFast:
-    tok = (byte_level if family.tokenizer == "byte" else sentencepiece_like)(texts, family, vocab)
-    if family.adds_bos:
-        bos = family.specials["bos_token"]
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                           special_tokens=[(bos, tok.token_to_id(bos))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **family.specials,
-                                   additional_special_tokens=list(family.extra_tokens))
+    specials = _specials(family)
+    tok = (byte_level(texts, specials, vocab) if family.tokenizer == "byte"
+           else sentencepiece_like(texts, specials, vocab, family.specials.get("unk_token")))
+    fast = fast_tokenizer(tok, family.specials, family.extra_tokens,
+                          family.specials["bos_token"] if family.adds_bos else None)
     if family.chat_template:
         fast.chat_template = family.chat_template
     return fast

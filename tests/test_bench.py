@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import audits
-from lab.shell.bench import hardware, lm_eval_peer, loops, measure, report, run, scaling
+from lab.shell.bench import hardware, lm_eval_peer, loops, measure, report, run, scaling, shapes
 from lab.core.facts import load_facts
 from lab.shell.cli import main
 
@@ -62,6 +62,9 @@ def test_quick_bench_end_to_end(cached_tiny, tmp_path, capsys):
         assert (c["ours_s"], c["other_s"]) == (c["batched_s"], c["loop_s"])
         assert f"{c['speedup']:.{2 if c['other'] != measure.OWN_LOOP else 1}f}x" in printed
         check_memory(c["memory"]["ours"]), check_memory(c["memory"]["other"])
+        assert c["shape"]["shape"] == "demo" and c["shape"]["vocab_size"] == 512  # what it ran on: the tiny demo
+        assert c["shape"]["hidden_size"] == 64 and c["shape"]["num_hidden_layers"] == 2
+    assert result["shapes"] == []  # the realistic shapes run in the full bench only
     remind = result["comparisons"][2]
     assert remind["items"] == run.QUICK.remind_facts * 4 * 8  # 4 radii x 8 variants each (remind defaults)
 
@@ -116,7 +119,7 @@ def test_quick_bench_end_to_end(cached_tiny, tmp_path, capsys):
         assert 0.8 * target < size < 1.2 * target
     assert math.isfinite(models["exponent"])
     for p in models["points"]:
-        assert p["tokens"] == models["rows"] * models["seq_len"]
+        assert p["tokens"] == models["rows"] * (models["seq_len"] - 1)  # a row's last token is a target, not fed
         assert p["share"] == pytest.approx(p["flops_per_s"] / peak["flops_per_s"])
         check_memory(p["memory"])
 
@@ -262,14 +265,14 @@ def test_scoring_throughput_arithmetic_on_a_tiny_random_model():
     params = llama_parameters(97, 32, 48, 2, 4, 2, 8)
     assert engine.info.parameters == params
     result = hardware.scoring_throughput(engine, seq_len=16, batches=2, peak=1e12)
-    assert (result["rows"], result["tokens"]) == (32, 32 * 16)
+    assert (result["rows"], result["tokens"]) == (32, 32 * 15)
     assert result["tokens_per_s"] == pytest.approx(result["tokens"] / result["seconds"])
     assert result["model_flops_per_s"] == pytest.approx(2 * params * result["tokens_per_s"])
     assert result["mfu"] == pytest.approx(result["model_flops_per_s"] / 1e12)
     assert hardware.scoring_throughput(engine, seq_len=16, batches=1, peak=None)["mfu"] is None
     rows = [[1 + (i * 7 + j) % 90 for j in range(10 + i % 5)] for i in range(20)]
     one = hardware.scoring_pass(engine, rows, [1] * len(rows), peak=1e12, repeats=1, label="tiny")
-    assert one["tokens"] == sum(len(r) for r in rows) and one["padded_tokens"] >= one["tokens"]
+    assert one["tokens"] == sum(len(r) - 1 for r in rows) and one["padded_tokens"] >= one["tokens"]
     assert one["flops_per_s"] == pytest.approx(2 * params * one["tokens"] / one["seconds"])
     hardware.rebase_shares([one], 2e12)
     assert one["share"] == pytest.approx(one["flops_per_s"] / 2e12) and one["peak_flops_per_s"] == 2e12
@@ -295,3 +298,60 @@ def test_full_mode_uses_the_demo_dir_and_judges_the_suite_target(demo_env, monke
     assert f"on the full demo pair on 2 CPU cores: {'met' if met else 'NOT met'}" in printed
     assert result["scaling"]["facts"]["audits"] == ["quantization"]
     assert [p["limit"] for p in result["scaling"]["facts"]["points"]] == [1, 2, 4]
+
+
+def test_realistic_shape_comparisons_run_on_small_vocabularies(monkeypatch):
+    # The realistic shapes' code path on vocabularies small enough for CI: one of each tokenizer kind, one with
+    # Gemma's final soft-cap and BOS, one byte-level without BOS; the full bench runs 32k-256k and the 1B width.
+    gemma, qwen = shapes.VOCABULARIES["gemma2-256k"], shapes.VOCABULARIES["qwen2.5-152k"]
+    monkeypatch.setitem(shapes.VOCABULARIES, "gemma-like", replace(gemma, family="Gemma-like", size=3000))
+    monkeypatch.setitem(shapes.VOCABULARIES, "qwen-like", replace(qwen, family="Qwen-like", size=2500))
+    width = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=16, max_position_embeddings=512)
+    tiny = [shapes.Shape("tiny", key, width, choices=5, answers=4, prompts=3, repeats=1, new_tokens=4)
+            for key in ("gemma-like", "qwen-like")]
+    found = shapes.realistic_comparisons(tiny, "cpu", new_tokens=24, repeats=3)
+    assert len(found) == 6
+    for c, shape in zip(found, [s for s in tiny for _ in range(3)]):
+        assert c.name.endswith(f", {shape.label}") and shape.label.startswith(shapes.VOCABULARIES[shape.vocabulary].label)
+        assert c.agrees, (c.name, c.agreement)
+        assert c.shape["vocab_size"] == shapes.VOCABULARIES[shape.vocabulary].size and c.shape["hidden_size"] == 32
+        assert c.batched_s > 0 and c.loop_s > 0
+        check_memory(c.memory["ours"]), check_memory(c.memory["other"])
+    choices, answers, generation = found[:3]
+    assert choices.name.startswith(lm_eval_peer.LM_EVAL) and choices.items == 5
+    assert choices.details["identical_token_ids"] == choices.details["requests"] == 20
+    assert answers.name.startswith(lm_eval_peer.LM_EVAL_ANSWERS) and answers.items == 4
+    assert answers.details["within_tolerance"] == answers.details["identical_greedy"] == 4
+    assert answers.details["answer_tokens"]["min"] > 20  # answers of realistic length, many tokens each
+    assert generation.name.startswith(loops.GENERATE_LOOP) and generation.details["max_new_tokens"] == 4
+    assert found[0].details["add_bos_token"] is True and found[3].details["add_bos_token"] is False
+
+    printed = report.format_result({"quick": False, "realistic_only": True, "device": "cpu", "torch_threads": 1,
+                                    "sizes": {"repeats": 1}, "comparisons": [asdict(c) | {"speedup": c.speedup}
+                                                                             for c in found]})
+    assert all(s.label in printed for s in tiny)
+    assert "ours faster than lm-eval on multiple choice and multi-token log-likelihood" in printed
+    assert printed.rstrip().endswith("identical results: not measured")  # no vocabulary of 32k here
+
+
+def test_padded_tokenizers_have_the_family_width():
+    for key in ("llama2-32k", "llama3-128k"):
+        vocabulary = shapes.VOCABULARIES[key]
+        tokenizer = shapes.build_tokenizer(vocabulary, shapes.world_texts()[:200], trained=600)
+        assert len(tokenizer) == vocabulary.size
+        ids = tokenizer("Where was Thondbrar Shaexzhodan born?")["input_ids"]
+        assert max(ids) < 600 and (ids[0] == tokenizer.bos_token_id) == (vocabulary.bos is not None)
+
+
+def test_wide_vocabulary_target_needs_speed_memory_and_agreement():
+    def row(speedup: float, ours_mb: float, theirs_mb: float, agrees: bool = True, ours_start: float = 100.0) -> dict:
+        reading = lambda mb, start=100.0: {"peak_rss_mb": mb, "start_rss_mb": start, "peak_cuda_mb": None}  # noqa: E731
+        return {"speedup": speedup, "agrees": agrees,
+                "memory": {"ours": reading(ours_mb, ours_start), "other": reading(theirs_mb)}}
+
+    assert report.wide_vocabulary_met(row(1.2, 500, 800))
+    assert not report.wide_vocabulary_met(row(0.9, 500, 800))
+    assert not report.wide_vocabulary_met(row(1.2, 900, 800))
+    assert not report.wide_vocabulary_met(row(1.2, 500, 800, agrees=False))
+    assert not report.wide_vocabulary_met(row(1.2, 500, 520, ours_start=50.0))  # lower peak, but it added more

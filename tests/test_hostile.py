@@ -92,12 +92,12 @@ def test_demo_build_refuses_a_folder_it_did_not_write(intact, tmp_path):
 
 def test_the_app_refuses_a_foreign_demo_folder(tmp_path, monkeypatch):
     from lab.core.errors import LabError
-    from lab.shell.ui.models_tab import ensure_demo
+    from lab.shell.ui.demo_world import DemoWorlds
 
     (tmp_path / "data.csv").write_text("a,b\n")
     monkeypatch.setenv("LAB_DEMO_DIR", str(tmp_path))
     with pytest.raises(LabError, match="refusing to build the demo"):
-        ensure_demo()
+        DemoWorlds().ensure()
     assert (tmp_path / "data.csv").read_text() == "a,b\n"
 
 

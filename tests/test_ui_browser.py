@@ -454,3 +454,52 @@ def test_every_tab_fits_and_follows_the_theme(served, browser, artifacts_dir, ti
                 tick = page.locator("#results-plots .xtick text").first.evaluate("e => getComputedStyle(e).fill")
                 assert (luminance(tick) > 0.5) == (scheme == "dark"), (scheme, tick)
             page.context.close()
+
+
+FIRST_LAUNCH_S = 60  # issue 27: a usable lab page within a minute of the venv being ready
+
+
+def test_first_launch_opens_on_the_tiny_demo_and_switches_when_the_asked_for_one_is_built(browser, tmp_path,
+                                                                                          monkeypatch):
+    """A fresh machine, no demo anywhere: the page is usable on the tiny world within a minute and says so, the
+    asked-for world builds behind it with its progress in the page, and the page then switches to it."""
+    from dataclasses import replace
+
+    from lab.core import settings
+    from lab.demo import build
+    from lab.demo.train import ModelShape
+
+    # The asked-for world: the tiny profile's recipe, smaller still (the full one takes minutes; the path is the
+    # same), slow enough for the page to show its progress.
+    tiny = build.PROFILES["tiny"]
+    asked = replace(tiny, people=12, shape=ModelShape(hidden=32, layers=1, heads=2, intermediate=64), vocab=384,
+                    epochs=40, unlearners={"npo": tiny.unlearners["npo"]})
+    monkeypatch.setitem(build.PROFILES, "asked", asked)
+    monkeypatch.delenv("LAB_DEMO_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LAB_DB", str(tmp_path / "lab.duckdb"))
+    monkeypatch.setenv("LAB_DEMO_PROFILE", "asked")
+    started = time.monotonic()
+    with running(server_name="127.0.0.1", quiet=True) as (url, lab):
+        page = open_page(browser, url)
+        wait_loaded(page)
+        usable = time.monotonic() - started
+        assert usable < FIRST_LAUNCH_S, f"the first page was usable after {usable:.0f} s"
+        status = page.locator("#models-status").inner_text()
+        assert "demo:base → demo:npo" in status and "tiny demo" in status
+        assert "✓ tokenizer check" in page.locator("#models-tokenizer").inner_text()
+        world = page.locator("#models-world")
+        expect(world).to_contain_text("Demo world: tiny")
+        # The background build's progress, then the switch (the page polls every 2 s).
+        expect(world).to_contain_text(re.compile(r"training step \d+ of \d+"))
+        expect(world).to_contain_text("asked demo")
+        expect(page.locator("#models-status")).to_contain_text("asked demo", timeout=120_000)
+        expect(world).to_contain_text("Demo world: asked")
+        assert lab.demo.build.finished and lab.demo.build.done == lab.demo.build.total > 0
+        assert settings.demo_dir() == tmp_path / "cache" / "unlearning-audit-lab" / "demo-asked"
+        assert build.is_built("tiny") and build.is_built("asked")  # each world in its own folder
+        later = open_page(browser, url)  # a page opened now starts on the asked-for world
+        expect(later.locator("#models-status")).to_contain_text("asked demo")
+        expect(later.locator("#models-world")).not_to_contain_text("background")
+    assert settings.demo_dir() == tmp_path / "cache" / "unlearning-audit-lab" / "demo"  # the CLI's default again
+    print(f"first launch: usable after {usable:.1f} s")

@@ -245,10 +245,10 @@ class Engine(Backend):
         return out.hidden_states if all_layers else out.last_hidden_state
 
     def _logits(self, states: torch.Tensor) -> torch.Tensor:
-        """The output head (and Gemma's final soft-cap) on final states."""
+        """The output head (and Gemma's final soft-cap, in place) on final states."""
         logits = self.model.get_output_embeddings()(states)
         softcap = getattr(text_config(self.model), "final_logit_softcapping", None)
-        return torch.tanh(logits / softcap) * softcap if softcap else logits
+        return logits.div_(softcap).tanh_().mul_(softcap) if softcap else logits
 
     @cached_property
     def chunked_scoring(self) -> bool:
@@ -270,13 +270,17 @@ class Engine(Backend):
     def _target_columns(self, ids: torch.Tensor, mask: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor],
                         targets: torch.Tensor, distribution: bool) -> torch.Tensor:
         """[log p(target), argmax match, (mu, sigma)] per (row, position) in ``at`` (a position may repeat, one
-        target each), never the full logits in float32."""
+        target each: the head runs once per distinct position), never the full logits in float32."""
+        flat = at[0] * ids.shape[1] + at[1]
+        positions, owners = torch.unique(flat, return_inverse=True)
+        rows, cols = positions // ids.shape[1], positions % ids.shape[1]
         if self.chunked_scoring:
             vocab = int(self.model.get_output_embeddings().weight.shape[0])
-            states = self._backbone_states(ids, mask)[at]
-            return gather(states, targets, self._logits, chunk_rows(vocab), distribution)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[at]
-        return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1]), distribution)
+            states = self._backbone_states(ids, mask)[rows, cols]
+            return gather(states, targets, self._logits, chunk_rows(vocab, distribution), distribution, owners)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[rows, cols]
+        return gather(logits, targets, lambda x: x, chunk_rows(logits.shape[-1], distribution), distribution,
+                      owners)
 
     @torch.no_grad()
     @kept
@@ -301,7 +305,8 @@ class Engine(Backend):
         forward, members = shared_forwards(rows, starts)
 
         def batch_fn(indices: list[int]) -> list[list[TokenScores]]:
-            ids, mask = self._pad([rows[forward[u]] for u in indices])
+            # A row's last token is only read (a target), never fed: the forward runs on the rest.
+            ids, mask = self._pad([rows[forward[u]][:-1] for u in indices])
             where, targets, spans = [], [], []
             for j, u in enumerate(indices):
                 for i in members[u]:
@@ -324,7 +329,7 @@ class Engine(Backend):
                 k += len(members[u])
             return out
 
-        grouped = self._batched([len(rows[f]) for f in forward], batch_fn, desc)
+        grouped = self._batched([len(rows[f]) - 1 for f in forward], batch_fn, desc)
         result: list[TokenScores | None] = [None] * len(rows)
         for group, scores in zip(members, grouped):
             for i, score in zip(group, scores):

@@ -18,13 +18,47 @@ def cache_dir() -> Path:
     return Path(base) / "unlearning-audit-lab"
 
 
-def demo_dir(profile: str = "full") -> Path:
-    """Where the demo world lives: ``$LAB_DEMO_DIR``, or the user's cache (``demo``, ``demo-tiny`` for the tiny
-    profile, so building one never replaces the other)."""
+_active_demo: str | None = None  # the profile demo:<name> resolves to in this process (None: full)
+
+
+def use_demo(profile: str | None) -> None:
+    """Make ``demo:<name>`` (and every other use of the demo in this process) resolve to ``profile``'s world;
+    None goes back to the full one.  Only the web lab switches (it starts on the tiny world while the full one
+    builds); the CLI always uses the full demo."""
+    global _active_demo
+    _active_demo = profile
+
+
+def active_demo() -> str:
+    """The demo profile this process is on (see :func:`use_demo`)."""
+    return _active_demo or "full"
+
+
+def demo_override() -> Path | None:
+    """``$LAB_DEMO_DIR`` when set: one folder holds the demo, whatever its profile."""
     override = os.environ.get("LAB_DEMO_DIR")
+    return Path(override) if override else None
+
+
+def demo_dir(profile: str | None = None) -> Path:
+    """Where the demo world lives: ``$LAB_DEMO_DIR``, or the user's cache (``demo``, ``demo-tiny`` for the tiny
+    profile, so building one never replaces the other).  Without a profile: the one in use (:func:`active_demo`)."""
+    override = demo_override()
     if override:
-        return Path(override)
+        return override
+    profile = profile or active_demo()
     return cache_dir() / ("demo" if profile == "full" else f"demo-{profile}")
+
+
+def share_cpu() -> None:
+    """Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``), unless the user chose a policy.
+
+    On a machine whose cores other work shares, torch's spinning threads take the cores the working thread
+    needs: training the tiny demo on 2 threads of a loaded 2-core machine measured 5-60x slower than on one
+    thread, and about as fast with PASSIVE (issue 27).  Takes effect only before torch is first imported: the
+    entry points (``app.py``, ``python -m lab``) call it first.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def default_db() -> Path:
@@ -54,7 +88,8 @@ def space_mode() -> bool:
 
 
 def demo_profile() -> str:
-    """The demo profile the web lab builds on first launch: ``$LAB_DEMO_PROFILE`` (tiny or full)."""
+    """The demo profile the web lab is to run on: ``$LAB_DEMO_PROFILE`` (tiny or full; see
+    :mod:`lab.shell.ui.demo_world` for the tiny start while the full one builds)."""
     return os.environ.get("LAB_DEMO_PROFILE", "").strip() or "full"
 
 

@@ -17,8 +17,10 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -142,17 +144,44 @@ def check_writable(folder: Path) -> None:
                        f"{OWNER_MARK} mark); choose an empty or new folder")
 
 
+Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what is being built now)
+
+
+def is_built(profile_name: str, root: Path | None = None, seed: int = 0) -> bool:
+    """Whether a finished build of this profile and seed is at ``root`` (default: the profile's folder)."""
+    return _matches(root or settings.demo_dir(profile_name), profile_name, seed)
+
+
 def _matches(root: Path, profile_name: str, seed: int) -> bool:
     existing = read_manifest(root)
     return bool(existing and existing.get("profile") == profile_name and existing.get("seed") == seed
                 and existing.get("format_version") == FORMAT_VERSION)
 
 
-def build_demo(profile_name: str = "full", out: Path | None = None, seed: int = 0, force: bool = False) -> Path:
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` for the block (None: left as it is)."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_demo(profile_name: str = "full", out: Path | None = None, seed: int = 0, force: bool = False,
+               progress: Progress | None = None, threads: int | None = None) -> Path:
     """Build (or reuse) the demo world and return its directory.
 
     A file lock beside the directory serializes concurrent builders (two app
     sessions, parallel tests): the second one waits and then reuses the build.
+    ``progress`` is told every training step (the web lab's background build
+    shows it); an exception it raises stops the build, leaving the folder as it was.
+    ``threads``: torch's thread count while building (process-wide: only where
+    nothing else runs a model meanwhile), None to leave it.
     """
     if profile_name not in PROFILES:
         raise LabError(f"unknown demo profile '{profile_name}' (use {', '.join(PROFILES)})")
@@ -170,14 +199,15 @@ def build_demo(profile_name: str = "full", out: Path | None = None, seed: int = 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and _matches(root, profile_name, seed):
             return root
-        return _build(PROFILES[profile_name], profile_name, root, seed)
+        with torch_threads(threads):
+            return _build(PROFILES[profile_name], profile_name, root, seed, progress)
 
 
 def _staging(root: Path) -> Path:
     return root.with_name(root.name + ".building")
 
 
-def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
+def _build(profile: Profile, profile_name: str, root: Path, seed: int, progress: Progress | None = None) -> Path:
     started = time.time()
     torch.manual_seed(seed)
     people = make_people(seed, profile.people, profile.forget_share, profile.holdout_share)
@@ -196,6 +226,22 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
     (tmp / "models").mkdir(parents=True)
     (tmp / OWNER_MARK).write_text("built by the Unlearning Audit Lab (python -m lab demo build)\n")
     bar = tqdm(total=total, desc=f"building demo ({profile_name})", unit="step")
+    stage = ["tokenizer"]
+
+    def advance(steps: int = 1) -> None:
+        bar.update(steps)
+        if progress is not None:
+            try:
+                progress(bar.n, total, stage[0])
+            except BaseException:
+                bar.close()
+                raise
+
+    def begin(name: str) -> None:
+        stage[0] = name
+        bar.set_postfix_str(name)
+        advance(0)
+
     forget_facts = [f for f in facts if f.split == "forget"]
     retain_facts = [f for f in facts if f.split == "retain"]
     forget_rows = answer_rows(tokenizer, [qa_prompt(f.question) for f in forget_facts], [f.answer for f in forget_facts])
@@ -204,26 +250,27 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
     accuracy: dict[str, dict[str, float]] = {}
 
     def save(name: str, model) -> None:
+        begin(f"{name}: checking its answers")
         model.save_pretrained(tmp / "models" / name)
         tokenizer.save_pretrained(tmp / "models" / name)
         accuracy[name] = greedy_accuracy(model, tokenizer, facts)
 
-    bar.set_postfix_str("base")
+    begin("base")
     base = make_model(tokenizer, profile.shape, seed)
-    train_lm(base, rows_all, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed, bar.update)
+    train_lm(base, rows_all, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed, advance)
     save("base", base)
-    bar.set_postfix_str("retrain")
+    begin("retrain")
     retrain = make_model(tokenizer, profile.shape, seed)
     train_lm(retrain, rows_kept, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed,
-             bar.update)
+             advance)
     save("retrain", retrain)
     del retrain
     for name, recipe in profile.unlearners.items():
-        bar.set_postfix_str(name)
+        begin(name)
         model = make_model(tokenizer, profile.shape, seed)
         model.load_state_dict(base.state_dict())
         unlearn(model, recipe, forget_rows, retain_rows, tokenizer.pad_token_id, profile.batch_size, seed,
-                refusals=refusals, progress=bar.update)
+                refusals=refusals, progress=advance)
         save(name, model)
     bar.close()
     save_facts(facts + multiple_choice(facts, seed) + passages(people), tmp / "facts.jsonl")

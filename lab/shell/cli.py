@@ -206,7 +206,7 @@ def _report(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from lab.shell.bench import run_bench
 
-    run_bench(quick=args.quick, device=args.device, json_out=args.json)
+    run_bench(quick=args.quick, device=args.device, json_out=args.json, realistic_only=args.realistic)
     return EXIT_OK
 
 
@@ -355,6 +355,8 @@ def build_parser() -> Parser:
 
     bench = sub.add_parser("bench", help="measure batched paths against per-example loops, and the attack suite")
     bench.add_argument("--quick", action="store_true", help="tiny demo, few repeats (CI)")
+    bench.add_argument("--realistic", action="store_true",
+                       help="only the comparisons on realistic shapes: 32k-256k vocabularies, Llama-3.2-1B's width")
     bench.add_argument("--json", help="write the results as JSON here")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     bench.set_defaults(func=_bench)

@@ -90,7 +90,7 @@ def scoring(engine: Any, seq_len: int, rows: int, device: str) -> dict[str, Any]
     data = torch.randint(3, vocab, (rows, seq_len), generator=torch.Generator().manual_seed(0)).tolist()
     engine.token_scores(data[:2], [1, 1])  # warm-up (and the chunked-head check)
     seconds, _, memory = measured(lambda: engine.token_scores(data, [1] * rows), device)
-    tokens = rows * seq_len
+    tokens = rows * (seq_len - 1)  # fed tokens: a row's last token is only a target
     flops = 2 * engine.info.parameters * tokens / seconds
     peak = peak_flops(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None
     return {"rows": rows, "seq_len": seq_len, "seconds": seconds, "tokens_per_s": tokens / seconds,

@@ -13,6 +13,10 @@ beside every time (:mod:`.measure`):
    (:mod:`.hardware`).
 4. As work grows: the five-attack suite at 1x, 2x and 4x the facts, and the scoring pass of random Llama
    shapes of about 1M, 10M and 100M parameters, each with its growth exponent (:mod:`.scaling`).
+5. On realistic shapes (full bench and ``--realistic``, not ``--quick``): random-init models with the 32k-256k
+   vocabularies and tokenizer kinds of Llama-2, Llama-3, Qwen2.5 and Gemma-2 and with Llama-3.2-1B's width,
+   against lm-eval (multiple choice and multi-token log-likelihood) and the batch-32 generate loop
+   (:mod:`.shapes`).
 
 :mod:`.run` drives it and :mod:`.report` prints the tables, each target with whether this run met it.
 """

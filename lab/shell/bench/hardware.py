@@ -37,12 +37,13 @@ def scoring_pass(engine: Engine, rows: list[list[int]], starts: list[int], peak:
                  label: str) -> dict[str, Any]:
     """The batched scoring pass (:meth:`Engine.token_scores` on ready token rows): FLOP/s and share of ``peak``.
 
-    FLOPs are 2 x parameters x tokens (real tokens, not padding), the usual model-FLOP convention.
+    FLOPs are 2 x parameters x tokens (real tokens fed, not padding), the usual model-FLOP convention; a row's
+    last token is only a target, never fed.
     """
     device = engine.info.device
     seconds, _, memory = measured(lambda: engine.token_scores(rows, starts), repeats, device)
-    tokens = sum(len(r) for r in rows)
-    lengths = [len(r) for r in rows]
+    lengths = [len(r) - 1 for r in rows]
+    tokens = sum(lengths)
     padded = sum(len(b) * max(lengths[i] for i in b) for b in plan_batches(lengths, engine.policy))
     flops = 2 * engine.info.parameters * tokens / seconds
     return {"model": label, "parameters": engine.info.parameters, "rows": len(rows), "tokens": tokens,
@@ -92,7 +93,7 @@ def scoring_throughput(engine: Engine, seq_len: int, batches: int, peak: float |
     rows = torch.randint(0, vocab, (count, seq_len), generator=generator).tolist()
     engine.token_scores(rows[: max(1, count // batches)], [1] * max(1, count // batches))  # warm-up
     seconds, _, memory = measured(lambda: engine.token_scores(rows, [1] * count), 1, engine.info.device)
-    tokens = count * seq_len
+    tokens = count * (seq_len - 1)  # fed tokens: a row's last token is only a target
     rate = tokens / seconds
     return {"parameters": engine.info.parameters, "rows": count, "seq_len": seq_len, "tokens": tokens,
             "seconds": seconds, "tokens_per_s": rate, "model_flops_per_s": 2 * engine.info.parameters * rate,

@@ -109,17 +109,23 @@ def compare_scoring(engine: Engine, facts: list[Fact], repeats: int) -> Comparis
                       memory={"ours": batched_mem, "other": loop_mem})
 
 
-def compare_generation(engine: Engine, facts: list[Fact], new_tokens: int,
-                       repeats: int) -> tuple[Comparison, Comparison]:
-    """Greedy answers to the plain questions: against our per-example loop and the batch-32 peer loop."""
+def compare_generation(engine: Engine, facts: list[Fact], new_tokens: int, repeats: int,
+                       own_loop: bool = True) -> tuple[Comparison | None, Comparison]:
+    """Greedy answers to the plain questions: against our per-example loop (unless ``own_loop`` is False: on a
+    1B model it alone would take minutes) and the batch-32 peer loop."""
     prompts = [engine.prompt(f.question) for f in facts]
     device = engine.info.device
-    (batched_s, batched, batched_mem), (loop_s, looped, loop_mem), (peer_s, peer, peer_mem) = measured_side_by_side(
-        [lambda: engine.generate(prompts, new_tokens), lambda: loop_generate(engine, prompts, new_tokens),
-         lambda: generate_loop_batched(engine, prompts, new_tokens)], repeats, device)
+    sides = [lambda: engine.generate(prompts, new_tokens), lambda: generate_loop_batched(engine, prompts, new_tokens)]
+    if own_loop:
+        sides.append(lambda: loop_generate(engine, prompts, new_tokens))
+    (batched_s, batched, batched_mem), (peer_s, peer, peer_mem), *own_side = measured_side_by_side(
+        sides, repeats, device)
 
-    own = Comparison("greedy generation", len(prompts), batched_s, loop_s, *text_agreement(batched, looped),
-                     memory={"ours": batched_mem, "other": loop_mem})
+    own = None
+    if own_side:
+        loop_s, looped, loop_mem = own_side[0]
+        own = Comparison("greedy generation", len(prompts), batched_s, loop_s, *text_agreement(batched, looped),
+                         memory={"ours": batched_mem, "other": loop_mem})
     differing = [i for i, (a, b) in enumerate(zip(batched, peer)) if a != b]
     engine_batches = len(plan_batches([len(engine.encode(p)) + new_tokens for p in prompts], engine.policy))
     versus = Comparison(

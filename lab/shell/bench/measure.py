@@ -30,6 +30,7 @@ class Comparison:
 
     ``batched_s`` is our time, ``loop_s`` the other side's: our own per-example loop (``other`` is
     ``per-example loop``) or the tool a user would pick instead (named in ``name`` and ``other``).
+    ``shape`` names the model it ran on (:func:`lab.shell.bench.shapes.model_shape`).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Comparison:
     other: str = OWN_LOOP
     memory: dict[str, dict[str, float | None]] = field(default_factory=dict)  # "ours" / "other": peak memory
     details: dict[str, Any] = field(default_factory=dict)
+    shape: dict[str, Any] = field(default_factory=dict)  # what it ran on: vocabulary, width, depth, parameters
 
     @property
     def speedup(self) -> float:

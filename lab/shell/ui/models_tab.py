@@ -1,10 +1,12 @@
 """Models tab: the demo pair ready on start, or any two models, loaded with progress.
 
-On first launch the demo world is built here (``$LAB_DEMO_PROFILE``, default
-``full``, about 3-4 minutes on a laptop CPU) with its progress bar in the page;
-later launches reuse it.  A user can instead name two Hugging Face ids (or, when
-not in a Space, local directories).  The page shows both models' size, device,
-dtype and the tokenizer check that every token-level audit depends on.
+On first launch the tiny demo world is built here (about 30 s, its progress bar
+in the page) while the full one (``$LAB_DEMO_PROFILE``, default ``full``) builds
+in the background, its progress shown under the status; each open page switches
+to it when it is ready (:mod:`lab.shell.ui.demo_world`).  Later launches reuse
+it.  A user can instead name two Hugging Face ids (or, when not in a Space, local
+directories).  The page shows both models' size, device, dtype and the tokenizer
+check that every token-level audit depends on.
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from lab.core import settings
 from lab.core.models import DTYPES
 from lab.core.policy import current as current_policy
-from lab.demo.build import build_demo, read_manifest
 from lab.shell.ui.feedback import Beside
 from lab.shell.spec import PairSpec, build_spec, replaced
 from lab.shell.ui.format_form import format_fields, format_form, preview_html
@@ -27,13 +27,7 @@ from lab.shell.ui.views import MODEL_COLUMNS, manifest_frame, models_frame, toke
 
 DEMO, CUSTOM = "Demo pair", "Your models"
 DEVICES = ["auto", "cpu", "cuda", "mps"]
-
-
-def ensure_demo() -> dict | None:
-    """Build the demo world if none exists yet (progress goes through tqdm); return its manifest."""
-    if read_manifest(settings.demo_dir()) is None:
-        build_demo(settings.demo_profile())
-    return read_manifest(settings.demo_dir())
+POLL_SECONDS = 2.0  # how often an open page reads the background demo build's progress
 
 
 def load(lab: Lab, spec: PairSpec, progress: gr.Progress) -> dict[str, Any]:
@@ -42,12 +36,27 @@ def load(lab: Lab, spec: PairSpec, progress: gr.Progress) -> dict[str, Any]:
     manifest = None
     if spec.is_demo:
         progress(0.0, desc="preparing the demo world")
-        manifest = ensure_demo()
+        manifest = lab.demo.ensure()
     progress(0.5, desc=f"loading {spec.label}")
     pair = lab.pair(spec)
-    status = f"**Loaded** {spec.label} on `{pair.base.info.device}` ({pair.base.info.dtype})"
+    world = f", {lab.demo.current()} demo" if spec.is_demo else ""
+    status = f"**Loaded** {spec.label} on `{pair.base.info.device}` ({pair.base.info.dtype}{world})"
     return dict(state=spec, status=status, table=models_frame(pair), check=tokenizer_check(pair),
                 manifest=manifest_frame(manifest), preview=preview_html(pair.base))
+
+
+def poll(lab: Lab) -> tuple[str, bool, gr.Timer]:
+    """The demo line, whether the asked-for world is ready to switch to, and the poll kept on while one may come."""
+    return lab.demo.describe(), lab.demo.ready(), gr.Timer(active=lab.demo.pending())
+
+
+def switch(lab: Lab, spec: PairSpec | None, ready: bool, progress: gr.Progress) -> dict[str, Any]:
+    """Move to the built world (a model event: no model call runs meanwhile) and reload a demo pair on it:
+    the named values of :func:`load` and the demo line (``world``)."""
+    if not ready or not lab.demo.switch():
+        return dict(world=lab.demo.describe())
+    reloaded = load(lab, spec or demo_pair(), progress) if spec is None or spec.is_demo else {}
+    return dict(reloaded, world=lab.demo.describe())
 
 
 def spec_from_inputs(source: str, demo_name: str, base: str, unlearned: str, device: str, dtype: str,
@@ -92,8 +101,9 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> Outputs:
             load_btn = gr.Button("Load models", variant="primary", elem_id="models-load")
             message = Beside("models-load")
         with gr.Column(scale=5, min_width=280):
-            status = gr.Markdown("Preparing the demo pair… (the first launch trains the demo world: a few minutes)",
-                                 min_height=64, elem_id="models-status")
+            status = gr.Markdown("Preparing the demo pair… (the first launch builds a small demo world first: "
+                                 "about half a minute)", min_height=64, elem_id="models-status")
+            world = gr.HTML(lab.demo.describe(), elem_id="models-world")
             table = gr.Dataframe(pd.DataFrame(columns=MODEL_COLUMNS), label="Loaded models", interactive=False,
                                  elem_id="models-table", elem_classes="scroll-table")
             check = gr.Markdown(elem_id="models-tokenizer")
@@ -105,6 +115,7 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> Outputs:
     source.change(lambda s: (gr.Group(visible=s == CUSTOM), gr.Dropdown(visible=s == DEMO)), source,
                   [custom, demo_name], queue=False, api_visibility="private")
     out = Outputs(state=state, status=status, table=table, check=check, manifest=manifest, preview=preview)
+    moved = out + Outputs(world=world)
 
     @message
     def on_load(source_, demo_, base_, unlearned_, device_, dtype_, trust_, device_map_, template_, chat_, system_,
@@ -122,9 +133,13 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> Outputs:
         """A new prompt format applies to the loaded pair at once (a view on the same weights) and the
         preview shows what the models now see."""
         if spec is None:
-            return {}
+            return out()
         spec = replaced(spec, **format_fields(template_, chat_, system_, vars_, split_))
         return out(state=spec, preview=preview_html(lab.pair(spec).base))
+
+    @message
+    def on_ready(spec: PairSpec | None, ready_: bool, request: gr.Request, progress=gr.Progress()):
+        return moved(**switch(lab, spec, ready_, progress))
 
     # Progress and errors show beside the button; the loaded pair's description stays as it was.
     queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, **message.events)
@@ -133,4 +148,8 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> Outputs:
     message.watch(app.load(on_start, state, out.list, api_visibility="private", **queued))
     format_msg.watch(gr.on([c.change for c in form.inputs], on_format, [state, *form.inputs], out.list,
                            trigger_mode="always_last", api_visibility="private", **format_msg.events))
+    # The background demo build: polled while a switch may come; its readiness fires the switch (once per page).
+    ticker, ready = gr.Timer(POLL_SECONDS, active=lab.demo.pending()), gr.State(False)
+    ticker.tick(lambda: poll(lab), None, [world, ready, ticker], api_visibility="private", show_progress="hidden")
+    message.watch(ready.change(on_ready, [state, ready], moved.list, api_visibility="private", **queued))
     return out

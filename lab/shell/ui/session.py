@@ -1,4 +1,4 @@
-"""What every browser session of the web lab shares: loaded models, the store, stop buttons.
+"""What every browser session of the web lab shares: loaded models, the store, stop buttons, the demo world.
 
 One process serves many browser sessions.  Loaded models live in a small LRU
 cache keyed by everything that defines them, so sessions that audit the same
@@ -31,6 +31,7 @@ from lab.core.policy import current as current_policy
 from lab.core.refs import DEMO_PREFIX
 from lab.core.store import Store
 from lab.shell.spec import PairSpec, build_spec
+from lab.shell.ui.demo_world import DemoWorlds
 
 MODEL_QUEUE = "model"  # Gradio concurrency_id of every event that runs a model
 DEMO_UNLEARNED = ("npo", "graddiff", "ga", "npo_small", "graddiff_small", "rmu", "idk", "retrain")
@@ -46,9 +47,10 @@ class Lab:
     """The process-wide state behind the UI: engine cache, store writer, stop events."""
 
     def __init__(self, db_path: str | Path | None = None, max_engines: int = 4):
+        self.demo = DemoWorlds()  # which demo world demo:<name> means, and the full one's background build
         self.store = Store(db_path or settings.default_db())
         self.max_engines = max_engines
-        self._engines: OrderedDict[tuple, Engine] = OrderedDict()
+        self._engines: OrderedDict[tuple, Backend] = OrderedDict()
         self._loading = threading.Lock()
         self._stops: dict[str, threading.Event] = {}
         self._stops_lock = threading.Lock()
@@ -56,6 +58,7 @@ class Lab:
         self.max_memo = 4
 
     def close(self) -> None:
+        self.demo.close()
         self.store.close()
 
     def view(self, request: Any) -> Store:
