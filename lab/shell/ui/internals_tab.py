@@ -93,7 +93,7 @@ def build(lab: Lab, state: gr.State) -> InternalsInputs:
     mode = gr.Radio([QUESTION, RAW], value=QUESTION, label="Send the question as", elem_id="internals-mode")
     fields = {"question": question, "answer": answer, "entity": entity}
     filled = Outputs(**fields, mode=mode)
-    fact.change(lambda fact_id: filled(**facts_picker.fill(fact_id, tuple(fields)), mode=QUESTION) if fact_id else {},
+    fact.change(lambda fact_id: filled(**facts_picker.fill(fact_id, tuple(fields)), mode=QUESTION) if fact_id else filled(),
                 fact, filled.list, queue=False, api_visibility="private")
     queued = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     wired: dict[str, tuple[Callable[..., Any], set[Any], gr.Plot, Beside]] = {}

@@ -122,7 +122,7 @@ def build(lab: Lab, state: gr.State, app: gr.Blocks) -> Outputs:
         """A new prompt format applies to the loaded pair at once (a view on the same weights) and the
         preview shows what the models now see."""
         if spec is None:
-            return {}
+            return out()
         spec = replaced(spec, **format_fields(template_, chat_, system_, vars_, split_))
         return out(state=spec, preview=preview_html(lab.pair(spec).base))
 

@@ -147,7 +147,7 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
 
     def on_fact(fact_id: str | None):
         if not fact_id:
-            return {}
+            return filled()
         picked = facts_picker.find(fact_id)
         return filled(prompt=picked.question, gold=picked.answer, mode=QUESTION, original=picked.question,
                       active=None, note=NO_TRANSFORM)
