@@ -58,9 +58,29 @@ def test_links_round_trip_and_drop_junk():
 
     assert parse({"tab": "results", "run": "run-1", "fact": "f1", "item": "3"}) == \
         Link("results", "run-1", None, "f1", 3)
-    assert parse({"tab": "nowhere", "item": "-1"}) == Link()
+    assert parse({"run": "run-1", "audit": "reasoning", "split": "forget", "recovered": "1", "item": "37"}) == \
+        Link(run="run-1", item=37, audit="reasoning", split="forget", recovered=True)
+    assert parse({"tab": "nowhere", "item": "-1", "audit": "all", "split": "all", "recovered": "0"}) == Link()
     js = params_js(["run"], {"tab": "results"})
     assert 'window.labParams(["run", "tab"]' in js and '.concat(["results"])' in js
+
+
+def test_item_ids_stay_the_same_under_any_filter(full_run):
+    """An item's id is its place in the run as stored: every filter keeps it, so a link names one item."""
+    from lab.shell.ui import results
+
+    store, run_id = full_run
+    everything = results.run_items(store, run_id)
+    assert list(everything["#"]) == list(range(len(everything)))
+    key = ["audit", "fact_id", "split", "category", "prompt"]
+    for filters in (dict(audit="direct"), dict(split="forget"), dict(recovered_only=True),
+                    dict(audit="reasoning", split="forget", recovered_only=True), dict(fact="p00")):
+        frame = results.run_items(store, run_id, **filters)
+        assert len(frame), filters
+        same = everything.set_index("#").loc[frame["#"], key]
+        assert (frame[key].fillna("").to_numpy() == same.fillna("").to_numpy()).all(), filters
+        assert results.find_item(frame, frame.iloc[-1]["#"])["prompt"] == frame.iloc[-1]["prompt"]
+    assert results.find_item(everything, len(everything)) is None and results.find_item(None, 0) is None
 
 
 def test_facts_hint_before_a_file_or_a_path_is_given():
@@ -198,21 +218,23 @@ def test_item_links_fill_the_probe_and_internals_on_the_runs_pair(full_run):
     store, run_id = full_run
     frame = results.run_items(store, run_id, audit="direct", split="forget")
     row = frame.iloc[1]
-    replayed = item_links.replay(frame, 1)
+    item = int(row["#"])  # the item's stored id, not its row in the filtered list
+    assert item != 1
+    replayed = item_links.replay(frame, item)
     assert replayed["tabs"].selected == "probe"
     assert {k: replayed[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")} == dict(
         fact=None, prompt=row["prompt"], mode=RAW, gold=row["answer"], original=row["prompt"], active=None)
-    assert replayed["note"].startswith("Replaying item 1 of run results (direct, forget")
-    explained = item_links.explain(frame, 1)
+    assert replayed["note"].startswith(f"Replaying item {item} of run {run_id} (direct, forget")
+    explained = item_links.explain(frame, item)
     assert {k: explained[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")} == \
         {k: replayed[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")}  # as replay
-    assert explained["sent"] == row["prompt"] and explained["note"].startswith("Explaining item 1")
+    assert explained["sent"] == row["prompt"] and explained["note"].startswith(f"Explaining item {item}")
     assert (explained["base"], explained["unlearned"]) == ("", "") and "cmp" in explained["compare"]
-    lens = item_links.lens(frame, 1)
+    lens = item_links.lens(frame, item)
     assert lens["tabs"].selected == "internals"
     assert {k: lens[k] for k in ("fact", "question", "answer", "mode")} == dict(
         fact=None, question=row["prompt"], answer=row["answer"], mode=RAW)
-    assert item_links.replay(frame, 99) == {}  # no such row: nothing changes
+    assert item_links.replay(frame, 1) == {}  # an item the filters leave out: nothing changes
     config = store.run(run_id)["config"]
     mine = build_spec(PairSpec, {"base": "demo:base", "unlearned": "demo:ga", "device": "cpu", "dtype": "float32"})
     assert item_links.run_pair(store, run_id, mine) == build_spec(PairSpec, {

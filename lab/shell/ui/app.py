@@ -52,7 +52,7 @@ def tab_of(key: str) -> gr.Tab:
 
 
 def open_link(lab: Lab, request: gr.Request | None) -> dict[str, Any]:
-    """The page as the URL asks for it (:mod:`lab.shell.ui.links`), by output name: the run, its fact filter
+    """The page as the URL asks for it (:mod:`lab.shell.ui.links`), by output name: the run, its item filters
     and item in Results, the sweep on the leaderboard, or the fact in the Probe.  The tab itself is opened in
     the browser afterwards (:data:`lab.shell.ui.links.OPEN_TAB_JS`), so its select event sees these values."""
     link = links.parse(request.query_params if request else {})
@@ -60,7 +60,10 @@ def open_link(lab: Lab, request: gr.Request | None) -> dict[str, Any]:
     runs = results.runs_frame(store)
     shown: dict[str, Any] = {}
     if link.run is not None and link.run in set(runs["run_id"]):
-        shown.update(run=results_tab.run_dropdown(runs, link.run), item=link.item)
+        shown.update(run=results_tab.run_dropdown(runs, link.run), item=link.item,
+                     audit=results_tab.audit_picker(store, link.run, link.audit), recovered=link.recovered)
+        if link.split in results.SPLITS:
+            shown["split"] = link.split
         if link.fact:
             shown["fact"] = link.fact
     sweeps = results.sweep_choices(store)
@@ -75,7 +78,7 @@ def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, internals: InternalsInputs
          models: Outputs, app: gr.Blocks) -> None:
     """What crosses tabs: the URL on load and as the user moves, and an item's links
     (:mod:`lab.shell.ui.item_links`)."""
-    opened = Outputs(run=hooks.run, fact=hooks.fact, item=hooks.item, sweep=hooks.sweep, probe_fact=probe.fact)
+    opened = Outputs(run=hooks.run, item=hooks.item, sweep=hooks.sweep, probe_fact=probe.fact) + hooks.filters
 
     def on_load(request: gr.Request) -> dict[Any, Any]:
         return opened(**open_link(lab, request))
