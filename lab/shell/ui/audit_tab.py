@@ -24,7 +24,6 @@ import gradio as gr
 
 from audits import get_audit
 from lab.core.batching import Cancelled
-from lab.core.policy import current as current_policy
 from lab.core.store import Store
 from lab.shell.report.grid import grid_html, lab_link
 from lab.shell.report.leaderboard import collect_runs
@@ -33,6 +32,7 @@ from lab.shell.spec import PairSpec
 from lab.shell.ui import auditing
 from lab.shell.ui.background import Finished, in_background, progress_html
 from lab.shell.ui.feedback import Beside, note_html
+from lab.shell.ui.fields import check_limit, check_new_tokens, number_field, tokens_label
 from lab.shell.ui.plots import run_plots
 from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair
 from lab.shell.ui.updates import Outputs
@@ -79,17 +79,23 @@ def facts_inputs() -> tuple[gr.Radio, gr.File, gr.Textbox, Beside, gr.Markdown]:
     return source, upload, server_path, Beside("audit-facts"), gr.Markdown(elem_id="audit-facts-info")
 
 
-def form_inputs(names: list[str]) -> AuditForm:
-    """The left column: facts, audits, limits, reference (the options table is added by :func:`options_table`)."""
-    lim = current_policy()
+def form_inputs(lab: Lab, state: gr.State, names: list[str]) -> AuditForm:
+    """The left column: facts, audits, limits, reference (the options table is added by :func:`options_table`);
+    each number answered beside it, max new tokens bounded by the session pair's context."""
     source, upload, server_path, facts_msg, facts_info = facts_inputs()
     audits = gr.CheckboxGroup(names, value=default_audits(names), label="Audits", elem_id="audit-select")
     not_offered = gr.Markdown(elem_id="audit-unavailable")
+
+    def tokens_ok(value: float | None, spec: PairSpec | None) -> int:
+        return check_new_tokens(value, lab.context(spec.base) if spec else None, spec.base if spec else "the model")
+
     with gr.Row():
-        limit = gr.Number(auditing.default_limit(), label="Facts per split (0: all)", precision=0, minimum=0,
-                          elem_id="audit-limit")
-        max_new = gr.Number(min(24, lim.max_new_tokens), label="Max new tokens", precision=0, minimum=1,
-                            maximum=lim.max_new_tokens, elem_id="audit-max-tokens")
+        with gr.Column(min_width=140):
+            limit, _ = number_field(auditing.default_limit(), "Facts per split (0: all)", "audit-limit",
+                                    lambda value, _: check_limit(value))
+        with gr.Column(min_width=140):
+            max_new, _ = number_field(auditing.default_new_tokens(), tokens_label(None), "audit-max-tokens", tokens_ok,
+                                      about=state)
     reference = gr.Textbox(label="Reference model (optional, e.g. demo:retrain; the control)",
                            elem_id="audit-reference")
     return AuditForm(source, upload, server_path, facts_msg, facts_info, audits, not_offered, limit, max_new,
@@ -117,7 +123,7 @@ def build(lab: Lab, state: gr.State) -> None:
     run_id = gr.State(None)
     with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
         with gr.Column(scale=4, min_width=280):
-            form = form_inputs(auditing.available_audits())
+            form = form_inputs(lab, state, auditing.available_audits())
         with gr.Column(scale=6, min_width=280):
             with gr.Row():
                 run = gr.Button("Run audits", variant="primary", elem_id="audit-run")
@@ -178,19 +184,23 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
             return note_html(hint)
         return facts_summary(auditing.load_source(source_, upload_, path_))
 
+    offered = Outputs(audits=form.audits, not_offered=form.not_offered, max_new=form.max_new)
+
     def on_pair(spec: PairSpec | None, chosen: list[str]):
         if spec is None:
-            return {}
-        names_, why = auditing.offered(lab.pair(spec))
-        return {form.audits: gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
-                form.not_offered: auditing.unavailable_note(why)}
+            return offered()
+        pair = lab.pair(spec)
+        names_, why = auditing.offered(pair)
+        return offered(audits=gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
+                       not_offered=auditing.unavailable_note(why), max_new=gr.Number(label=tokens_label(pair.base.context)))
 
     @run_msg
     def on_run(spec: PairSpec | None, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
                request: gr.Request):
         require_pair(lab, spec)
         store = lab.view(request)  # in a Space the run is this visitor's
-        run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_)
+        run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
+                                 lab.context(spec.base))
         prepared = auditing.prepared_run(lab, spec, run_)
         for update in run_updates(lab, prepared, lab.stop_event(request.session_hash)):
             yield out(**update)
@@ -200,7 +210,7 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
     form.facts_msg.watch(gr.on([form.source.change, form.upload.change, form.server_path.submit], on_facts,
                                [form.source, form.upload, form.server_path], form.facts_info,
                                api_visibility="private", **form.facts_msg.events))
-    state.change(on_pair, [state, form.audits], [form.audits, form.not_offered], api_visibility="private",
+    state.change(on_pair, [state, form.audits], offered.list, api_visibility="private",
                  concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     form.audits.change(auditing.options_frame, [form.audits, form.options], form.options, queue=False,
                        api_visibility="private")

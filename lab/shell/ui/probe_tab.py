@@ -34,6 +34,7 @@ from lab.shell.report.style import message_figure, styled
 from lab.shell.ui import facts_picker
 from lab.shell.ui.diff import compare_outputs
 from lab.shell.ui.feedback import Beside, warning_html
+from lab.shell.ui.fields import new_tokens_cap, tokens_label
 from lab.shell.ui.probe import build_prompt, explain, fit_both, gold_scores, prompt_warning, rewrites, stream_both
 from lab.shell.ui.saliency import saliency_html, saliency_placeholder
 from lab.shell.spec import PairSpec
@@ -199,6 +200,14 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
         return warning_html(prompt_warning(pair, text, mode_ == RAW, int(min(max_new, lim.max_new_tokens)),
                                            lim.max_prompt_chars))
 
+    def on_model(spec: PairSpec | None, max_new: float):
+        """The answer length bounded by the loaded model's context (:func:`lab.shell.ui.fields.new_tokens_cap`)."""
+        if spec is None:
+            return gr.skip()
+        context = lab.pair(spec).base.context
+        cap = new_tokens_cap(context)
+        return gr.Slider(maximum=cap, value=min(max_new, cap), label=tokens_label(context))
+
     def on_reset(original_: str, text: str):
         return original_ or text, QUESTION, None, NO_TRANSFORM
 
@@ -228,6 +237,7 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
         return attribute_msg.watch(trigger.success(on_attribute, attribute_inputs, attribute_outputs,
                                                    api_visibility="private", **attribute_msg.events, **queued))
 
+    state.change(on_model, [state, tokens], tokens, api_visibility="private", **queued)
     gr.on([prompt.change, mode.change, tokens.change, state.change], on_fit, [state, prompt, mode, tokens], fit,
           trigger_mode="always_last", show_progress="hidden", api_visibility="private")
     event = run_msg.watch(run.click(on_run, [state, prompt, mode, gold, tokens], answered.list,

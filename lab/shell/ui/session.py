@@ -86,6 +86,12 @@ class Lab:
                 self._engines.popitem(last=False)  # a job still holding it keeps it alive until done
             return engine.formatted(spec.prompt_format)
 
+    def context(self, ref: str | None) -> int | None:
+        """The context length of ``ref`` when a loaded engine has its weights (any device), else None: what
+        bounds a form's answer length before a run loads anything."""
+        ref = (ref or "").strip()
+        return next((e.context for key, e in list(self._engines.items()) if key[0] == ref and e.context), None)
+
     def loader(self, spec: PairSpec) -> ModelLoader:
         """The runner's model loader for runs on this session's pair: the cache, on the pair's device, in its
         prompt format."""
