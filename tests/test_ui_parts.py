@@ -83,6 +83,24 @@ def test_item_ids_stay_the_same_under_any_filter(full_run):
     assert results.find_item(everything, len(everything)) is None and results.find_item(None, 0) is None
 
 
+def test_number_fields_answer_bad_values_and_bound_answers_by_the_context():
+    from lab.core.errors import LabError
+    from lab.shell.ui.fields import check_limit, check_new_tokens, new_tokens_cap, tokens_label
+
+    assert check_limit(0) is None and check_limit(None) is None and check_limit(7.0) == 7
+    with pytest.raises(LabError, match=r"^facts per split must be 0 \(all\) or more, got -3$"):
+        check_limit(-3)
+    with pytest.raises(LabError, match="facts per split must be a whole number, got 2.5"):
+        check_limit(2.5)
+    assert new_tokens_cap(256) == 128 and new_tokens_cap(None) == 4096 and new_tokens_cap(100_000) == 4096
+    assert check_new_tokens(128, 256) == 128 and tokens_label(256) == "Max new tokens (1-128: half the 256-token context)"
+    with pytest.raises(LabError, match=r"at most 128 \(half of demo:base's 256-token context: the prompt needs the "
+                                       r"rest\), got 4096"):
+        check_new_tokens(4096, 256, "demo:base")
+    with pytest.raises(LabError, match="max new tokens must be 1 or more, got 0"):
+        check_new_tokens(0)
+
+
 def test_facts_hint_before_a_file_or_a_path_is_given():
     """Regression: choosing "Upload a file" (or "Server path") showed an error before anything was picked."""
     from lab.shell.ui.auditing import DEMO_FACTS, SERVER_PATH, UPLOAD, facts_hint
@@ -109,10 +127,17 @@ def test_audits_a_pair_cannot_run_are_not_offered_and_say_why(demo_pair):
 
 def test_dashboard_tally_counts_every_audit_of_every_model(demo_env, tmp_path):
     from lab.core.store import Store
-    from lab.shell.ui.dashboard import Tally, dashboard_spec, parse_models, run_dashboard
+    from lab.core.errors import LabError
+    from lab.shell.ui.dashboard import Tally, control_note, dashboard_spec, parse_models, run_dashboard
 
     models = parse_models(["npo"], "demo:ga\ndemo:npo, demo:retrain")
     assert models == ["demo:npo", "demo:ga", "demo:retrain"]
+    # The control is the reference, never also audited against itself.
+    assert parse_models(["npo", "retrain"], "", " demo:retrain ") == ["demo:npo"]
+    assert "demo:retrain is the control" in control_note(["npo", "retrain"], "", "demo:retrain")
+    assert control_note(["npo"], "", "demo:retrain") == "" == control_note(["retrain"], "", "")
+    with pytest.raises(LabError, match=r"pick at least one unlearned model to audit \(demo:retrain is the control"):
+        parse_models(["retrain"], "", "demo:retrain")
     spec = dashboard_spec({"base": "demo:base", "audits": ["direct", "reasoning"], "limit": 3, "max_new_tokens": 12,
                            "device": "cpu"}, models[:2])
     seen, tally = [], Tally(2, 2)
