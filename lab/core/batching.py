@@ -20,6 +20,8 @@ from lab.core.errors import is_oom
 
 T = TypeVar("T")
 _cancel = threading.local()
+_listener = threading.local()
+Listener = Callable[[str, int, int], None]  # (what, done, total) of a step of work
 
 
 class Cancelled(KeyboardInterrupt):
@@ -46,6 +48,27 @@ def check_cancelled() -> None:
     stop = getattr(_cancel, "event", None)
     if stop is not None and stop.is_set():
         raise Cancelled("stopped by the user")
+
+
+@contextmanager
+def reporting(listener: Listener) -> Iterator[None]:
+    """Within this block, work on this thread tells ``listener(what, done, total)`` how far it got: every
+    named batched call after each batch, and long loops such as SAE training (:func:`report`).  A page that
+    does not drive the work step by step (the web lab's Internals views) shows its progress this way."""
+    previous = getattr(_listener, "listener", None)
+    _listener.listener = listener
+    try:
+        yield
+    finally:
+        _listener.listener = previous
+
+
+def report(what: str, done: int, total: int) -> None:
+    """Tell this thread's listener (see :func:`reporting`), if any, that ``done`` of ``total`` steps of ``what``
+    are done."""
+    listener = getattr(_listener, "listener", None)
+    if listener is not None:
+        listener(what, done, total)
 
 
 @dataclass
@@ -83,6 +106,7 @@ def run_batched(
     results: list[T | None] = [None] * len(lengths)
     pending = plan_batches(lengths, policy)
     bar = tqdm(total=len(lengths), desc=desc, disable=desc is None or len(lengths) < 2, leave=False)
+    finished = 0
     try:
         while pending:
             check_cancelled()
@@ -101,6 +125,9 @@ def run_batched(
             for index, output in zip(batch, outputs):
                 results[index] = output
             bar.update(len(batch))
+            finished += len(batch)
+            if desc:
+                report(desc, finished, len(lengths))
     finally:
         bar.close()  # a stopped run leaves no half-drawn bar before its message
     return results  # type: ignore[return-value]
