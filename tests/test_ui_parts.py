@@ -4,6 +4,7 @@ facts hint (the "Upload a file" regression), audits offered per pair, filtered e
 from __future__ import annotations
 
 import copy
+import re
 import threading
 import time
 
@@ -51,6 +52,67 @@ def test_background_streams_events_then_the_result_and_raises_errors():
     assert time_left(2, 4, 60) == "about 1:00 left" and time_left(0, 4, 5) == ""
     bar = progress_html(3, 8, time.monotonic() - 30, "npo: reasoning")
     assert "audit 4 of 8" in bar and "npo: reasoning" in bar and "0:30 elapsed" in bar and "width:37.5%" in bar
+
+
+def test_turns_run_side_by_side_then_wait_in_line_with_their_place_and_an_estimate():
+    from lab.core.batching import Cancelled
+    from lab.shell.ui.turns import Turns, ordinal
+
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 21, 102)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "21st", "102nd"]
+    turns = Turns(2)
+    with turns.line_up("audit") as a, turns.line_up("sweep") as b:
+        assert list(a.wait()) == [] and list(b.wait()) == []  # two slots: both run at once
+        with turns.line_up("audit") as c, turns.line_up("SAE view") as d:
+            waiting_c, waiting_d = c.wait(every=0.01), d.wait(every=0.01)
+            assert next(waiting_c) == ("waiting for a turn: 1st in line · 2 running (audit, sweep) · no estimate "
+                                       "yet (the jobs ahead have not reported progress)")
+            assert next(waiting_d).startswith("waiting for a turn: 2nd in line")
+            a.progress(0.25)  # a quarter done after a minute: three minutes left
+            turns._running[a.ident].since -= 60
+            b.progress(0.5)
+            turns._running[b.ident].since -= 30  # half done after 30 s: 30 s left
+            assert next(waiting_c).endswith("a turn should free in about 0:30")
+            assert next(waiting_d).endswith("a turn should free in about 3:00")
+            stop = threading.Event()
+            stop.set()
+            with pytest.raises(Cancelled, match="stopped while waiting for a turn"):
+                next(d.wait(stop))
+        assert turns.waiting == 0 and turns.running == 2  # c and d left the line, stopped or not
+    assert turns.running == 0
+    one = Turns(1)
+    with one.line_up("audit") as first:
+        list(first.wait())
+        second = one.line_up("audit").__enter__()
+        later = threading.Thread(target=lambda: list(second.wait(every=0.01)))
+        later.start()
+    later.join(timeout=5)  # the first turn freed: the next in line runs
+    assert not later.is_alive() and one.running == 1 and one.waiting == 0
+    second.__exit__()
+
+
+def test_a_view_that_trains_an_sae_shows_its_steps_and_stops(demo_env):
+    """The SAE view's training reports its steps with the time left; Stop ends it and nothing is kept."""
+    from functools import partial
+
+    from lab.shell.ui import facts_picker
+    from lab.shell.ui.internals_tab import view, view_updates
+    from lab.shell.ui.session import Lab, demo_pair
+
+    lab = Lab()
+    fact = next(f for f in facts_picker.demo_facts() if f.split == "forget" and f.entity)
+    job = partial(view, lab, "sae", demo_pair("npo", device="cpu"), fact, {"sae": "train", "layer": ""})
+    stop, shown = threading.Event(), []
+    for update in view_updates(lab, "sae", job, stop):
+        shown.append(update["progress"])
+        if "training the SAE" in update["progress"] and "left" in update["progress"]:
+            stop.set()
+    training = [p for p in shown if "training the SAE: " in p]
+    assert training and re.search(r"training the SAE: \d+ of \d+ · \d+:\d\d elapsed · about \d+:\d\d left",
+                                  training[-1]), training[-1]
+    assert shown[-1].startswith("<div class='lab-msg-note'>Stopped after ") and "nothing was kept" in shown[-1]
+    assert "plot" not in update and not lab._memo and lab.turns.running == 0
+    lab.close()
 
 
 def test_links_round_trip_and_drop_junk():

@@ -56,3 +56,10 @@ def space_mode() -> bool:
 def demo_profile() -> str:
     """The demo profile the web lab builds on first launch: ``$LAB_DEMO_PROFILE`` (tiny or full)."""
     return os.environ.get("LAB_DEMO_PROFILE", "").strip() or "full"
+
+
+def model_slots() -> int | None:
+    """``LAB_MODEL_SLOTS``: how many long web-lab jobs (runs, sweeps, views) run side by side; None: the lab's
+    default (two)."""
+    value = os.environ.get("LAB_MODEL_SLOTS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None

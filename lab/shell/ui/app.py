@@ -1,9 +1,11 @@
 """The web lab: one ``gr.Blocks`` app with a tab per task, and how it is launched.
 
 The UI is thin: every tab calls the same functions as the CLI (runner, sweep,
-store, report, facts, models).  Events that run a model share the concurrency group
-:data:`~lab.shell.ui.session.MODEL_QUEUE` with a limit of one, so browser sessions
-take turns on the models; everything else (reading results, exports) runs
+store, report, facts, models).  Short events that run a model (loading a pair,
+the Probe) share the concurrency group :data:`~lab.shell.ui.session.MODEL_QUEUE`
+with a limit of one; long work (runs, sweeps, Internals views) takes turns in
+:mod:`lab.shell.ui.turns`, two side by side by default, a waiting visitor told
+their place and an estimate; everything else (reading results, exports) runs
 alongside.  ``LAB_SPACE=1`` turns on Space mode (see :func:`lab.shell.ui.session.limits`).
 """
 

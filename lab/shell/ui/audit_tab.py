@@ -30,11 +30,12 @@ from lab.shell.report.leaderboard import collect_runs
 from lab.shell.runner import PreparedRun, execute
 from lab.shell.spec import PairSpec
 from lab.shell.ui import auditing
-from lab.shell.ui.background import Finished, in_background, progress_html
+from lab.shell.ui.background import Finished, in_background, progress_html, waiting_html
 from lab.shell.ui.feedback import Beside, note_html
 from lab.shell.ui.fields import check_limit, check_new_tokens, number_field, tokens_label
 from lab.shell.ui.plots import run_plots
-from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair
+from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair, stop_button
+from lab.shell.ui.turns import JOB_EVENTS, Turn
 from lab.shell.ui.updates import Outputs
 from lab.shell.ui.views import facts_summary, metrics_frame, run_summary
 
@@ -140,9 +141,10 @@ def build(lab: Lab, state: gr.State) -> None:
     wire(lab, state, form, out, run_msg, stop)
 
 
-def run_updates(store: Store, prepared: PreparedRun, stop_event: Any) -> Iterator[dict[str, Any]]:
-    """The run on a worker thread, as named updates: progress over the whole run, numbers as audits end,
-    then the verdict (or what was kept when it was stopped)."""
+def run_updates(store: Store, prepared: PreparedRun, stop_event: Any, turn: Turn) -> Iterator[dict[str, Any]]:
+    """The run on a worker thread in its ``turn``, as named updates: progress over the whole run (also told to
+    the turn, for those waiting), numbers as audits end, then the verdict (or what was kept when it was
+    stopped)."""
     rid, started, done, total = prepared.run_id, time.monotonic(), 0, len(prepared.spec.audits)
     counts = auditing.fact_counts(prepared.facts, list(prepared.spec.audits))
 
@@ -158,6 +160,7 @@ def run_updates(store: Store, prepared: PreparedRun, stop_event: Any) -> Iterato
                 break
             done = event.index - (event.status == "running")
             doing = f"{event.audit} {'running' if event.status == 'running' else event.status}"
+            turn.progress(done / total)
             update = dict(status=f"Running `{rid}`: {done} of {total} audits finished", progress=bar(done, doing))
             if event.status != "running":
                 update["numbers"] = metrics_frame(store.metrics_dict(rid))
@@ -201,9 +204,17 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
         store = lab.view(request)  # in a Space the run is this visitor's
         run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
                                  lab.context(spec.base))
-        prepared = auditing.prepared_run(lab, spec, run_)
-        for update in run_updates(lab, prepared, lab.stop_event(request.session_hash)):
-            yield out(**update)
+        stop_event = lab.stop_event(request.session_hash)
+        with lab.turns.line_up("audit") as turn:
+            try:
+                for note in turn.wait(stop_event):
+                    yield out(status="Waiting for a turn…", progress=waiting_html(note), run=gr.Button(interactive=False))
+            except Cancelled:
+                yield out(status="Stopped while waiting for a turn: nothing ran.", progress="")
+                return
+            prepared = auditing.prepared_run(lab, spec, run_)
+            for update in run_updates(store, prepared, stop_event, turn):
+                yield out(**update)
 
     form.source.change(on_source, form.source, [form.upload, form.server_path], queue=False,
                        api_visibility="private")
@@ -215,11 +226,7 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
     form.audits.change(auditing.options_frame, [form.audits, form.options], form.options, queue=False,
                        api_visibility="private")
     running = run_msg.watch(out["run"].click(
-        on_run, [state, *form.run_inputs], out.list, api_name="run_audit", concurrency_id=MODEL_QUEUE,
-        concurrency_limit=1, **run_msg.events))
+        on_run, [state, *form.run_inputs], out.list, api_name="run_audit", **JOB_EVENTS, **run_msg.events))
     running.then(lambda: gr.Button(interactive=True), None, out["run"], queue=False, api_visibility="private")
 
-    def on_stop(request: gr.Request) -> None:
-        lab.stop(request.session_hash)
-
-    stop.click(on_stop, None, None, queue=False, api_name="stop_audit")
+    stop_button(lab, stop, api_name="stop_audit")

@@ -31,7 +31,7 @@ from lab.demo.build import read_manifest
 from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
 from lab.shell.ui import auditing
 from lab.shell.ui.auditing import default_new_tokens
-from lab.shell.ui.background import Finished, in_background, progress_html
+from lab.shell.ui.background import Finished, in_background, progress_html, waiting_html
 from lab.shell.ui.board import board_values, board_view
 from lab.shell.sweep import SweepSpec
 from lab.shell.ui.dashboard import Tally, control_note, dashboard_spec, parse_models, run_dashboard
@@ -39,7 +39,8 @@ from lab.shell.ui.feedback import Beside, warning_html
 from lab.shell.ui.fields import check_limit, check_new_tokens, number_field, tokens_label
 from lab.shell.ui.format_form import format_fields, format_form
 from lab.shell.ui.updates import Outputs
-from lab.shell.ui.session import DEMO_UNLEARNED, MODEL_QUEUE, Lab
+from lab.shell.ui.session import DEMO_UNLEARNED, Lab, stop_button
+from lab.shell.ui.turns import JOB_EVENTS, Turn
 
 DEFAULT_MODELS = ["npo", "graddiff", "ga"]  # the demo's three unlearners
 DEFAULT_CONTROL = "demo:retrain"  # the demo's model trained without the forget set: the reference
@@ -100,18 +101,21 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
                   **format_fields(template_, chat_, system_, vars_, split_)}
         spec = dashboard_spec(fields, parse_models(models_, typed_, reference_))
         store = lab.view(request)  # in a Space the sweep and its runs are this visitor's
-        for update in dashboard_updates(store, spec, lab.stop_event(request.session_hash)):
-            yield out(**update)
+        stop_event = lab.stop_event(request.session_hash)
+        with lab.turns.line_up("sweep") as turn:
+            try:
+                for note in turn.wait(stop_event):
+                    yield out(status="Waiting for a turn…", progress=waiting_html(note), run=gr.Button(interactive=False))
+            except Cancelled:
+                yield out(status="Stopped while waiting for a turn: nothing ran.", progress="")
+                return
+            for update in dashboard_updates(store, spec, stop_event, turn):
+                yield out(**update)
 
     inputs = [base, models, typed, audits, limit, max_new, reference, *form.inputs]
-    started = run_msg.watch(run.click(on_run, inputs, out.list, api_name="verdicts", concurrency_id=MODEL_QUEUE,
-                                      concurrency_limit=1, **run_msg.events))
+    started = run_msg.watch(run.click(on_run, inputs, out.list, api_name="verdicts", **JOB_EVENTS, **run_msg.events))
     started.then(lambda: gr.Button(interactive=True), None, run, queue=False, api_visibility="private")
-
-    def on_stop(request: gr.Request) -> None:
-        lab.stop(request.session_hash)
-
-    stop.click(on_stop, None, None, queue=False, api_visibility="private")
+    stop_button(lab, stop)
     gr.on([models.change, typed.change, reference.change],
           lambda *picked: warning_html(control_note(*picked)), [models, typed, reference], control_msg, queue=False,
           api_visibility="private")
@@ -123,9 +127,10 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
     return run
 
 
-def dashboard_updates(store: Store, spec: SweepSpec, stop_event: Any) -> Iterator[dict[str, Any]]:
-    """The dashboard's sweep on a worker thread, as named updates: one progress bar over every audit of every
-    model, the grid filled as runs end, then the sweep's own leaderboard."""
+def dashboard_updates(store: Store, spec: SweepSpec, stop_event: Any, turn: Turn) -> Iterator[dict[str, Any]]:
+    """The dashboard's sweep on a worker thread in its ``turn``, as named updates: one progress bar over every
+    audit of every model (also told to the turn, for those waiting), the grid filled as runs end, then the
+    sweep's own leaderboard."""
     tally, started, runs, sweep_id = Tally(len(spec.pairs), len(spec.audits)), time.monotonic(), [], None
 
     def bar(done: int, doing: str) -> str:
@@ -138,6 +143,7 @@ def dashboard_updates(store: Store, spec: SweepSpec, stop_event: Any) -> Iterato
             if isinstance(event, Finished):
                 break
             tally.add(event)
+            turn.progress(tally.done / tally.total)
             sweep_id = event.run_id if event.kind == "sweep" else sweep_id
             runs += [event.run_id] if event.kind == "run" else []
             update = dict(progress=bar(tally.done, tally.doing),
