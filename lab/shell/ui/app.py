@@ -80,7 +80,8 @@ def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, internals: InternalsInputs
          models: Outputs, app: gr.Blocks) -> None:
     """What crosses tabs: the URL on load and as the user moves, and an item's links
     (:mod:`lab.shell.ui.item_links`)."""
-    opened = Outputs(run=hooks.run, item=hooks.item, sweep=hooks.sweep, probe_fact=probe.fact) + hooks.filters
+    # The run last: its change lists the items with the filters and item the URL names, set before it.
+    opened = hooks.filters + Outputs(item=hooks.item, sweep=hooks.sweep, probe_fact=probe.fact, run=hooks.run)
 
     def on_load(request: gr.Request) -> dict[Any, Any]:
         return opened(**open_link(lab, request))
@@ -96,7 +97,7 @@ def build_app(lab: Lab | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.HTML(header(), elem_id="lab-header")
         state = gr.State(None)  # this session's PairSpec
-        with gr.Tabs(elem_id="lab-tabs") as tabs:
+        with gr.Tabs(elem_id="lab-tabs", overflow_behavior="wrap") as tabs:
             with tab_of("models") as models:
                 loaded = models_tab.build(lab, state, app)
             with tab_of("verdicts") as verdicts:

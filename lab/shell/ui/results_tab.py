@@ -167,11 +167,11 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, Outputs, gr.Number, gr.St
         """The selected item in full and its links; nothing when no item is picked, a note when the picked one
         is not among the filtered items (a link edited by hand)."""
         row = results.find_item(frame, item_)
-        if row is None:
-            missing = frame is not None and item_ is not None and not pd.isna(item_)
-            note = f"<p class='vnone'>Item {int(item_)} is not among the items these filters show.</p>"
-            return dict(detail=note if missing else "", links=gr.Row(visible=False))
-        return dict(detail=item_detail(row), links=gr.Row(visible=True))
+        if row is not None:
+            return dict(detail=item_detail(row), links=gr.Row(visible=True))
+        missing = frame is not None and item_ is not None and not pd.isna(item_)
+        note = f"<p class='vnone'>Item {int(item_)} is not among the items these filters show.</p>" if missing else ""
+        return dict(detail=note, links=gr.Row(visible=False))
 
     @items_msg
     def on_items(run_id_: str | None, audit_: str, split_: str, recovered_: bool, fact_: str, item_: float | None,
@@ -228,11 +228,12 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, Outputs, gr.Number, gr.St
 
 def _leaderboard(lab: Lab, tab: gr.Tab) -> gr.Dropdown:
     gr.Markdown("A sweep audits one base against many unlearned checkpoints (`python -m lab sweep SPEC`, or the "
-                "Verdicts tab). Each row is a checkpoint; the release gate fails a checkpoint whose raw recovery "
-                "rate exceeds the threshold.", elem_classes="tab-intro")
+                "Verdicts tab). Each row is a checkpoint; the release gate judges it as its verdict does: it fails "
+                "a checkpoint that leaked, one an attack recovers beyond the threshold, or one that cannot be "
+                "judged.", elem_classes="tab-intro")
     with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
         sweep = gr.Dropdown(label="Sweep", scale=4, elem_id="results-sweep")
-        gate = gr.Slider(0, 100, value=round(100 * GATE), step=1, label="Release gate: fail above (% recovered)",
+        gate = gr.Slider(0, 100, value=round(100 * GATE), step=1, label="Release gate: fail a hidden cell above (%)",
                          scale=2, elem_id="results-gate")
     sweep_msg = Beside("results-sweep")
     view = board_view("results-board")
