@@ -30,12 +30,12 @@ from lab.shell.report.leaderboard import collect_runs
 from lab.shell.runner import PreparedRun, execute
 from lab.shell.spec import PairSpec
 from lab.shell.ui import auditing
-from lab.shell.ui.background import Finished, in_background, progress_html, waiting_html
+from lab.shell.ui.background import Finished, in_background, progress_html
 from lab.shell.ui.feedback import Beside, note_html
 from lab.shell.ui.fields import check_limit, check_new_tokens, number_field, tokens_label
 from lab.shell.ui.plots import run_plots
 from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair, stop_button
-from lab.shell.ui.turns import JOB_EVENTS, Turn
+from lab.shell.ui.turns import JOB_EVENTS, Turn, waited
 from lab.shell.ui.updates import Outputs
 from lab.shell.ui.views import facts_summary, metrics_frame, run_summary
 
@@ -90,7 +90,7 @@ def form_inputs(lab: Lab, state: gr.State, names: list[str]) -> AuditForm:
     def tokens_ok(value: float | None, spec: PairSpec | None) -> int:
         return check_new_tokens(value, lab.context(spec.base) if spec else None, spec.base if spec else "the model")
 
-    with gr.Row():
+    with gr.Row(equal_height=True):
         with gr.Column(min_width=140):
             limit, _ = number_field(auditing.default_limit(), "Facts per split (0: all)", "audit-limit",
                                     lambda value, _: check_limit(value))
@@ -195,7 +195,8 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
         pair = lab.pair(spec)
         names_, why = auditing.offered(pair)
         return offered(audits=gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
-                       not_offered=auditing.unavailable_note(why), max_new=gr.Number(label=tokens_label(pair.base.context)))
+                       not_offered=auditing.unavailable_note(why),
+                       max_new=gr.Number(label=tokens_label(pair.base.context)))
 
     @run_msg
     def on_run(spec: PairSpec | None, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
@@ -206,11 +207,7 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
                                  lab.context(spec.base))
         stop_event = lab.stop_event(request.session_hash)
         with lab.turns.line_up("audit") as turn:
-            try:
-                for note in turn.wait(stop_event):
-                    yield out(status="Waiting for a turn…", progress=waiting_html(note), run=gr.Button(interactive=False))
-            except Cancelled:
-                yield out(status="Stopped while waiting for a turn: nothing ran.", progress="")
+            if not (yield from waited(turn, stop_event, out)):
                 return
             prepared = auditing.prepared_run(lab, spec, run_)
             for update in run_updates(store, prepared, stop_event, turn):

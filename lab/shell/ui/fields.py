@@ -46,10 +46,8 @@ def new_tokens_cap(context: int | None) -> int:
 
 
 def tokens_label(context: int | None) -> str:
-    """The "Max new tokens" label, with the bound for this model."""
-    cap = new_tokens_cap(context)
-    why = f"half the {context}-token context" if context and cap < current_policy().max_new_tokens else "the cap"
-    return f"Max new tokens (1-{cap}: {why})"
+    """The "Max new tokens" label, with the bound for this model (a value above it says why, beside the field)."""
+    return f"Max new tokens (1-{new_tokens_cap(context)})"
 
 
 def check_new_tokens(value: float | None, context: int | None = None, model: str = "the model") -> int:

@@ -126,7 +126,8 @@ def view_controls(audit: str) -> tuple[list[gr.Textbox], gr.Button, gr.Button, B
             button = gr.Button(cls.view_label, variant="primary", elem_id=f"internals-{cls.view_id}")
             stop = gr.Button("Stop", variant="stop", size="sm", elem_id=f"internals-{cls.view_id}-stop")
     message = Beside(f"internals-{cls.view_id}")
-    progress = gr.HTML("", elem_id=f"internals-{cls.view_id}-progress", elem_classes="lab-msg", min_height=0)
+    progress = gr.HTML("", elem_id=f"internals-{cls.view_id}-progress", elem_classes=["lab-msg", "view-progress"],
+                       min_height=0)
     plot = gr.Plot(label=f"{cls.view_label}: {cls.title}", elem_id=f"internals-{cls.view_id}-plot")
     return boxes, button, stop, message, Outputs(progress=progress, plot=plot)
 
@@ -144,8 +145,8 @@ def build(lab: Lab, state: gr.State) -> InternalsInputs:
     mode = gr.Radio([QUESTION, RAW], value=QUESTION, label="Send the question as", elem_id="internals-mode")
     fields = {"question": question, "answer": answer, "entity": entity}
     filled = Outputs(**fields, mode=mode)
-    fact.change(lambda fact_id: filled(**facts_picker.fill(fact_id, tuple(fields)), mode=QUESTION) if fact_id else filled(),
-                fact, filled.list, queue=False, api_visibility="private")
+    fact.change(lambda fact_id: filled(**facts_picker.fill(fact_id, tuple(fields)), mode=QUESTION) if fact_id
+                else filled(), fact, filled.list, queue=False, api_visibility="private")
     wired: dict[str, tuple[Callable[..., Any], set[Any], Outputs, Beside]] = {}
     for audit in fact_views():
         boxes, button, stop, message, out = view_controls(audit)

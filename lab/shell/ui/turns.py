@@ -23,10 +23,12 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Generator, Iterator
+
+import gradio as gr
 
 from lab.core.batching import Cancelled
-from lab.shell.ui.background import clock
+from lab.shell.ui.background import clock, waiting_html
 
 JOB_EVENTS = dict(concurrency_id="jobs", concurrency_limit=16)  # Gradio lets this many long jobs in (then: Turns)
 
@@ -154,3 +156,16 @@ class Turn:
         """The share done (0..1) of this job, or of its ``step`` in hand: what a waiting visitor's estimate is
         made of."""
         self.turns._report(self.ident, done, step)
+
+
+def waited(turn: Turn, stop: threading.Event | None, out: Callable[..., Any]) -> Generator[Any, None, bool]:
+    """A run form's updates (``out`` of its ``status``, ``progress`` and ``run``) while ``turn`` waits; returns
+    whether the turn came (False: stopped while waiting, which it says).  In a handler:
+    ``if not (yield from waited(turn, stop, out)): return``."""
+    try:
+        for note in turn.wait(stop):
+            yield out(status="Waiting for a turn…", progress=waiting_html(note), run=gr.Button(interactive=False))
+    except Cancelled:
+        yield out(status="Stopped while waiting for a turn: nothing ran.", progress="")
+        return False
+    return True

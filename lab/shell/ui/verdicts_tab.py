@@ -31,7 +31,7 @@ from lab.demo.build import read_manifest
 from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
 from lab.shell.ui import auditing
 from lab.shell.ui.auditing import default_new_tokens
-from lab.shell.ui.background import Finished, in_background, progress_html, waiting_html
+from lab.shell.ui.background import Finished, in_background, progress_html
 from lab.shell.ui.board import board_values, board_view
 from lab.shell.sweep import SweepSpec
 from lab.shell.ui.dashboard import Tally, control_note, dashboard_spec, parse_models, run_dashboard
@@ -40,7 +40,7 @@ from lab.shell.ui.fields import check_limit, check_new_tokens, number_field, tok
 from lab.shell.ui.format_form import format_fields, format_form
 from lab.shell.ui.updates import Outputs
 from lab.shell.ui.session import DEMO_UNLEARNED, Lab, stop_button
-from lab.shell.ui.turns import JOB_EVENTS, Turn
+from lab.shell.ui.turns import JOB_EVENTS, Turn, waited
 
 DEFAULT_MODELS = ["npo", "graddiff", "ga"]  # the demo's three unlearners
 DEFAULT_CONTROL = "demo:retrain"  # the demo's model trained without the forget set: the reference
@@ -71,7 +71,7 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
                                elem_id="verdicts-more")
             audits = gr.CheckboxGroup(names, value=[a for a in names if get_audit(a).default_on], label="Audits",
                                       elem_id="verdicts-audits")
-            with gr.Row():
+            with gr.Row(equal_height=True):
                 with gr.Column(min_width=140):
                     limit, _ = number_field(lim.default_limit or DASHBOARD_LIMIT, "Facts per split (0: all)",
                                             "verdicts-limit", lambda value, _: check_limit(value))
@@ -103,11 +103,7 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
         store = lab.view(request)  # in a Space the sweep and its runs are this visitor's
         stop_event = lab.stop_event(request.session_hash)
         with lab.turns.line_up("sweep") as turn:
-            try:
-                for note in turn.wait(stop_event):
-                    yield out(status="Waiting for a turn…", progress=waiting_html(note), run=gr.Button(interactive=False))
-            except Cancelled:
-                yield out(status="Stopped while waiting for a turn: nothing ran.", progress="")
+            if not (yield from waited(turn, stop_event, out)):
                 return
             for update in dashboard_updates(store, spec, stop_event, turn):
                 yield out(**update)
