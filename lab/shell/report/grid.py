@@ -45,7 +45,9 @@ def cell_html(c: Cell | None) -> str:
     if c is None:
         return "<td class='vcell state-none'>–</td>"
     css = c.state.replace(" ", "-").replace("/", "")
-    number = "" if c.value is None else f"<span class='vnum'>{html.escape(c.text)}</span>"
+    rate, _, interval = c.text.partition(" ")  # the interval may go under the rate in a narrow column
+    number = "" if c.value is None else (f"<span class='vnum'>{html.escape(rate)} "
+                                         f"<span class='vci'>{html.escape(interval)}</span></span>")
     title = html.escape(c.reason + (f" ({c.key})" if c.key else "") + (f"; power {c.power}" if c.power else ""))
     value = "" if c.value is None else f" data-value='{c.value:.6f}'"
     return (f"<td class='vcell state-{css}' title='{title}'{value} data-audit='{html.escape(c.audit)}'>"

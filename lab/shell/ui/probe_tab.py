@@ -98,8 +98,9 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
     lim = current_policy()
     gr.Markdown("Ask both models the same thing and compare. Apply an attack's prompt transform to see "
                 "whether the unlearned model still knows.", elem_classes="tab-intro")
-    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
-        with gr.Column(scale=4, min_width=280):
+    # On a phone the answers come right under Ask, before the transforms (static/style.css: #probe-ask).
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone", elem_id="probe-main"):
+        with gr.Column(scale=4, min_width=280, elem_id="probe-ask"):
             fact = gr.Dropdown(label="Demo fact (fills the question and the gold answer)", elem_id="probe-fact")
             prompt = gr.Textbox(label="Question or prompt", lines=3, max_length=lim.max_prompt_chars,
                                 elem_id="probe-prompt")
@@ -112,17 +113,19 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
                 run = gr.Button("Ask both models", variant="primary", elem_id="probe-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="probe-stop")
             run_msg = Beside("probe-run")
-            gr.Markdown("**Attack transforms** rewrite the original question with an audit's own method; "
-                        "ask again to compare.")
-            buttons = {}
-            for audit, (prefix, label) in transform_groups().items():
-                with gr.Row(elem_classes="transforms"):
-                    for name in get_audit(audit).rewrites:
-                        buttons[(audit, name)] = gr.Button(f"{label}: {name}", size="sm", elem_id=f"{prefix}-{name}")
-            reset = gr.Button("Back to the original question", size="sm", elem_id="probe-reset")
-            active_note = gr.Markdown(NO_TRANSFORM, elem_id="probe-active")
-            transform_msg = Beside("probe-transform")
-        with gr.Column(scale=6, min_width=280):
+            with gr.Column(elem_id="probe-transforms"):
+                gr.Markdown("**Attack transforms** rewrite the original question with an audit's own method; "
+                            "ask again to compare.")
+                buttons = {}
+                for audit, (prefix, label) in transform_groups().items():
+                    with gr.Row(elem_classes="transforms"):
+                        for name in get_audit(audit).rewrites:
+                            buttons[(audit, name)] = gr.Button(f"{label}: {name}", size="sm",
+                                                               elem_id=f"{prefix}-{name}")
+                reset = gr.Button("Back to the original question", size="sm", elem_id="probe-reset")
+                active_note = gr.Markdown(NO_TRANSFORM, elem_id="probe-active")
+                transform_msg = Beside("probe-transform")
+        with gr.Column(scale=6, min_width=280, elem_id="probe-answers"):
             sent = gr.Textbox(label="Prompt sent", lines=2, interactive=False, elem_id="probe-sent")
             compare = gr.HTML(compare_outputs("", ""), elem_id="probe-compare")
             with gr.Accordion("Plain outputs (to copy)", open=False, elem_id="probe-plain"):
