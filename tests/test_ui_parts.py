@@ -155,7 +155,7 @@ def test_number_fields_answer_bad_values_and_bound_answers_by_the_context():
     with pytest.raises(LabError, match="facts per split must be a whole number, got 2.5"):
         check_limit(2.5)
     assert new_tokens_cap(256) == 128 and new_tokens_cap(None) == 4096 and new_tokens_cap(100_000) == 4096
-    assert check_new_tokens(128, 256) == 128 and tokens_label(256) == "Max new tokens (1-128: half the 256-token context)"
+    assert check_new_tokens(128, 256) == 128 and tokens_label(256) == "Max new tokens (1-128)"
     with pytest.raises(LabError, match=r"at most 128 \(half of demo:base's 256-token context: the prompt needs the "
                                        r"rest\), got 4096"):
         check_new_tokens(4096, 256, "demo:base")
