@@ -208,8 +208,8 @@ def test_a_space_visitor_over_http(space_app, tiny_demo):
     assert "above the cap of 64" in api_error(lambda: run(options=tokens, names=("reasoning",)))
     variants = {**OPTIONS, "data": [["remind", "variants_per_radius", "int", "8", "100", ""]]}
     assert "above its cap of 8" in api_error(lambda: run(options=variants, names=("remind",)))
-    too_long = api_error(lambda: run(max_new=1000))  # the page's own field limit, or the policy's cap
-    assert "maximum value 64" in too_long or "above the cap of 64 new tokens" in too_long
+    too_long = api_error(lambda: run(max_new=1000))  # the page's own field check, in the policy's words
+    assert "max new tokens must be at most 64 (the cap in Space mode), got 1000" in too_long, too_long
     message = api_error(lambda: client.predict(source_="Server path", upload_=None, path_="/etc/passwd",
                                                names_=["direct"], options_=OPTIONS, limit_=2, max_new_=16,
                                                reference_="", api_name="/run_audit"))
