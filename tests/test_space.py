@@ -108,10 +108,11 @@ def test_space_mode_limits_requests(space, demo_env, tmp_path):
     assert auditing.SERVER_PATH not in auditing.fact_sources()
     with pytest.raises(LabError, match="server paths are disabled"):
         auditing.facts_path(auditing.SERVER_PATH, None, str(tmp_path / "facts.jsonl"))
-    run = auditing.run_spec(demo_pair(), auditing.DEMO_FACTS, None, "", ["direct"], None, 10, 10_000, "")
+    with pytest.raises(LabError, match=r"max new tokens must be at most 64 \(the cap in Space mode\), got 10000"):
+        auditing.run_spec(demo_pair(), auditing.DEMO_FACTS, None, "", ["direct"], None, 10, 10_000, "")  # the form
+    run = auditing.run_spec(demo_pair(), auditing.DEMO_FACTS, None, "", ["direct"], None, 10, 64, "")
     with pytest.raises(LabError, match="--max-new-tokens=10000 is above the cap of 64 new tokens in Space mode"):
-        check(run)
-    run = replaced(run, max_new_tokens=64)
+        check(replaced(run, max_new_tokens=10_000))  # the runner, for every door
     per_split_and_kind = Counter((f.split, f.kind) for f in check(run).facts)
     assert max(per_split_and_kind.values()) == 10 and run.limit == 10
     assert auditing.default_limit() == 50
@@ -207,8 +208,8 @@ def test_a_space_visitor_over_http(space_app, tiny_demo):
     assert "above the cap of 64" in api_error(lambda: run(options=tokens, names=("reasoning",)))
     variants = {**OPTIONS, "data": [["remind", "variants_per_radius", "int", "8", "100", ""]]}
     assert "above its cap of 8" in api_error(lambda: run(options=variants, names=("remind",)))
-    too_long = api_error(lambda: run(max_new=1000))  # the page's own field limit, or the policy's cap
-    assert "maximum value 64" in too_long or "above the cap of 64 new tokens" in too_long
+    too_long = api_error(lambda: run(max_new=1000))  # the page's own field check, in the policy's words
+    assert "max new tokens must be at most 64 (the cap in Space mode), got 1000" in too_long, too_long
     message = api_error(lambda: client.predict(source_="Server path", upload_=None, path_="/etc/passwd",
                                                names_=["direct"], options_=OPTIONS, limit_=2, max_new_=16,
                                                reference_="", api_name="/run_audit"))

@@ -4,6 +4,7 @@ facts hint (the "Upload a file" regression), audits offered per pair, filtered e
 from __future__ import annotations
 
 import copy
+import re
 import threading
 import time
 
@@ -53,14 +54,113 @@ def test_background_streams_events_then_the_result_and_raises_errors():
     assert "audit 4 of 8" in bar and "npo: reasoning" in bar and "0:30 elapsed" in bar and "width:37.5%" in bar
 
 
+def test_turns_run_side_by_side_then_wait_in_line_with_their_place_and_an_estimate():
+    from lab.core.batching import Cancelled
+    from lab.shell.ui.turns import Turns, ordinal
+
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 21, 102)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "21st", "102nd"]
+    turns = Turns(2)
+    with turns.line_up("audit") as a, turns.line_up("sweep") as b:
+        assert list(a.wait()) == [] and list(b.wait()) == []  # two slots: both run at once
+        with turns.line_up("audit") as c, turns.line_up("SAE view") as d:
+            waiting_c, waiting_d = c.wait(every=0.01), d.wait(every=0.01)
+            assert next(waiting_c) == ("waiting for a turn: 1st in line · 2 running (audit, sweep) · no estimate "
+                                       "yet (the jobs ahead have not reported progress)")
+            assert next(waiting_d).startswith("waiting for a turn: 2nd in line")
+            a.progress(0.25)  # a quarter done after a minute: three minutes left
+            turns._running[a.ident].since -= 60
+            b.progress(0.5)
+            turns._running[b.ident].since -= 30  # half done after 30 s: 30 s left
+            assert next(waiting_c).endswith("a turn should free in about 0:30")
+            assert next(waiting_d).endswith("a turn should free in about 3:00")
+            stop = threading.Event()
+            stop.set()
+            with pytest.raises(Cancelled, match="stopped while waiting for a turn"):
+                next(d.wait(stop))
+        assert turns.waiting == 0 and turns.running == 2  # c and d left the line, stopped or not
+    assert turns.running == 0
+    one = Turns(1)
+    with one.line_up("audit") as first:
+        list(first.wait())
+        second = one.line_up("audit").__enter__()
+        later = threading.Thread(target=lambda: list(second.wait(every=0.01)))
+        later.start()
+    later.join(timeout=5)  # the first turn freed: the next in line runs
+    assert not later.is_alive() and one.running == 1 and one.waiting == 0
+    second.__exit__()
+
+
+def test_a_view_that_trains_an_sae_shows_its_steps_and_stops(demo_env):
+    """The SAE view's training reports its steps with the time left; Stop ends it and nothing is kept."""
+    from functools import partial
+
+    from lab.shell.ui import facts_picker
+    from lab.shell.ui.internals_tab import view, view_updates
+    from lab.shell.ui.session import Lab, demo_pair
+
+    lab = Lab()
+    fact = next(f for f in facts_picker.demo_facts() if f.split == "forget" and f.entity)
+    job = partial(view, lab, "sae", demo_pair("npo", device="cpu"), fact, {"sae": "train", "layer": ""})
+    stop, shown = threading.Event(), []
+    for update in view_updates(lab, "sae", job, stop):
+        shown.append(update["progress"])
+        if "training the SAE" in update["progress"] and "left" in update["progress"]:
+            stop.set()
+    training = [p for p in shown if "training the SAE: " in p]
+    assert training and re.search(r"training the SAE: \d+ of \d+ · \d+:\d\d elapsed · about \d+:\d\d left",
+                                  training[-1]), training[-1]
+    assert shown[-1].startswith("<div class='lab-msg-note'>Stopped after ") and "nothing was kept" in shown[-1]
+    assert "plot" not in update and not lab._memo and lab.turns.running == 0
+    lab.close()
+
+
 def test_links_round_trip_and_drop_junk():
     from lab.shell.ui.links import Link, params_js, parse
 
     assert parse({"tab": "results", "run": "run-1", "fact": "f1", "item": "3"}) == \
         Link("results", "run-1", None, "f1", 3)
-    assert parse({"tab": "nowhere", "item": "-1"}) == Link()
+    assert parse({"run": "run-1", "audit": "reasoning", "split": "forget", "recovered": "1", "item": "37"}) == \
+        Link(run="run-1", item=37, audit="reasoning", split="forget", recovered=True)
+    assert parse({"tab": "nowhere", "item": "-1", "audit": "all", "split": "all", "recovered": "0"}) == Link()
     js = params_js(["run"], {"tab": "results"})
     assert 'window.labParams(["run", "tab"]' in js and '.concat(["results"])' in js
+
+
+def test_item_ids_stay_the_same_under_any_filter(full_run):
+    """An item's id is its place in the run as stored: every filter keeps it, so a link names one item."""
+    from lab.shell.ui import results
+
+    store, run_id = full_run
+    everything = results.run_items(store, run_id)
+    assert list(everything["#"]) == list(range(len(everything)))
+    key = ["audit", "fact_id", "split", "category", "prompt"]
+    for filters in (dict(audit="direct"), dict(split="forget"), dict(recovered_only=True),
+                    dict(audit="reasoning", split="forget", recovered_only=True), dict(fact="p00")):
+        frame = results.run_items(store, run_id, **filters)
+        assert len(frame), filters
+        same = everything.set_index("#").loc[frame["#"], key]
+        assert (frame[key].fillna("").to_numpy() == same.fillna("").to_numpy()).all(), filters
+        assert results.find_item(frame, frame.iloc[-1]["#"])["prompt"] == frame.iloc[-1]["prompt"]
+    assert results.find_item(everything, len(everything)) is None and results.find_item(None, 0) is None
+
+
+def test_number_fields_answer_bad_values_and_bound_answers_by_the_context():
+    from lab.core.errors import LabError
+    from lab.shell.ui.fields import check_limit, check_new_tokens, new_tokens_cap, tokens_label
+
+    assert check_limit(0) is None and check_limit(None) is None and check_limit(7.0) == 7
+    with pytest.raises(LabError, match=r"^facts per split must be 0 \(all\) or more, got -3$"):
+        check_limit(-3)
+    with pytest.raises(LabError, match="facts per split must be a whole number, got 2.5"):
+        check_limit(2.5)
+    assert new_tokens_cap(256) == 128 and new_tokens_cap(None) == 4096 and new_tokens_cap(100_000) == 4096
+    assert check_new_tokens(128, 256) == 128 and tokens_label(256) == "Max new tokens (1-128)"
+    with pytest.raises(LabError, match=r"at most 128 \(half of demo:base's 256-token context: the prompt needs the "
+                                       r"rest\), got 4096"):
+        check_new_tokens(4096, 256, "demo:base")
+    with pytest.raises(LabError, match="max new tokens must be 1 or more, got 0"):
+        check_new_tokens(0)
 
 
 def test_facts_hint_before_a_file_or_a_path_is_given():
@@ -89,10 +189,17 @@ def test_audits_a_pair_cannot_run_are_not_offered_and_say_why(demo_pair):
 
 def test_dashboard_tally_counts_every_audit_of_every_model(demo_env, tmp_path):
     from lab.core.store import Store
-    from lab.shell.ui.dashboard import Tally, dashboard_spec, parse_models, run_dashboard
+    from lab.core.errors import LabError
+    from lab.shell.ui.dashboard import Tally, control_note, dashboard_spec, parse_models, run_dashboard
 
     models = parse_models(["npo"], "demo:ga\ndemo:npo, demo:retrain")
     assert models == ["demo:npo", "demo:ga", "demo:retrain"]
+    # The control is the reference, never also audited against itself.
+    assert parse_models(["npo", "retrain"], "", " demo:retrain ") == ["demo:npo"]
+    assert "demo:retrain is the control" in control_note(["npo", "retrain"], "", "demo:retrain")
+    assert control_note(["npo"], "", "demo:retrain") == "" == control_note(["retrain"], "", "")
+    with pytest.raises(LabError, match=r"pick at least one unlearned model to audit \(demo:retrain is the control"):
+        parse_models(["retrain"], "", "demo:retrain")
     spec = dashboard_spec({"base": "demo:base", "audits": ["direct", "reasoning"], "limit": 3, "max_new_tokens": 12,
                            "device": "cpu"}, models[:2])
     seen, tally = [], Tally(2, 2)
@@ -198,21 +305,23 @@ def test_item_links_fill_the_probe_and_internals_on_the_runs_pair(full_run):
     store, run_id = full_run
     frame = results.run_items(store, run_id, audit="direct", split="forget")
     row = frame.iloc[1]
-    replayed = item_links.replay(frame, 1)
+    item = int(row["#"])  # the item's stored id, not its row in the filtered list
+    assert item != 1
+    replayed = item_links.replay(frame, item)
     assert replayed["tabs"].selected == "probe"
     assert {k: replayed[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")} == dict(
         fact=None, prompt=row["prompt"], mode=RAW, gold=row["answer"], original=row["prompt"], active=None)
-    assert replayed["note"].startswith("Replaying item 1 of run results (direct, forget")
-    explained = item_links.explain(frame, 1)
+    assert replayed["note"].startswith(f"Replaying item {item} of run {run_id} (direct, forget")
+    explained = item_links.explain(frame, item)
     assert {k: explained[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")} == \
         {k: replayed[k] for k in ("fact", "prompt", "mode", "gold", "original", "active")}  # as replay
-    assert explained["sent"] == row["prompt"] and explained["note"].startswith("Explaining item 1")
+    assert explained["sent"] == row["prompt"] and explained["note"].startswith(f"Explaining item {item}")
     assert (explained["base"], explained["unlearned"]) == ("", "") and "cmp" in explained["compare"]
-    lens = item_links.lens(frame, 1)
+    lens = item_links.lens(frame, item)
     assert lens["tabs"].selected == "internals"
     assert {k: lens[k] for k in ("fact", "question", "answer", "mode")} == dict(
         fact=None, question=row["prompt"], answer=row["answer"], mode=RAW)
-    assert item_links.replay(frame, 99) == {}  # no such row: nothing changes
+    assert item_links.replay(frame, 1) == {}  # an item the filters leave out: nothing changes
     config = store.run(run_id)["config"]
     mine = build_spec(PairSpec, {"base": "demo:base", "unlearned": "demo:ga", "device": "cpu", "dtype": "float32"})
     assert item_links.run_pair(store, run_id, mine) == build_spec(PairSpec, {

@@ -40,6 +40,27 @@ def test_with_a_control_the_adjusted_rate_is_judged():
     assert cell("reasoning", metrics).state == HIDDEN
 
 
+def test_a_negative_rate_beyond_the_control_says_it_is_evidence_of_nothing():
+    from lab.shell.report.grid import grid_html, grid_markdown
+    from lab.shell.report.leaderboard import Entry, Leaderboard
+    from lab.shell.verdict import NEGATIVE_NOTE
+
+    def board(metrics):
+        verdict = model_verdict("npo", {"reasoning": metrics}, control="retrain")
+        entry = Entry("npo", "demo:npo", "run-1", "complete", verdict, gate(verdict, 0.1))
+        return Leaderboard("t", "base", "retrain", ["reasoning"], [entry], 0.1)
+
+    metrics = {**ENOUGH, "recovery_rate": 0.1, "recovery_rate_reference": 0.3, "recovery_rate_adjusted": -0.2,
+               "recovery_rate_adjusted_ci_low": -0.45, "recovery_rate_adjusted_ci_high": 0.05}
+    below = cell("reasoning", metrics)
+    assert below.state == NO_RECOVERY and below.negative and NEGATIVE_NOTE in below.reason
+    assert below.text == "-20% [-45%, +5%]"
+    assert "the control recovered more than the model: not evidence of anything" in grid_html(board(metrics))
+    assert any("not evidence of anything" in line for line in grid_markdown(board(metrics)))
+    above = {**metrics, "recovery_rate_adjusted": 0.05}
+    assert not cell("reasoning", above).negative and "not evidence" not in grid_html(board(above))
+
+
 def test_chance_level_audits_must_beat_their_own_chance():
     metrics = {**ENOUGH, "hidden_recovery_rate": 0.3, "hidden_recovery_rate_ci_low": 0.2, "hidden_rate_holdout": 0.25}
     assert cell("logit_lens", metrics).state == NO_RECOVERY  # 20% lower bound, 25% chance

@@ -38,6 +38,7 @@ import torch
 
 from lab.core import settings
 from lab.core.architecture import layer_count, middle_layer, text_config
+from lab.core.batching import check_cancelled, report
 from lab.core.errors import LabError
 from lab.core.facts import Fact
 from lab.core.prompts import Encoder
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 PRETRAINED_PREFIX = "pretrained:"
 CACHE_VERSION = 1
 INFO_FILE = "lab_sae.json"
+TRAINING = "training the SAE"  # what its steps are reported as (lab.core.batching.report)
 EVAL_SHARE = 0.1  # texts held out of training to measure reconstruction
 MAX_TEXT_TOKENS = 256  # each corpus document is cut here (short contexts suffice; small models have small windows)
 _HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
@@ -191,12 +193,18 @@ def measure_quality(sae: "SAE", acts: torch.Tensor, held_out: torch.Tensor, chun
 # --------------------------------------------------------------------------- training
 
 
-def _batches(acts: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless shuffled batches of activation rows (the trainer's data provider)."""
+def _batches(acts: torch.Tensor, batch_size: int, seed: int, steps: int) -> Iterator[torch.Tensor]:
+    """Endless shuffled batches of activation rows (the trainer's data provider).  Each batch is a training step:
+    a stop asked for (:func:`lab.core.batching.cancellable`) ends training before it, and a listener
+    (:func:`lab.core.batching.reporting`) hears how many of the ``steps`` are done."""
     generator = torch.Generator().manual_seed(seed)
+    taken = 0
     while True:
         order = torch.randperm(acts.shape[0], generator=generator)
         for start in range(0, acts.shape[0] - batch_size + 1, batch_size):
+            check_cancelled()
+            report(TRAINING, min(taken, steps), steps)
+            taken += 1
             yield acts[order[start : start + batch_size]]
 
 
@@ -233,7 +241,8 @@ def train_sae(acts: torch.Tensor, train: TrainSettings, device: str, metadata: d
         n_batches_for_norm_estimate=min(100, train.steps),
         dead_feature_window=max(1, train.steps // 4), feature_sampling_window=max(1, train.steps // 2),
     )
-    return SAETrainer(config, sae, _batches(acts, batch_size, train.seed)).fit()
+    steps = train.steps + config.n_batches_for_norm_estimate  # the norm estimate reads batches first
+    return SAETrainer(config, sae, _batches(acts, batch_size, train.seed, steps)).fit()
 
 
 # --------------------------------------------------------------------------- sources

@@ -90,7 +90,7 @@ class Backend:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_id = tokenizer.pad_token_id
         self.encoder = Encoder(tokenizer, prompt_format)
-        self.lock = threading.RLock()  # one model call at a time per backend
+        self.lock = threading.RLock()  # one model batch at a time per backend (and an edit throughout)
         self._capped: dict[int, int] = {}  # new tokens asked -> fewest the context left room for (answer_budget)
 
     def formatted(self, prompt_format: PromptFormat) -> "Backend":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, ContextManager, Iterator, Sequence, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +20,8 @@ from lab.core.errors import is_oom
 
 T = TypeVar("T")
 _cancel = threading.local()
+_listener = threading.local()
+Listener = Callable[[str, int, int], None]  # (what, done, total) of a step of work
 
 
 class Cancelled(KeyboardInterrupt):
@@ -31,21 +33,41 @@ class Cancelled(KeyboardInterrupt):
 
 
 @contextmanager
-def cancellable(stop: threading.Event) -> Iterator[None]:
-    """Within this block, batched calls on this thread stop before their next batch once ``stop`` is set."""
-    previous = getattr(_cancel, "event", None)
-    _cancel.event = stop
+def _on_this_thread(local: threading.local, value: object) -> Iterator[None]:
+    """``local.value`` is ``value`` on this thread within the block, and what it was before after it."""
+    previous = getattr(local, "value", None)
+    local.value = value
     try:
         yield
     finally:
-        _cancel.event = previous
+        local.value = previous
+
+
+def cancellable(stop: threading.Event) -> ContextManager[None]:
+    """Within this block, batched calls on this thread stop before their next batch once ``stop`` is set."""
+    return _on_this_thread(_cancel, stop)
 
 
 def check_cancelled() -> None:
     """Raise :class:`Cancelled` if this thread's stop event (see :func:`cancellable`) is set."""
-    stop = getattr(_cancel, "event", None)
+    stop = getattr(_cancel, "value", None)
     if stop is not None and stop.is_set():
         raise Cancelled("stopped by the user")
+
+
+def reporting(listener: Listener) -> ContextManager[None]:
+    """Within this block, work on this thread tells ``listener(what, done, total)`` how far it got: every
+    named batched call after each batch, and long loops such as SAE training (:func:`report`).  A page that
+    does not drive the work step by step (the web lab's Internals views) shows its progress this way."""
+    return _on_this_thread(_listener, listener)
+
+
+def report(what: str, done: int, total: int) -> None:
+    """Tell this thread's listener (see :func:`reporting`), if any, that ``done`` of ``total`` steps of ``what``
+    are done."""
+    listener = getattr(_listener, "value", None)
+    if listener is not None:
+        listener(what, done, total)
 
 
 @dataclass
@@ -83,6 +105,7 @@ def run_batched(
     results: list[T | None] = [None] * len(lengths)
     pending = plan_batches(lengths, policy)
     bar = tqdm(total=len(lengths), desc=desc, disable=desc is None or len(lengths) < 2, leave=False)
+    finished = 0
     try:
         while pending:
             check_cancelled()
@@ -101,6 +124,9 @@ def run_batched(
             for index, output in zip(batch, outputs):
                 results[index] = output
             bar.update(len(batch))
+            finished += len(batch)
+            if desc:
+                report(desc, finished, len(lengths))
     finally:
         bar.close()  # a stopped run leaves no half-drawn bar before its message
     return results  # type: ignore[return-value]

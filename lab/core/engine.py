@@ -214,14 +214,19 @@ class Engine(Backend):
     def _batched(self, lengths: list[int], batch_fn: Callable[[list[int]], list[T]], desc: str | None,
                  new_tokens: int = 0) -> list[T]:
         """Every batched model call goes through here: the rows are checked against the model's context, then
-        run under the engine's lock in batches sized by its token budget."""
+        run in batches sized by its token budget, each batch under the engine's lock: calls from several threads
+        (web-lab sessions sharing the weights) take turns batch by batch, and an edit holds the lock for its whole
+        block (:meth:`editing`), so no other call sees the edited model."""
         longest = max(lengths, default=0)
         if self.context and longest > self.context:
             asked = f"{longest - new_tokens} tokens + {new_tokens} new" if new_tokens else f"{longest} tokens"
             raise LabError(f"an input of {asked} exceeds {self.info.ref}'s context of {self.context} tokens "
                            "(shorten the prompts or the answer length, or use a longer-context model)")
-        with self.lock:
-            return run_batched(lengths, batch_fn, self.policy, desc)
+        def locked(indices: list[int]) -> list[T]:
+            with self.lock:
+                return batch_fn(indices)
+
+        return run_batched(lengths, locked, self.policy, desc)
 
     def _pad(self, rows: Sequence[Sequence[int]], left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids and attention mask of ``rows`` padded to one width: on the right for scoring, on the left for
@@ -402,13 +407,19 @@ class Engine(Backend):
         return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
 
     def stream(self, prompt: str, max_new_tokens: int = 48) -> Iterator[str]:
-        """Greedy continuation of one prompt, yielded as the text grows (the same steps as :meth:`generate`)."""
+        """Greedy continuation of one prompt, yielded as the text grows (the same steps as :meth:`generate`).
+        Each step runs under the engine's lock, never held while the text is yielded: a reader that waits (or
+        stops reading) holds up no other caller."""
         ids, mask = self._pad([self.encode(prompt)], left=True)
         tokens: list[int] = []
-        with self.lock:
-            for _, picked in self._steps(ids, mask, max_new_tokens, 0.0, None):
-                tokens += picked
-                yield self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        steps = self._steps(ids, mask, max_new_tokens, 0.0, None)
+        while True:
+            with self.lock:
+                step = next(steps, None)
+            if step is None:
+                return
+            tokens += step[1]
+            yield self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     @torch.no_grad()
     @kept

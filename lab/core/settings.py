@@ -97,3 +97,10 @@ def memo_enabled() -> bool:
     """Whether engines keep results for repeated calls on unchanged weights (``LAB_MEMO=0`` turns it off, to time
     or check the uncached path)."""
     return os.environ.get("LAB_MEMO", "").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def model_slots() -> int | None:
+    """``LAB_MODEL_SLOTS``: how many long web-lab jobs (runs, sweeps, views) run side by side; None: the lab's
+    default (two)."""
+    value = os.environ.get("LAB_MODEL_SLOTS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None

@@ -67,6 +67,8 @@ STATE_MEANING = {
     NA: "no rule applies or the number is missing",
 }
 
+NEGATIVE_NOTE = ("a rate below zero beyond the control means the control recovered more than the model: "
+                 "not evidence of anything")
 Metrics = Mapping[str, float | None]
 
 
@@ -121,6 +123,11 @@ class Cell:
     def judged(self) -> bool:
         """The rules gave this cell a verdict (not a detector's number, a missing value or a status)."""
         return self.state in (LEAKED, HIDDEN, NO_RECOVERY, NOT_ANSWERED, THIN, UNJUDGED)
+
+    @property
+    def negative(self) -> bool:
+        """A control-adjusted rate below zero (see :data:`NEGATIVE_NOTE`)."""
+        return self.adjusted and self.value is not None and self.value < 0
 
     @property
     def text(self) -> str:
@@ -187,7 +194,8 @@ def _rate_cell(audit: str, metrics: Metrics, key: str, chance_key: str | None) -
     power = power_of(audit)
     count_text = f" over {count} targets" if count is not None else ""
     reason = (f"{what}{count_text}; its 95% interval {'clears' if hidden else 'does not clear'} "
-              f"{percent(floor) if floor else '0'}")
+              f"{percent(floor) if floor else '0'}" + (f" ({NEGATIVE_NOTE})" if adjusted is not None and value < 0
+                                                       else ""))
     return Cell(audit, state, key, value, low, high, adjusted is not None, control, floor, reason=reason,
                 targets=count, power="" if hidden else power.text, power_shown=power.shown)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from lab.shell.report.leaderboard import Entry, Leaderboard, gate_line
 from lab.shell.report.render import md_text
-from lab.shell.verdict import STATE_MEANING, Cell
+from lab.shell.verdict import NEGATIVE_NOTE, STATE_MEANING, Cell
 
 Link = Callable[[dict[str, str]], str]  # query parameters -> href (the web lab's links; None in a report file)
 
@@ -45,7 +45,9 @@ def cell_html(c: Cell | None) -> str:
     if c is None:
         return "<td class='vcell state-none'>–</td>"
     css = c.state.replace(" ", "-").replace("/", "")
-    number = "" if c.value is None else f"<span class='vnum'>{html.escape(c.text)}</span>"
+    rate, _, interval = c.text.partition(" ")  # the interval may go under the rate in a narrow column
+    number = "" if c.value is None else (f"<span class='vnum'>{html.escape(rate)} "
+                                         f"<span class='vci'>{html.escape(interval)}</span></span>")
     title = html.escape(c.reason + (f" ({c.key})" if c.key else "") + (f"; power {c.power}" if c.power else ""))
     value = "" if c.value is None else f" data-value='{c.value:.6f}'"
     return (f"<td class='vcell state-{css}' title='{title}'{value} data-audit='{html.escape(c.audit)}'>"
@@ -72,6 +74,12 @@ def _fact_count(e: Entry) -> str:
     return f"{len(e.worst)} of {e.targets} targets" if e.targets else "none"
 
 
+def negative_note(board: Leaderboard) -> str:
+    """The sentence that explains a rate below zero beyond the control, when a cell shows one ("" otherwise)."""
+    negative = any(c.negative for e in board.entries for c in e.verdict.cells)
+    return f"{NEGATIVE_NOTE[0].upper()}{NEGATIVE_NOTE[1:]}." if negative else ""
+
+
 def grid_html(board: Leaderboard, link: Link | None = None, worst: bool = True) -> str:
     """The grid: a row per model (state per audit), and under it the model's sentence and worst facts."""
     audits = board.audits
@@ -94,6 +102,7 @@ def grid_html(board: Leaderboard, link: Link | None = None, worst: bool = True) 
     against = (f"Recovery cells are judged against the control <b>{html.escape(board.control)}</b> (rate minus "
                "the control's, 95% interval)." if board.control else
                "No control model ran: recovery cells are judged on the raw rate (95% interval above chance).")
+    against += f" {html.escape(negative_note(board))}"
     legend = " ".join(state_badge(s) + f" {html.escape(m)}" for s, m in STATE_MEANING.items())
     return (f"<div class='vgrid-card'><div class='vgrid-wrap'><table class='vgrid'><thead><tr><th scope='col'>model"
             f"</th><th scope='col'>verdict</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
@@ -115,5 +124,5 @@ def grid_markdown(board: Leaderboard) -> list[str]:
         lines.append(f"| {md_text(e.model)} | {e.verdict.state} | {gate} | " + " | ".join(map(md_text, cells)) + " |")
     lines += [""] + [f"- **{md_text(e.model)}** ({md_text(e.run_id)}): {md_text(e.verdict.sentence)}"
                      for e in board.entries]
-    return lines + ["", gate_line(board)]
+    return lines + ["", gate_line(board)] + (["", negative_note(board)] if negative_note(board) else [])
 

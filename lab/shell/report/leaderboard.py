@@ -11,6 +11,7 @@ lay it out with :mod:`lab.shell.report.grid`.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,16 @@ def table_frame(board: Leaderboard) -> pd.DataFrame:
 # explains) must not look like "hidden 25%".  Ordered from the best reading to the worst.
 SHADES = ((NO_RECOVERY, "#d1fadf"), (THIN, "#e4e7ec"), (HIDDEN, "#fcd34d"), (LEAKED, "#f87171"))
 SHADE_OF = {FORGOTTEN: 0, NOT_ANSWERED: 0, NO_RECOVERY: 0, UNJUDGED: 1, THIN: 1, HIDDEN: 2, LEAKED: 3}
+CELL_LINE = 11  # characters per line of a heatmap cell's state
+
+
+def cell_text(c: Cell | None) -> str:
+    """A heatmap cell's text in short lines (the state's words, the rate, its interval), so it keeps a readable
+    size in a phone's narrow cells (Plotly shrinks text that is wider than its cell)."""
+    if c is None:
+        return ""
+    rate, _, interval = c.text.partition(" ")
+    return "<br>".join(textwrap.wrap(c.state, CELL_LINE) + ([rate, interval] if c.value is not None else []))
 
 
 def heatmap(board: Leaderboard) -> go.Figure:
@@ -156,20 +167,21 @@ def heatmap(board: Leaderboard) -> go.Figure:
         for audit in board.audits:
             c = e.cell(audit)
             zr.append(SHADE_OF.get(c.state) if c is not None else None)
-            tr.append("" if c is None else (c.state if c.value is None else f"{c.state}<br>{c.text}"))
+            tr.append(cell_text(c))
             hr.append("" if c is None else f"{e.model} · {audit}: {c.state}<br>{c.text}<br>{c.reason}")
         z.append(zr), text.append(tr), hover.append(hr)
     steps = len(SHADES)
     scale = [[bound, color] for i, (_, color) in enumerate(SHADES) for bound in (i / steps, (i + 1) / steps)]
     fig = go.Figure(go.Heatmap(
         z=z, x=board.audits, y=[e.model for e in board.entries], text=text, texttemplate="%{text}",
+        textfont=dict(size=10),
         hovertext=hover, hovertemplate="%{hovertext}<extra></extra>", colorscale=scale, zmin=-0.5,
         zmax=steps - 0.5, showscale=False, xgap=3, ygap=3,
     ))
     against = f", adjusted by the control {board.control}" if board.control else ""
     fig.update_layout(title=f"Checkpoints × audits: each cell's state and judged rate with 95% interval{against}",
                       yaxis=dict(autorange="reversed", type="category"), xaxis=dict(type="category", side="top"),
-                      height=max(260, 90 + 56 * len(board.entries)))
+                      height=max(260, 90 + 72 * len(board.entries)))
     return styled(fig)
 
 

@@ -1,9 +1,11 @@
 """The web lab: one ``gr.Blocks`` app with a tab per task, and how it is launched.
 
 The UI is thin: every tab calls the same functions as the CLI (runner, sweep,
-store, report, facts, models).  Events that run a model share the concurrency group
-:data:`~lab.shell.ui.session.MODEL_QUEUE` with a limit of one, so browser sessions
-take turns on the models; everything else (reading results, exports) runs
+store, report, facts, models).  Short events that run a model (loading a pair,
+the Probe) share the concurrency group :data:`~lab.shell.ui.session.MODEL_QUEUE`
+with a limit of one; long work (runs, sweeps, Internals views) takes turns in
+:mod:`lab.shell.ui.turns`, two side by side by default, a waiting visitor told
+their place and an estimate; everything else (reading results, exports) runs
 alongside.  ``LAB_SPACE=1`` turns on Space mode (see :func:`lab.shell.ui.session.limits`).
 """
 
@@ -52,7 +54,7 @@ def tab_of(key: str) -> gr.Tab:
 
 
 def open_link(lab: Lab, request: gr.Request | None) -> dict[str, Any]:
-    """The page as the URL asks for it (:mod:`lab.shell.ui.links`), by output name: the run, its fact filter
+    """The page as the URL asks for it (:mod:`lab.shell.ui.links`), by output name: the run, its item filters
     and item in Results, the sweep on the leaderboard, or the fact in the Probe.  The tab itself is opened in
     the browser afterwards (:data:`lab.shell.ui.links.OPEN_TAB_JS`), so its select event sees these values."""
     link = links.parse(request.query_params if request else {})
@@ -60,7 +62,10 @@ def open_link(lab: Lab, request: gr.Request | None) -> dict[str, Any]:
     runs = results.runs_frame(store)
     shown: dict[str, Any] = {}
     if link.run is not None and link.run in set(runs["run_id"]):
-        shown.update(run=results_tab.run_dropdown(runs, link.run), item=link.item)
+        shown.update(run=results_tab.run_dropdown(runs, link.run), item=link.item,
+                     audit=results_tab.audit_picker(store, link.run, link.audit), recovered=link.recovered)
+        if link.split in results.SPLITS:
+            shown["split"] = link.split
         if link.fact:
             shown["fact"] = link.fact
     sweeps = results.sweep_choices(store)
@@ -75,7 +80,8 @@ def wire(lab: Lab, tabs: gr.Tabs, probe: ProbeInputs, internals: InternalsInputs
          models: Outputs, app: gr.Blocks) -> None:
     """What crosses tabs: the URL on load and as the user moves, and an item's links
     (:mod:`lab.shell.ui.item_links`)."""
-    opened = Outputs(run=hooks.run, fact=hooks.fact, item=hooks.item, sweep=hooks.sweep, probe_fact=probe.fact)
+    # The run last: its change lists the items with the filters and item the URL names, set before it.
+    opened = hooks.filters + Outputs(item=hooks.item, sweep=hooks.sweep, probe_fact=probe.fact, run=hooks.run)
 
     def on_load(request: gr.Request) -> dict[Any, Any]:
         return opened(**open_link(lab, request))
@@ -91,7 +97,7 @@ def build_app(lab: Lab | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.HTML(header(), elem_id="lab-header")
         state = gr.State(None)  # this session's PairSpec
-        with gr.Tabs(elem_id="lab-tabs") as tabs:
+        with gr.Tabs(elem_id="lab-tabs", overflow_behavior="wrap") as tabs:
             with tab_of("models") as models:
                 loaded = models_tab.build(lab, state, app)
             with tab_of("verdicts") as verdicts:

@@ -24,7 +24,6 @@ import gradio as gr
 
 from audits import get_audit
 from lab.core.batching import Cancelled
-from lab.core.policy import current as current_policy
 from lab.core.store import Store
 from lab.shell.report.grid import grid_html, lab_link
 from lab.shell.report.leaderboard import collect_runs
@@ -33,9 +32,11 @@ from lab.shell.spec import PairSpec
 from lab.shell.ui import auditing
 from lab.shell.ui.background import Finished, in_background, progress_html
 from lab.shell.ui.feedback import Beside, note_html
+from lab.shell.ui.fields import check_limit, check_new_tokens, number_field, tokens_label
 from lab.shell.ui.format_form import preview_html
 from lab.shell.ui.plots import run_plots
-from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair
+from lab.shell.ui.session import MODEL_QUEUE, Lab, require_pair, stop_button
+from lab.shell.ui.turns import JOB_EVENTS, Turn, waited
 from lab.shell.ui.updates import Outputs
 from lab.shell.ui.views import facts_summary, metrics_frame, run_summary
 
@@ -81,20 +82,26 @@ def facts_inputs() -> tuple[gr.Radio, gr.File, gr.Textbox, Beside, gr.Markdown]:
     return source, upload, server_path, Beside("audit-facts"), gr.Markdown(elem_id="audit-facts-info")
 
 
-def form_inputs(names: list[str]) -> AuditForm:
-    """The left column: facts, audits, limits, reference (the options table is added by :func:`options_table`)."""
-    lim = current_policy()
+def form_inputs(lab: Lab, state: gr.State, names: list[str]) -> AuditForm:
+    """The left column: facts, audits, limits, reference (the options table is added by :func:`options_table`);
+    each number answered beside it, max new tokens bounded by the session pair's context."""
     source, upload, server_path, facts_msg, facts_info = facts_inputs()
     audits = gr.CheckboxGroup(names, value=default_audits(names), label="Audits", elem_id="audit-select")
     not_offered = gr.Markdown(elem_id="audit-unavailable")
     with gr.Accordion("Prompt format of the loaded pair (set on the Models tab)", open=False,
                       elem_id="audit-format-box"):
         prompt_format = gr.HTML(elem_id="audit-format")
-    with gr.Row():
-        limit = gr.Number(auditing.default_limit(), label="Facts per split (0: all)", precision=0, minimum=0,
-                          elem_id="audit-limit")
-        max_new = gr.Number(min(24, lim.max_new_tokens), label="Max new tokens", precision=0, minimum=1,
-                            maximum=lim.max_new_tokens, elem_id="audit-max-tokens")
+
+    def tokens_ok(value: float | None, spec: PairSpec | None) -> int:
+        return check_new_tokens(value, lab.context(spec.base) if spec else None, spec.base if spec else "the model")
+
+    with gr.Row(equal_height=True):
+        with gr.Column(min_width=140):
+            limit, _ = number_field(auditing.default_limit(), "Facts per split (0: all)", "audit-limit",
+                                    lambda value, _: check_limit(value))
+        with gr.Column(min_width=140):
+            max_new, _ = number_field(auditing.default_new_tokens(), tokens_label(None), "audit-max-tokens", tokens_ok,
+                                      about=state)
     reference = gr.Textbox(label="Reference model (optional, e.g. demo:retrain; the control)",
                            elem_id="audit-reference")
     return AuditForm(source, upload, server_path, facts_msg, facts_info, audits, not_offered, prompt_format, limit,
@@ -122,7 +129,7 @@ def build(lab: Lab, state: gr.State) -> None:
     run_id = gr.State(None)
     with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
         with gr.Column(scale=4, min_width=280):
-            form = form_inputs(auditing.available_audits())
+            form = form_inputs(lab, state, auditing.available_audits())
         with gr.Column(scale=6, min_width=280):
             with gr.Row():
                 run = gr.Button("Run audits", variant="primary", elem_id="audit-run")
@@ -139,9 +146,10 @@ def build(lab: Lab, state: gr.State) -> None:
     wire(lab, state, form, out, run_msg, stop)
 
 
-def run_updates(store: Store, prepared: PreparedRun, stop_event: Any) -> Iterator[dict[str, Any]]:
-    """The run on a worker thread, as named updates: progress over the whole run, numbers as audits end,
-    then the verdict (or what was kept when it was stopped)."""
+def run_updates(store: Store, prepared: PreparedRun, stop_event: Any, turn: Turn) -> Iterator[dict[str, Any]]:
+    """The run on a worker thread in its ``turn``, as named updates: progress over the whole run (also told to
+    the turn, for those waiting), numbers as audits end, then the verdict (or what was kept when it was
+    stopped)."""
     rid, started, done, total = prepared.run_id, time.monotonic(), 0, len(prepared.spec.audits)
     counts = auditing.fact_counts(prepared.facts, list(prepared.spec.audits))
 
@@ -157,6 +165,7 @@ def run_updates(store: Store, prepared: PreparedRun, stop_event: Any) -> Iterato
                 break
             done = event.index - (event.status == "running")
             doing = f"{event.audit} {'running' if event.status == 'running' else event.status}"
+            turn.progress(done / total)
             update = dict(status=f"Running `{rid}`: {done} of {total} audits finished", progress=bar(done, doing))
             if event.status != "running":
                 update["numbers"] = metrics_frame(store.metrics_dict(rid))
@@ -183,40 +192,45 @@ def wire(lab: Lab, state: gr.State, form: AuditForm, out: Outputs, run_msg: Besi
             return note_html(hint)
         return facts_summary(auditing.load_source(source_, upload_, path_))
 
+    offered = Outputs(audits=form.audits, not_offered=form.not_offered, max_new=form.max_new,
+                      prompt_format=form.prompt_format)
+
     def on_pair(spec: PairSpec | None, chosen: list[str]):
         if spec is None:
-            return {}
+            return offered()
         pair = lab.pair(spec)
         names_, why = auditing.offered(pair)
-        return {form.audits: gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
-                form.not_offered: auditing.unavailable_note(why), form.prompt_format: preview_html(pair.base)}
+        return offered(audits=gr.CheckboxGroup(choices=names_, value=[n for n in chosen or [] if n in names_]),
+                       not_offered=auditing.unavailable_note(why),
+                       max_new=gr.Number(label=tokens_label(pair.base.context)),
+                       prompt_format=preview_html(pair.base))
 
     @run_msg
     def on_run(spec: PairSpec | None, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
                request: gr.Request):
         require_pair(lab, spec)
         store = lab.view(request)  # in a Space the run is this visitor's
-        run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_)
-        prepared = auditing.prepared_run(lab, spec, run_)
-        for update in run_updates(lab, prepared, lab.stop_event(request.session_hash)):
-            yield out(**update)
+        run_ = auditing.run_spec(spec, source_, upload_, path_, names_, options_, limit_, max_new_, reference_,
+                                 lab.context(spec.base))
+        stop_event = lab.stop_event(request.session_hash)
+        with lab.turns.line_up("audit") as turn:
+            if not (yield from waited(turn, stop_event, out)):
+                return
+            prepared = auditing.prepared_run(lab, spec, run_)
+            for update in run_updates(store, prepared, stop_event, turn):
+                yield out(**update)
 
     form.source.change(on_source, form.source, [form.upload, form.server_path], queue=False,
                        api_visibility="private")
     form.facts_msg.watch(gr.on([form.source.change, form.upload.change, form.server_path.submit], on_facts,
                                [form.source, form.upload, form.server_path], form.facts_info,
                                api_visibility="private", **form.facts_msg.events))
-    state.change(on_pair, [state, form.audits], [form.audits, form.not_offered, form.prompt_format],
-                 api_visibility="private",
+    state.change(on_pair, [state, form.audits], offered.list, api_visibility="private",
                  concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     form.audits.change(auditing.options_frame, [form.audits, form.options], form.options, queue=False,
                        api_visibility="private")
     running = run_msg.watch(out["run"].click(
-        on_run, [state, *form.run_inputs], out.list, api_name="run_audit", concurrency_id=MODEL_QUEUE,
-        concurrency_limit=1, **run_msg.events))
+        on_run, [state, *form.run_inputs], out.list, api_name="run_audit", **JOB_EVENTS, **run_msg.events))
     running.then(lambda: gr.Button(interactive=True), None, out["run"], queue=False, api_visibility="private")
 
-    def on_stop(request: gr.Request) -> None:
-        lab.stop(request.session_hash)
-
-    stop.click(on_stop, None, None, queue=False, api_name="stop_audit")
+    stop_button(lab, stop, api_name="stop_audit")

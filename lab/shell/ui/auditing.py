@@ -24,6 +24,7 @@ from lab.core.policy import current as current_policy
 from lab.demo.build import demo_facts_path
 from lab.shell.runner import PreparedRun, check, prepare
 from lab.shell.spec import PairSpec, RunSpec, build_spec
+from lab.shell.ui.fields import check_limit, check_new_tokens
 from lab.shell.ui.session import Lab
 
 DEMO_FACTS, UPLOAD, SERVER_PATH = "Demo facts", "Upload a file", "Server path"
@@ -111,27 +112,29 @@ def load_source(source: str, upload: str | None, server_path: str | None) -> Fac
 
 
 def run_fields(names: list[str] | None, options: pd.DataFrame | None, limit: float | None,
-               max_new_tokens: float | None, reference: str | None) -> dict[str, Any]:
-    """A run form's values as run-spec fields (the Audit and the Verdicts tab): 0 or nothing for the limit
-    means all facts, an empty reference none."""
-    if limit is not None and limit < 0:
-        raise LabError(f"facts per split must be 0 (all) or more, got {limit:g}")
+               max_new_tokens: float | None, reference: str | None, model: str | None = None,
+               context: int | None = None) -> dict[str, Any]:
+    """A run form's values as run-spec fields (the Audit and the Verdicts tab), checked as their fields check
+    them (:mod:`lab.shell.ui.fields`; ``context``: ``model``'s, when known): 0 or nothing for the limit means all
+    facts, an empty reference none."""
+    limit_ = check_limit(limit)
+    tokens = check_new_tokens(max_new_tokens, context, model or "the model")
     if not names:
         raise LabError("pick at least one audit")
-    return {"audits": list(names), "options": options_from_frame(options, names),
-            "limit": int(limit) if limit else None,
-            "max_new_tokens": int(max_new_tokens) if max_new_tokens is not None else None,
-            "reference": (reference or "").strip() or None}
+    return {"audits": list(names), "options": options_from_frame(options, names), "limit": limit_,
+            "max_new_tokens": tokens, "reference": (reference or "").strip() or None}
 
 
 def run_spec(spec: PairSpec, source: str, upload: str | None, server_path: str | None, names: list[str],
-             options: pd.DataFrame | None, limit: float | None, max_new_tokens: float, reference: str) -> RunSpec:
+             options: pd.DataFrame | None, limit: float | None, max_new_tokens: float, reference: str,
+             context: int | None = None) -> RunSpec:
     """The run the user asked for: the session's pair (its prompt format included) and the form, through the
-    run-spec builder (checked by the runner, not here)."""
+    run-spec builder (checked by the runner, not here; ``context``: the base model's, bounding the answers)."""
     path = facts_path(source, upload, server_path)
     if path is None and not spec.is_demo:
         raise LabError("the demo facts only fit the demo models: upload a facts file for your models")
-    fields = {**spec.to_dict(), **run_fields(names, options, limit, max_new_tokens, reference), "facts": path}
+    fields = {**spec.to_dict(), **run_fields(names, options, limit, max_new_tokens, reference, spec.base, context),
+              "facts": path}
     return build_spec(RunSpec, fields, "the Audit tab")
 
 
@@ -154,3 +157,8 @@ def checks_done(counts: list[int], audits_done: int) -> tuple[int, int]:
 def default_limit() -> int:
     """Facts per split a run starts with: all (0) locally, the policy's share in a Space."""
     return current_policy().default_limit or 0
+
+
+def default_new_tokens() -> int:
+    """Max new tokens a run form starts with: enough for the demo's short answers, within the policy's cap."""
+    return min(24, current_policy().max_new_tokens)

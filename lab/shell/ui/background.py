@@ -73,16 +73,35 @@ def checks_text(checks: tuple[int, int] | None) -> str:
     return f"{checks[0]} of {checks[1]} fact checks"
 
 
+def bar_html(done: float, total: float, parts: list[str], css: str = "") -> str:
+    """A progress bar at ``done`` of ``total`` with its text (the non-empty ``parts``, escaped, joined by dots)."""
+    share = done / total if total else 0.0
+    text = " · ".join(html.escape(p) for p in parts if p)
+    return (f"<div class='lab-progress {css}'{' ' if css else ''}role='progressbar' aria-valuemin='0' "
+            f"aria-valuemax='{total:g}' aria-valuenow='{done:g}'><div class='lab-progress-bar'><span "
+            f"style='width:{share:.1%}'></span></div><div class='lab-progress-text'>{text}</div></div>")
+
+
 def progress_html(done: int, total: int, started: float, doing: str, unit: str = "audit",
                   checks: tuple[int, int] | None = None) -> str:
     """One bar over the whole job: ``audit 3 of 8 · 60 of 240 fact checks · npo: reasoning · 0:42 elapsed ·
     about 1:10 left``; ``checks`` is (done, in all), None when unknown."""
     elapsed = time.monotonic() - started
-    share = done / total if total else 0.0
     step = min(done + 1, total)
-    parts = [f"{unit} {step} of {total}" if done < total else f"{total} of {total} {unit}s done",
-             checks_text(checks), doing, f"{clock(elapsed)} elapsed", time_left(done, total, elapsed)]
-    text = " · ".join(html.escape(p) for p in parts if p)
-    return (f"<div class='lab-progress' role='progressbar' aria-valuemin='0' aria-valuemax='{total}' "
-            f"aria-valuenow='{done}'><div class='lab-progress-bar'><span style='width:{share:.1%}'></span></div>"
-            f"<div class='lab-progress-text'>{text}</div></div>")
+    return bar_html(done, total, [f"{unit} {step} of {total}" if done < total else f"{total} of {total} {unit}s done",
+                                  checks_text(checks), doing, f"{clock(elapsed)} elapsed",
+                                  time_left(done, total, elapsed)])
+
+
+def phase_html(what: str, done: int, total: int, started: float, since: float) -> str:
+    """A bar over the step of work in hand, for work that reports its steps as it goes (an Internals view):
+    ``training the SAE: 120 of 400 · 1:02 elapsed · about 2:30 left``; ``started``: the whole job's start,
+    ``since``: this step's (its pace gives the time left)."""
+    now = time.monotonic()
+    return bar_html(done, total, [f"{what}: {done} of {total}", f"{clock(now - started)} elapsed",
+                                  time_left(done, total, now - since)])
+
+
+def waiting_html(note: str) -> str:
+    """A job waiting for its turn (:mod:`lab.shell.ui.turns`): an empty bar and where it stands."""
+    return bar_html(0, 1, [note], css="lab-waiting")

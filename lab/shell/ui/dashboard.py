@@ -125,15 +125,33 @@ class Tally:
             self.doing = f"{event.model} {event.status}"
 
 
-def parse_models(chosen: list[str] | None, typed: str | None) -> list[str]:
-    """The unlearned models to audit: the demo models ticked (as ``demo:NAME``) and any typed references
-    (one per line or comma-separated), each once, in that order."""
+def model_refs(chosen: list[str] | None, typed: str | None) -> list[str]:
+    """The models a form names: the demo models ticked (as ``demo:NAME``) and any typed references (one per
+    line or comma-separated), each once, in that order."""
     refs = [f"{DEMO_PREFIX}{name}" for name in chosen or []]
     refs += [part.strip() for line in (typed or "").splitlines() for part in line.split(",") if part.strip()]
-    unique = list(dict.fromkeys(refs))
-    if not unique:
-        raise LabError("pick at least one unlearned model to audit")
-    return unique
+    return list(dict.fromkeys(refs))
+
+
+def control_note(chosen: list[str] | None, typed: str | None, control: str | None) -> str:
+    """What to say beside the control field when the control is also picked as an unlearned model: it stays
+    the reference and is not audited against itself ("" when it is not picked)."""
+    control = (control or "").strip()
+    if not control or control not in model_refs(chosen, typed):
+        return ""
+    return (f"{control} is the control: every model is judged against it, so it is not audited as an unlearned "
+            "model (clear the control to audit it)")
+
+
+def parse_models(chosen: list[str] | None, typed: str | None, control: str | None = None) -> list[str]:
+    """The unlearned models to audit (:func:`model_refs`), the control left out: it is the reference every
+    model is judged against, never a model audited against itself."""
+    control = (control or "").strip()
+    refs = [ref for ref in model_refs(chosen, typed) if ref != control]
+    if not refs:
+        raise LabError("pick at least one unlearned model to audit" +
+                       (f" ({control} is the control, not a model to audit)" if control else ""))
+    return refs
 
 
 def dashboard_spec(fields: dict[str, Any], models: list[str]) -> SweepSpec:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from lab.core.store import Store
 from lab.shell.ui import links, models_tab
+from lab.shell.ui.results import find_item
 from lab.shell.ui.diff import compare_outputs
 from lab.shell.ui.internals_tab import InternalsInputs, item_view
 from lab.shell.ui.probe_tab import RAW, ProbeInputs
@@ -28,13 +29,6 @@ from lab.shell.ui.session import MODEL_QUEUE, Lab
 from lab.shell.ui.updates import Outputs
 
 PAIR_FIELDS = {f.name for f in dataclasses.fields(PairSpec)}
-
-
-def picked(frame: pd.DataFrame | None, index: float | None) -> pd.Series | None:
-    """The selected row of the filtered items, or None when no row is (still) there."""
-    if frame is None or index is None or not 0 <= index < len(frame):
-        return None
-    return frame.iloc[int(index)]
 
 
 def run_pair(store: Store, run_id: str, current: PairSpec | None) -> PairSpec:
@@ -52,7 +46,7 @@ def run_pair(store: Store, run_id: str, current: PairSpec | None) -> PairSpec:
 def use_run_pair(lab: Lab, store: Store, frame: pd.DataFrame | None, index: float | None,
                  current: PairSpec | None, progress: Any) -> dict[str, Any]:
     """The Models tab's outputs (by name) with the item's run pair loaded; nothing when the session has it."""
-    row = picked(frame, index)
+    row = find_item(frame, index)
     if row is None:
         return {}
     wanted = run_pair(store, str(row["run_id"]), current)
@@ -62,14 +56,16 @@ def use_run_pair(lab: Lab, store: Store, frame: pd.DataFrame | None, index: floa
 
 
 def item_note(doing: str, index: float, row: pd.Series) -> str:
-    """The Probe's note on where its prompt came from: ``Replaying item 3 of run results (direct, forget)…``."""
+    """The Probe's note on where its prompt came from: ``Replaying item 3 of run run-… (direct, forget)…``
+    (``index``: the item's stored id)."""
     category = f", {row['category']}" if row.get("category") else ""
-    return f"{doing} item {int(index)} of run results ({row['audit']}, {row['split']}{category}): its stored prompt"
+    return (f"{doing} item {int(index)} of run {row['run_id']} ({row['audit']}, {row['split']}{category}): its "
+            "stored prompt")
 
 
 def replay(frame: pd.DataFrame | None, index: float | None) -> dict[str, Any]:
     """The Probe filled with the item's prompt, sent as typed, and its gold answer, no demo fact picked."""
-    row = picked(frame, index)
+    row = find_item(frame, index)
     if row is None:
         return {}
     note = item_note("Replaying", index, row) + ", sent as typed."
@@ -80,7 +76,7 @@ def replay(frame: pd.DataFrame | None, index: float | None) -> dict[str, Any]:
 def explain(frame: pd.DataFrame | None, index: float | None) -> dict[str, Any]:
     """:func:`replay`, and the prompt set as sent with no outputs yet: Explain attributes the gold answer to
     exactly that prompt."""
-    row = picked(frame, index)
+    row = find_item(frame, index)
     if row is None:
         return {}
     note = item_note("Explaining", index, row) + " and gold answer, attributed in both models."
@@ -90,7 +86,7 @@ def explain(frame: pd.DataFrame | None, index: float | None) -> dict[str, Any]:
 
 def lens(frame: pd.DataFrame | None, index: float | None) -> dict[str, Any]:
     """The Internals tab filled with the item's prompt (sent as typed) and answer, no demo fact picked."""
-    row = picked(frame, index)
+    row = find_item(frame, index)
     if row is None:
         return {}
     return dict(tabs=gr.Tabs(selected="internals"), fact=None, question=row["prompt"], answer=row["answer"],

@@ -35,6 +35,7 @@ from lab.shell.report.style import message_figure, styled
 from lab.shell.ui import facts_picker
 from lab.shell.ui.diff import compare_outputs
 from lab.shell.ui.feedback import Beside, warning_html
+from lab.shell.ui.fields import new_tokens_cap, tokens_label
 from lab.shell.ui.probe import (SAMPLE_COLUMNS, build_prompt, explain, fit_both, gold_scores, prompt_warning,
                                 rewrites, sampled_answers, stream_both)
 from lab.shell.ui.saliency import saliency_html, saliency_placeholder
@@ -99,8 +100,9 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
     lim = current_policy()
     gr.Markdown("Ask both models the same thing and compare. Apply an attack's prompt transform to see "
                 "whether the unlearned model still knows.", elem_classes="tab-intro")
-    with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
-        with gr.Column(scale=4, min_width=280):
+    # On a phone the answers come right under Ask, before the transforms (static/style.css: #probe-ask).
+    with gr.Row(equal_height=False, elem_classes="stack-on-phone", elem_id="probe-main"):
+        with gr.Column(scale=4, min_width=280, elem_id="probe-ask"):
             fact = gr.Dropdown(label="Demo fact (fills the question and the gold answer)", elem_id="probe-fact")
             prompt = gr.Textbox(label="Question or prompt", lines=3, max_length=lim.max_prompt_chars,
                                 elem_id="probe-prompt")
@@ -113,17 +115,19 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
                 run = gr.Button("Ask both models", variant="primary", elem_id="probe-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="probe-stop")
             run_msg = Beside("probe-run")
-            gr.Markdown("**Attack transforms** rewrite the original question with an audit's own method; "
-                        "ask again to compare.")
-            buttons = {}
-            for audit, (prefix, label) in transform_groups().items():
-                with gr.Row(elem_classes="transforms"):
-                    for name in get_audit(audit).rewrites:
-                        buttons[(audit, name)] = gr.Button(f"{label}: {name}", size="sm", elem_id=f"{prefix}-{name}")
-            reset = gr.Button("Back to the original question", size="sm", elem_id="probe-reset")
-            active_note = gr.Markdown(NO_TRANSFORM, elem_id="probe-active")
-            transform_msg = Beside("probe-transform")
-        with gr.Column(scale=6, min_width=280):
+            with gr.Column(elem_id="probe-transforms"):
+                gr.Markdown("**Attack transforms** rewrite the original question with an audit's own method; "
+                            "ask again to compare.")
+                buttons = {}
+                for audit, (prefix, label) in transform_groups().items():
+                    with gr.Row(elem_classes="transforms"):
+                        for name in get_audit(audit).rewrites:
+                            buttons[(audit, name)] = gr.Button(f"{label}: {name}", size="sm",
+                                                               elem_id=f"{prefix}-{name}")
+                reset = gr.Button("Back to the original question", size="sm", elem_id="probe-reset")
+                active_note = gr.Markdown(NO_TRANSFORM, elem_id="probe-active")
+                transform_msg = Beside("probe-transform")
+        with gr.Column(scale=6, min_width=280, elem_id="probe-answers"):
             sent = gr.Textbox(label="Prompt sent", lines=2, interactive=False, elem_id="probe-sent")
             compare = gr.HTML(compare_outputs("", ""), elem_id="probe-compare")
             with gr.Accordion("Plain outputs (to copy)", open=False, elem_id="probe-plain"):
@@ -157,7 +161,7 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
 
     def on_fact(fact_id: str | None):
         if not fact_id:
-            return {}
+            return filled()
         picked = facts_picker.find(fact_id)
         return filled(prompt=picked.question, gold=picked.answer, mode=QUESTION, original=picked.question,
                       active=None, note=NO_TRANSFORM)
@@ -209,6 +213,14 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
         return warning_html(prompt_warning(pair, text, mode_ == RAW, int(min(max_new, lim.max_new_tokens)),
                                            lim.max_prompt_chars))
 
+    def on_model(spec: PairSpec | None, max_new: float):
+        """The answer length bounded by the loaded model's context (:func:`lab.shell.ui.fields.new_tokens_cap`)."""
+        if spec is None:
+            return gr.skip()
+        context = lab.pair(spec).base.context
+        cap = new_tokens_cap(context)
+        return gr.Slider(maximum=cap, value=min(max_new, cap), label=tokens_label(context))
+
     def on_reset(original_: str, text: str):
         return original_ or text, QUESTION, None, NO_TRANSFORM
 
@@ -251,6 +263,7 @@ def build(lab: Lab, state: gr.State) -> ProbeInputs:
         return attribute_msg.watch(trigger.success(on_attribute, attribute_inputs, attribute_outputs,
                                                    api_visibility="private", **attribute_msg.events, **queued))
 
+    state.change(on_model, [state, tokens], tokens, api_visibility="private", **queued)
     gr.on([prompt.change, mode.change, tokens.change, state.change], on_fit, [state, prompt, mode, tokens], fit,
           trigger_mode="always_last", show_progress="hidden", api_visibility="private")
     event = run_msg.watch(run.click(on_run, [state, prompt, mode, gold, tokens], answered.list,

@@ -1,4 +1,9 @@
-"""The Results tab's queries: runs from the store, filtered, and one run's items."""
+"""The Results tab's queries: runs from the store, filtered, and one run's items.
+
+Every item of a run has a stable id, the ``#`` column: its place in the run as stored (items are only ever
+appended, and the store reads them back in that order).  Filters keep each item's id, so ``#`` 37 is the same
+item in the full list and under ``recovered only``, and a link (:mod:`lab.shell.ui.links`) names it by that id.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from lab.core.store import Store
+from lab.shell.ui.links import ALL
 from lab.shell.ui.views import ITEM_COLUMNS
 
-ALL = "all"
 STATUSES = [ALL, "complete", "failed", "interrupted", "running"]
+SPLITS = [ALL, "forget", "retain", "holdout"]
 MAX_SHOWN_ITEMS = 2000  # the page shows this many; downloads carry every row
 
 
@@ -31,9 +37,10 @@ def runs_frame(store: Store, text: str = "", status: str = ALL) -> pd.DataFrame:
 
 def run_items(store: Store, run_id: str, audit: str = ALL, split: str = ALL,
               recovered_only: bool = False, fact: str = "") -> pd.DataFrame:
-    """The run's items, filtered (``fact``: part of a fact id), with a ``#`` column that names each row for
-    the detail view and the URL."""
+    """The run's items, filtered (``fact``: part of a fact id), with a ``#`` column: each item's stored id
+    (numbered before any filter, see the module docstring), which names it in the detail view and the URL."""
     items = store.items(run_id)
+    items.insert(0, "#", range(len(items)))
     fact = (fact or "").strip()
     if fact:
         items = items[items["fact_id"].astype(str).str.contains(fact, regex=False)]
@@ -43,9 +50,15 @@ def run_items(store: Store, run_id: str, audit: str = ALL, split: str = ALL,
         items = items[items["split"] == split]
     if recovered_only:
         items = items[items["recovered"].fillna(False).astype(bool)]
-    items = items.reset_index(drop=True)
-    items.insert(0, "#", range(len(items)))
-    return items
+    return items.reset_index(drop=True)
+
+
+def find_item(items: pd.DataFrame | None, item_id: float | None) -> pd.Series | None:
+    """The item whose stored id is ``item_id`` among ``items`` (a filtered list), or None when it is not there."""
+    if items is None or item_id is None or pd.isna(item_id):
+        return None
+    rows = items[items["#"] == int(item_id)]
+    return None if rows.empty else rows.iloc[0]
 
 
 def shown(items: pd.DataFrame) -> pd.DataFrame:

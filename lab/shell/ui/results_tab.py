@@ -6,8 +6,8 @@ side as models x audits, the metrics table beside it; the items below follow
 the filters (audit, split, fact, recovered only), the download carries exactly
 the filtered rows, and a selected item opens in full, diffed, with its links
 (:mod:`lab.shell.ui.item_links`): "Replay in Probe", the Internals view that reads an item ("Logit lens in Internals")
-and "Explain in Probe".  The address bar follows the run, fact and item
-(:mod:`lab.shell.ui.links`).
+and "Explain in Probe".  The address bar follows the run, every filter and the item's stored id
+(:mod:`lab.shell.ui.links`), so a shared link reopens the same list and the same item.
 
 Leaderboard: one sweep's checkpoints x audits (:mod:`lab.shell.report.leaderboard`),
 with the release gate at the chosen threshold and the same report as
@@ -24,7 +24,7 @@ import pandas as pd
 
 from audits import get_audit
 from lab.core.errors import LabError
-from lab.core.store import EXPORT_FORMATS
+from lab.core.store import EXPORT_FORMATS, Store
 from lab.shell.report import FORMATS
 from lab.shell.report.grid import grid_html, lab_link
 from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
@@ -55,8 +55,8 @@ class ResultsHooks:
     """What the app wires across tabs and to the URL."""
 
     run: gr.Dropdown
-    fact: gr.Textbox
-    item: gr.Number  # the selected row's number, or one the URL asked for (hidden)
+    filters: Outputs  # audit, split, recovered, fact: the item filters, by the URL's names
+    item: gr.Number  # the selected item's stored id, or one the URL asked for (hidden)
     items: gr.State  # the filtered items (full rows)
     sweep: gr.Dropdown
     buttons: ItemButtons
@@ -75,10 +75,10 @@ def build(lab: Lab, tab: gr.Tab) -> ResultsHooks:
                 "pick several to compare; open a sweep's leaderboard.", elem_classes="tab-intro")
     with gr.Tabs(elem_id="results-views"):
         with gr.Tab("Runs", id="runs", elem_id="results-runs-tab"):
-            hooks = _runs(lab, tab)
+            run, filters, item, items, buttons = _runs(lab, tab)
         with gr.Tab(LEADERBOARD_TITLE, id="leaderboard", elem_id="results-leaderboard-tab"):
             sweep = _leaderboard(lab, tab)
-    return ResultsHooks(hooks[0], hooks[1], hooks[2], hooks[3], sweep, hooks[4])
+    return ResultsHooks(run, filters, item, items, sweep, buttons)
 
 
 def item_buttons() -> tuple[gr.Row, ItemButtons]:
@@ -93,10 +93,17 @@ def item_buttons() -> tuple[gr.Row, ItemButtons]:
     return row, ItemButtons(replay, lens, explain, Beside("results-links"))
 
 
-def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr.State, ItemButtons]:
+def audit_picker(store: Store, run_id: str | None, current: str | None) -> gr.Dropdown:
+    """The audit filter over the run's audits, keeping ``current`` when the run has it (a link's, or the one
+    picked before the run changed), else all."""
+    audits = [results.ALL] + (list(store.audits(run_id)["audit"]) if run_id else [])
+    return gr.Dropdown(choices=audits, value=current if current in audits else results.ALL)
+
+
+def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, Outputs, gr.Number, gr.State, ItemButtons]:
     run_id = gr.State(None)
     items_state = gr.State(None)
-    # The selected row's number: a hidden field, not a State, so the browser can put it into the URL.
+    # The selected item's stored id: a hidden field, not a State, so the browser can put it into the URL.
     item_state = gr.Number(None, precision=0, visible="hidden", elem_id="results-item-index")
     with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
         text = gr.Textbox(label="Filter (run id, model or audit)", scale=4, elem_id="results-filter")
@@ -115,7 +122,7 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
                                elem_classes="scroll-table")
     with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
         audit = gr.Dropdown([results.ALL], value=results.ALL, label="Audit", elem_id="results-audit")
-        split = gr.Dropdown([results.ALL, "forget", "retain", "holdout"], value=results.ALL, label="Split",
+        split = gr.Dropdown(results.SPLITS, value=results.ALL, label="Split",
                             elem_id="results-split")
         fact = gr.Textbox(label="Fact id contains", elem_id="results-fact")
         recovered = gr.Checkbox(False, label="Recovered only", elem_id="results-recovered")
@@ -147,21 +154,24 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
         return refreshed(runs=frame, run=picker, compare=gr.Dropdown(choices=picker.choices))
 
     @run_msg
-    def on_run(run_id_: str | None, compare_: list[str] | None, request: gr.Request):
-        if not run_id_:
-            return chosen_run(run_id=None, summary="", verdict="", metrics=None,
-                              audit=gr.Dropdown(choices=[results.ALL], value=results.ALL))
+    def on_run(run_id_: str | None, compare_: list[str] | None, audit_: str | None, request: gr.Request):
         store = lab.view(request)
-        audits = [results.ALL] + list(store.audits(run_id_)["audit"])
+        if not run_id_:
+            return chosen_run(run_id=None, summary="", verdict="", metrics=None, audit=audit_picker(store, None, None))
         chosen = [run_id_] + [r for r in compare_ or [] if r != run_id_]
         board = collect_runs(store, chosen)
         return chosen_run(run_id=run_id_, summary=run_summary(store, run_id_), verdict=grid_html(board, link=lab_link),
-                          metrics=compare_frame(store, chosen), audit=gr.Dropdown(choices=audits, value=results.ALL))
+                          metrics=compare_frame(store, chosen), audit=audit_picker(store, run_id_, audit_))
 
     def item_view(frame: pd.DataFrame | None, item_: float | None) -> dict[str, Any]:
-        """The selected item in full and its links, or nothing when no row is picked."""
-        picked = frame is not None and item_ is not None and 0 <= item_ < len(frame)
-        return dict(detail=item_detail(frame.iloc[int(item_)]) if picked else "", links=gr.Row(visible=picked))
+        """The selected item in full and its links; nothing when no item is picked, a note when the picked one
+        is not among the filtered items (a link edited by hand)."""
+        row = results.find_item(frame, item_)
+        if row is not None:
+            return dict(detail=item_detail(row), links=gr.Row(visible=True))
+        missing = frame is not None and item_ is not None and not pd.isna(item_)
+        note = f"<p class='vnone'>Item {int(item_)} is not among the items these filters show.</p>" if missing else ""
+        return dict(detail=note, links=gr.Row(visible=False))
 
     @items_msg
     def on_items(run_id_: str | None, audit_: str, split_: str, recovered_: bool, fact_: str, item_: float | None,
@@ -188,18 +198,23 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
     run_msg.watch(refresh.click(on_refresh, refresh_inputs, refresh_outputs, api_name="runs", **run_msg.events))
     run_msg.watch(gr.on([tab.select, text.submit, status.change], on_refresh, refresh_inputs, refresh_outputs,
                         api_visibility="private", **run_msg.events))
-    item_inputs = [run_id, audit, split, recovered, fact, item_state]
+    filters = Outputs(audit=audit, split=split, recovered=recovered, fact=fact)
+    item_inputs = [run_id, *filters.list, item_state]
     item_outputs = listed.list
-    run_msg.watch(gr.on([run.change, compare.change], on_run, [run, compare], chosen_run.list,
-                        api_visibility="private", **run_msg.events)).then(
+    # The address bar: the run, every filter as applied, and the item (see lab.shell.ui.links).
+    placed = params_js(["run", *filters.components, "item"], {"tab": "results"})
+    # A run picked by hand starts with no item (an id names an item of one run only).
+    run.input(lambda: None, None, item_state, queue=False, api_visibility="private")
+    listed_run = run_msg.watch(gr.on([run.change, compare.change], on_run, [run, compare, audit], chosen_run.list,
+                                     api_visibility="private", **run_msg.events)).then(
         on_items, item_inputs, item_outputs, api_visibility="private", **items_msg.events)
-    run.input(None, run, None, js=params_js(["run", "item"], {"tab": "results"}))
+    listed_run.then(None, [run, *filters.list, item_state], None, js=placed)
     filtered = items_msg.watch(gr.on([audit.input, split.input, recovered.input, fact.submit],
                                      lambda: None, None, item_state, queue=False, api_visibility="private").then(
         on_items, item_inputs, item_outputs, api_visibility="private", **items_msg.events))
-    filtered.then(None, fact, None, js=params_js(["fact", "item"]))
+    filtered.then(None, [run, *filters.list, item_state], None, js=placed)
     items.select(on_select, None, item_state, api_visibility="private").then(
-        None, [run, fact, item_state], None, js=params_js(["run", "fact", "item"], {"tab": "results"}))
+        None, [run, *filters.list, item_state], None, js=placed)
     # The item shows whichever way it was picked (a row, or the URL while the items were still loading).
     shown_item = Outputs(detail=detail, links=links)
     item_state.change(lambda frame, item_: shown_item(**item_view(frame, item_)), [items_state, item_state],
@@ -208,16 +223,17 @@ def _runs(lab: Lab, tab: gr.Tab) -> tuple[gr.Dropdown, gr.Textbox, gr.Number, gr
                                   **export_msg.events))
     gr.on([run.change, fmt.change, audit.change, split.change, recovered.change, fact.submit],
           lambda: gr.DownloadButton(visible=False), None, download, queue=False, api_visibility="private")
-    return run, fact, item_state, items_state, buttons
+    return run, filters, item_state, items_state, buttons
 
 
 def _leaderboard(lab: Lab, tab: gr.Tab) -> gr.Dropdown:
     gr.Markdown("A sweep audits one base against many unlearned checkpoints (`python -m lab sweep SPEC`, or the "
-                "Verdicts tab). Each row is a checkpoint; the release gate fails a checkpoint whose raw recovery "
-                "rate exceeds the threshold.", elem_classes="tab-intro")
+                "Verdicts tab). Each row is a checkpoint; the release gate judges it as its verdict does: it fails "
+                "a checkpoint that leaked, one an attack recovers beyond the threshold, or one that cannot be "
+                "judged.", elem_classes="tab-intro")
     with gr.Row(equal_height=True, elem_classes="stack-on-phone"):
         sweep = gr.Dropdown(label="Sweep", scale=4, elem_id="results-sweep")
-        gate = gr.Slider(0, 100, value=round(100 * GATE), step=1, label="Release gate: fail above (% recovered)",
+        gate = gr.Slider(0, 100, value=round(100 * GATE), step=1, label="Release gate: fail a hidden cell above (%)",
                          scale=2, elem_id="results-gate")
     sweep_msg = Beside("results-sweep")
     view = board_view("results-board")

@@ -9,8 +9,9 @@ DuckDB connection behind a lock): the single writer that keeps concurrent runs
 from losing rows.  A handler reads and writes it through :meth:`Lab.view`: in a
 hosted Space that is the visitor's own view (their runs and sweeps, and those
 no visitor made: the demo's), so one visitor never opens another's uploaded
-questions, answers or outputs.  Events that call a model also share one Gradio concurrency
-group (:data:`MODEL_QUEUE`), so model calls run one at a time, in arrival order.
+questions, answers or outputs.  Short events that call a model (loading a pair, the Probe) share one
+Gradio concurrency group (:data:`MODEL_QUEUE`) and run one at a time; long work (runs, sweeps, the Internals
+views) takes turns in :attr:`Lab.turns`, several side by side (:mod:`lab.shell.ui.turns`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Hashable
+
+import gradio as gr
 
 from audits.base import ModelLoader
 from lab.core import settings
@@ -32,8 +35,9 @@ from lab.core.refs import DEMO_PREFIX
 from lab.core.store import Store
 from lab.shell.spec import PairSpec, build_spec
 from lab.shell.ui.demo_world import DemoWorlds
+from lab.shell.ui.turns import Turns
 
-MODEL_QUEUE = "model"  # Gradio concurrency_id of every event that runs a model
+MODEL_QUEUE = "model"  # Gradio concurrency_id of the short events that run a model (long work: lab.shell.ui.turns)
 DEMO_UNLEARNED = ("npo", "graddiff", "ga", "npo_small", "graddiff_small", "rmu", "idk", "retrain")
 
 
@@ -55,7 +59,11 @@ class Lab:
         self._stops: dict[str, threading.Event] = {}
         self._stops_lock = threading.Lock()
         self._memo: OrderedDict[Hashable, Any] = OrderedDict()
+        self._memo_lock = threading.Lock()
+        self._computing: dict[Hashable, threading.Lock] = {}
         self.max_memo = 4
+        # Long jobs side by side: as many as pairs the engine cache holds, unless LAB_MODEL_SLOTS says.
+        self.turns = Turns(settings.model_slots() or max(1, max_engines // 2))
 
     def close(self) -> None:
         self.demo.close()
@@ -89,6 +97,12 @@ class Lab:
                 self._engines.popitem(last=False)  # a job still holding it keeps it alive until done
             return engine.formatted(spec.prompt_format)
 
+    def context(self, ref: str | None) -> int | None:
+        """The context length of ``ref`` when a loaded engine has its weights (any device), else None: what
+        bounds a form's answer length before a run loads anything."""
+        ref = (ref or "").strip()
+        return next((e.context for key, e in list(self._engines.items()) if key[0] == ref and e.context), None)
+
     def loader(self, spec: PairSpec) -> ModelLoader:
         """The runner's model loader for runs on this session's pair: the cache, on the pair's device, in its
         prompt format."""
@@ -104,15 +118,25 @@ class Lab:
     def remember(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """``make()`` computed once per key and kept (a few at most): analyses reused across requests.
 
-        Called from model events only, which run one at a time, so no two threads compute one key.
+        Jobs run side by side (:mod:`lab.shell.ui.turns`): a second job asking for a key being computed waits for
+        that result instead of computing it again; other keys go on meanwhile.
         """
-        if key in self._memo:
-            self._memo.move_to_end(key)
-            return self._memo[key]
-        value = self._memo[key] = make()
-        while len(self._memo) > self.max_memo:
-            self._memo.popitem(last=False)
-        return value
+        with self._memo_lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
+            with self._memo_lock:
+                if key in self._memo:
+                    return self._memo[key]
+            value = make()
+            with self._memo_lock:
+                self._memo[key] = value
+                self._computing.pop(key, None)
+                while len(self._memo) > self.max_memo:
+                    self._memo.popitem(last=False)
+            return value
 
     # ------------------------------------------------------------------- stops
     def stop_event(self, session: str) -> threading.Event:
@@ -130,6 +154,17 @@ class Lab:
             return False
         event.set()
         return True
+
+
+def stop_button(lab: Lab, button: gr.Button, api_name: str | None = None) -> None:
+    """``button`` stops this browser session's running job (a run, a sweep, a view) before its next step, or
+    its wait for a turn (``api_name``: offered to API clients under that name)."""
+
+    def on_stop(request: gr.Request) -> None:
+        lab.stop(request.session_hash)
+
+    button.click(on_stop, None, None, queue=False,
+                 **({"api_name": api_name} if api_name else {"api_visibility": "private"}))
 
 
 def require_pair(lab: Lab, spec: PairSpec | None) -> ModelPair:

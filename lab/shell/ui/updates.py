@@ -5,7 +5,9 @@ that order, so one more output meant editing every ``return`` and ``yield``
 (and padding the rest with ``gr.skip()``).  A handler can instead return a
 dict keyed by component; components it leaves out keep their value.
 :class:`Outputs` names a handler's output components once, so a handler says
-``out(status="Done", table=frame)`` and nothing else changes.
+``out(status="Done", table=frame)`` and nothing else changes.  An update that
+names nothing (``out()``) skips every output: Gradio reads an empty dict as one
+value, not as "no change".
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ class Outputs:
         return list(self.components.values())
 
     def __call__(self, **values: Any) -> dict[Any, Any]:
-        """The update that sets the named components (unknown names are a programming error, raised)."""
+        """The update that sets the named components (unknown names are a programming error, raised); with no
+        names, one that leaves every component as it is."""
         unknown = set(values) - set(self.components)
         if unknown:
             raise KeyError(f"no output named {', '.join(sorted(unknown))}")
+        if not values:
+            return {component: gr.skip() for component in self.components.values()}
         return {self.components[name]: value for name, value in values.items()}
 
     def __add__(self, other: "Outputs") -> "Outputs":

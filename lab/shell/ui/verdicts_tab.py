@@ -3,10 +3,16 @@
 One click runs the chosen audits on every chosen model (a sweep, see
 :mod:`lab.shell.ui.dashboard`) with one progress bar over the whole job
 (audit k of n, fact checks done, time left); the grid fills as each audit finishes: a row per
-model, a state per audit (forgotten / hidden / leaked, judged on the 95%
-interval, against the control when one is given), one sentence per model and
-its worst recovered facts one click away.  The same leaderboard reopens
-later in Results → Leaderboard and as ``python -m lab report --sweep ID``.
+model, a state per audit (judged on the 95% interval by :mod:`lab.shell.verdict`,
+against the control when one is given), the release gate by the same
+judgement, one sentence per model and its worst recovered facts one click
+away.  The same leaderboard reopens later in Results → Leaderboard and as
+``python -m lab report --sweep ID``.
+
+The control is the reference, never also an audited model: the demo's default
+control is ``demo:retrain`` (trained without the forget set), which is then not
+ticked as an unlearned model; ticked anyway, it is left out and the page says
+so beside the control field.
 """
 
 from __future__ import annotations
@@ -24,16 +30,20 @@ from lab.core.store import Store
 from lab.demo.build import read_manifest
 from lab.shell.report.leaderboard import GATE, collect_runs, collect_sweep
 from lab.shell.ui import auditing
+from lab.shell.ui.auditing import default_new_tokens
 from lab.shell.ui.background import Finished, in_background, progress_html
 from lab.shell.ui.board import board_values, board_view
 from lab.shell.sweep import SweepSpec
-from lab.shell.ui.dashboard import Tally, dashboard_spec, parse_models, run_dashboard
-from lab.shell.ui.feedback import Beside
+from lab.shell.ui.dashboard import Tally, control_note, dashboard_spec, parse_models, run_dashboard
+from lab.shell.ui.feedback import Beside, warning_html
+from lab.shell.ui.fields import check_limit, check_new_tokens, number_field, tokens_label
 from lab.shell.ui.format_form import format_fields, format_form
 from lab.shell.ui.updates import Outputs
-from lab.shell.ui.session import DEMO_UNLEARNED, MODEL_QUEUE, Lab
+from lab.shell.ui.session import DEMO_UNLEARNED, Lab, stop_button
+from lab.shell.ui.turns import JOB_EVENTS, Turn, waited
 
-DEFAULT_MODELS = ["npo", "graddiff", "ga", "retrain"]  # the demo's three unlearners and the retrain control
+DEFAULT_MODELS = ["npo", "graddiff", "ga"]  # the demo's three unlearners
+DEFAULT_CONTROL = "demo:retrain"  # the demo's model trained without the forget set: the reference
 DASHBOARD_LIMIT = 30  # facts per split by default: a verdict in about a minute on a laptop CPU
 
 
@@ -49,8 +59,9 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
     lim = current_policy()
     names = auditing.available_audits()
     gr.Markdown("Audit one base model against several unlearned models at once and get a verdict per model: "
-                "**forgotten** (nothing comes back), **hidden** (an attack brings answers back) or **leaked** "
-                "(it still answers directly).", elem_classes="tab-intro")
+                "**leaked** (it still answers directly), **hidden** (an attack brings answers back beyond the "
+                "control), **no recovery shown** (nothing came back, but that is not proof) or **forgotten** "
+                "(nothing came back under audits with demonstrated power).", elem_classes="tab-intro")
     with gr.Row(equal_height=False, elem_classes="stack-on-phone"):
         with gr.Column(scale=4, min_width=280):
             base = gr.Textbox("demo:base", label="Base model", elem_id="verdicts-base")
@@ -60,13 +71,19 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
                                elem_id="verdicts-more")
             audits = gr.CheckboxGroup(names, value=[a for a in names if get_audit(a).default_on], label="Audits",
                                       elem_id="verdicts-audits")
-            with gr.Row():
-                limit = gr.Number(lim.default_limit or DASHBOARD_LIMIT, label="Facts per split (0: all)",
-                                  precision=0, minimum=0, elem_id="verdicts-limit")
-                max_new = gr.Number(min(24, lim.max_new_tokens), label="Max new tokens", precision=0, minimum=1,
-                                    maximum=lim.max_new_tokens, elem_id="verdicts-max-tokens")
-            reference = gr.Textbox(label="Control model (optional, e.g. demo:retrain): cells are judged on the "
-                                         "rate beyond the control's", elem_id="verdicts-reference")
+            with gr.Row(equal_height=True):
+                with gr.Column(min_width=140):
+                    limit, _ = number_field(lim.default_limit or DASHBOARD_LIMIT, "Facts per split (0: all)",
+                                            "verdicts-limit", lambda value, _: check_limit(value))
+                with gr.Column(min_width=140):
+                    max_new, _ = number_field(default_new_tokens(), tokens_label(lab.context(base.value)),
+                                              "verdicts-max-tokens",
+                                              lambda value, ref: check_new_tokens(value, lab.context(ref), ref),
+                                              about=base)
+            reference = gr.Textbox(DEFAULT_CONTROL, label="Control model (optional; the reference, not audited "
+                                   "itself): cells are judged on the rate beyond the control's",
+                                   elem_id="verdicts-reference")
+            control_msg = gr.HTML("", elem_id="verdicts-reference-note", elem_classes="lab-msg", min_height=0)
             form = format_form("verdicts")
             with gr.Row():
                 run = gr.Button("Audit every model", variant="primary", elem_id="verdicts-run")
@@ -79,29 +96,37 @@ def build(lab: Lab, tab: gr.Tab) -> gr.Button:
     @run_msg
     def on_run(base_, models_, typed_, audits_, limit_, max_new_, reference_, template_, chat_, system_, vars_,
                split_, request: gr.Request):
-        fields = {"base": base_, **auditing.run_fields(audits_, None, limit_, max_new_, reference_),
+        fields = {"base": base_, **auditing.run_fields(audits_, None, limit_, max_new_, reference_, base_,
+                                                       lab.context(base_)),
                   **format_fields(template_, chat_, system_, vars_, split_)}
-        spec = dashboard_spec(fields, parse_models(models_, typed_))
+        spec = dashboard_spec(fields, parse_models(models_, typed_, reference_))
         store = lab.view(request)  # in a Space the sweep and its runs are this visitor's
-        for update in dashboard_updates(store, spec, lab.stop_event(request.session_hash)):
-            yield out(**update)
+        stop_event = lab.stop_event(request.session_hash)
+        with lab.turns.line_up("sweep") as turn:
+            if not (yield from waited(turn, stop_event, out)):
+                return
+            for update in dashboard_updates(store, spec, stop_event, turn):
+                yield out(**update)
 
     inputs = [base, models, typed, audits, limit, max_new, reference, *form.inputs]
-    started = run_msg.watch(run.click(on_run, inputs, out.list, api_name="verdicts", concurrency_id=MODEL_QUEUE,
-                                      concurrency_limit=1, **run_msg.events))
+    started = run_msg.watch(run.click(on_run, inputs, out.list, api_name="verdicts", **JOB_EVENTS, **run_msg.events))
     started.then(lambda: gr.Button(interactive=True), None, run, queue=False, api_visibility="private")
-
-    def on_stop(request: gr.Request) -> None:
-        lab.stop(request.session_hash)
-
-    stop.click(on_stop, None, None, queue=False, api_visibility="private")
-    tab.select(lambda: gr.CheckboxGroup(choices=demo_models()), None, models, queue=False, api_visibility="private")
+    stop_button(lab, stop)
+    gr.on([models.change, typed.change, reference.change],
+          lambda *picked: warning_html(control_note(*picked)), [models, typed, reference], control_msg, queue=False,
+          api_visibility="private")
+    sized = Outputs(models=models, max_new=max_new)
+    gr.on([tab.select, base.blur],
+          lambda ref: sized(models=gr.CheckboxGroup(choices=demo_models()),
+                            max_new=gr.Number(label=tokens_label(lab.context(ref)))),
+          base, sized.list, queue=False, api_visibility="private")
     return run
 
 
-def dashboard_updates(store: Store, spec: SweepSpec, stop_event: Any) -> Iterator[dict[str, Any]]:
-    """The dashboard's sweep on a worker thread, as named updates: one progress bar over every audit of every
-    model, the grid filled as runs end, then the sweep's own leaderboard."""
+def dashboard_updates(store: Store, spec: SweepSpec, stop_event: Any, turn: Turn) -> Iterator[dict[str, Any]]:
+    """The dashboard's sweep on a worker thread in its ``turn``, as named updates: one progress bar over every
+    audit of every model (also told to the turn, for those waiting), the grid filled as runs end, then the
+    sweep's own leaderboard."""
     tally, started, runs, sweep_id = Tally(len(spec.pairs), len(spec.audits)), time.monotonic(), [], None
 
     def bar(done: int, doing: str) -> str:
@@ -114,6 +139,7 @@ def dashboard_updates(store: Store, spec: SweepSpec, stop_event: Any) -> Iterato
             if isinstance(event, Finished):
                 break
             tally.add(event)
+            turn.progress(tally.done / tally.total)
             sweep_id = event.run_id if event.kind == "sweep" else sweep_id
             runs += [event.run_id] if event.kind == "run" else []
             update = dict(progress=bar(tally.done, tally.doing),

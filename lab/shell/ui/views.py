@@ -111,13 +111,15 @@ def audit_statuses(store: Store, run_id: str) -> dict[str, str]:
 
 def run_summary(store: Store, run_id: str) -> str:
     """The run's status as people read it (a run where 8 of 9 audits finished is partial, not failed),
-    what failed and why, and each finished audit's own one-line verdict."""
+    what failed and why (an audit cut short by the run's end gives the run's reason: "interrupted: stopped by
+    the user"), and each finished audit's own one-line verdict."""
     run = store.run(run_id)
     audits = store.audits(run_id)
     lines = [f"### Run `{run_id}`: {run_label(run['status'], audit_statuses(store, run_id))}",
              f"{run['base_ref']} → {run['unlearned_ref']} · {len(store.items(run_id))} items stored"]
-    lines += [f"- ✗ **{r.audit}** {r.status}: {str(r.error or '').splitlines()[0] if r.error else ''}"
-              for r in audits[~audits["status"].isin(["complete", "skipped"])].itertuples()]
+    for r in audits[~audits["status"].isin(["complete", "skipped"])].itertuples():
+        reason = (r.error if isinstance(r.error, str) and r.error else None) or run.get("error") or ""
+        lines.append(f"- ✗ **{r.audit}** {r.status}" + (f": {reason.splitlines()[0]}" if reason.strip() else ""))
     lines += [f"- **{audit}**: {get_audit(audit)().verdict(values)}"
               for audit, values in store.metrics_dict(run_id).items()]
     return "\n".join(lines)
