@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lab.core import settings
+from lab.core.batching import Cancelled, check_cancelled
 from lab.core.errors import LabError
 from lab.core.facts import save_facts
 from lab.core.scoring import rate, score_answer
@@ -178,6 +179,18 @@ def _staging(root: Path) -> Path:
 
 
 def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
+    """Build into the staging folder beside ``root``, then install; a stop (the first Ctrl-C: see
+    :func:`lab.core.batching.cancellable`) or an error between training steps removes the staging folder, so no
+    half-built demo is left, and ``root`` is untouched until the build is whole."""
+    tmp = _staging(root)
+    try:
+        return _build_in(profile, profile_name, root, seed, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _build_in(profile: Profile, profile_name: str, root: Path, seed: int, tmp: Path) -> Path:
     started = time.time()
     torch.manual_seed(seed)
     people = make_people(seed, profile.people, profile.forget_share, profile.holdout_share)
@@ -190,12 +203,19 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
     rows_all, rows_kept = encode(tokenizer, texts_all), encode(tokenizer, texts_kept)
     steps = lambda n: profile.epochs * -(-n // profile.batch_size)  # noqa: E731
     total = steps(len(rows_all)) + steps(len(rows_kept)) + sum(r.steps for r in profile.unlearners.values())
-    tmp = _staging(root)
     if tmp.exists():
         shutil.rmtree(tmp)  # an earlier build's leftover: check_writable saw its mark
     (tmp / "models").mkdir(parents=True)
     (tmp / OWNER_MARK).write_text("built by the Unlearning Audit Lab (python -m lab demo build)\n")
     bar = tqdm(total=total, desc=f"building demo ({profile_name})", unit="step")
+
+    def step(done: int) -> None:  # after every optimizer step: a stop asked for ends the build here
+        bar.update(done)
+        try:
+            check_cancelled()
+        except Cancelled:
+            bar.close()  # no half-drawn bar before the message
+            raise
     forget_facts = [f for f in facts if f.split == "forget"]
     retain_facts = [f for f in facts if f.split == "retain"]
     forget_rows = answer_rows(tokenizer, [qa_prompt(f.question) for f in forget_facts], [f.answer for f in forget_facts])
@@ -210,12 +230,11 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
 
     bar.set_postfix_str("base")
     base = make_model(tokenizer, profile.shape, seed)
-    train_lm(base, rows_all, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed, bar.update)
+    train_lm(base, rows_all, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed, step)
     save("base", base)
     bar.set_postfix_str("retrain")
     retrain = make_model(tokenizer, profile.shape, seed)
-    train_lm(retrain, rows_kept, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed,
-             bar.update)
+    train_lm(retrain, rows_kept, tokenizer.pad_token_id, profile.epochs, profile.lr, profile.batch_size, seed, step)
     save("retrain", retrain)
     del retrain
     for name, recipe in profile.unlearners.items():
@@ -223,7 +242,7 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int) -> Path:
         model = make_model(tokenizer, profile.shape, seed)
         model.load_state_dict(base.state_dict())
         unlearn(model, recipe, forget_rows, retain_rows, tokenizer.pad_token_id, profile.batch_size, seed,
-                refusals=refusals, progress=bar.update)
+                refusals=refusals, progress=step)
         save(name, model)
     bar.close()
     save_facts(facts + multiple_choice(facts, seed) + passages(people), tmp / "facts.jsonl")

@@ -16,10 +16,12 @@ import os
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.core import settings
+from lab.core.batching import cancellable
 from lab.core.errors import LabError, describe, printable, route_warnings
 
 if TYPE_CHECKING:
@@ -211,8 +213,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _gpucheck(args: argparse.Namespace) -> int:
+    from lab.shell.gpucheck import require_gpu, run
+
+    require_gpu(args.shape)  # before the demo is built or a byte of the pair is written
     from lab.shell.bench import demo_for
-    from lab.shell.gpucheck import run
 
     result = run(args.shape, Path(args.out), demo_for(quick=True), args.limit)
     print(f"wrote {args.out}: scoring {result['scoring']['tokens_per_s']:,.0f} tokens/s, suite "
@@ -410,8 +414,9 @@ STOP = threading.Event()  # set by the first Ctrl-C or SIGTERM: the run stops be
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """Ctrl-C or SIGTERM (a container stopping, a CI timeout): the run stops before its next batch, keeps
-    every row written and is stored as interrupted; a second signal stops at once."""
+    """Ctrl-C or SIGTERM (a container stopping, a CI timeout): every long command stops at its next check (a
+    run before its next batch, keeping every row written and stored as interrupted; a demo build or the GPU check
+    before its next training step or batch, leaving no half-built folder); a second signal stops at once."""
     if STOP.is_set():
         raise KeyboardInterrupt
     STOP.set()
@@ -428,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if getattr(args, "db", "unset") is None:
             args.db = str(settings.default_db())
-        return args.func(args)
+        with cancellable(STOP) if main_thread else nullcontext():  # every batch and training step checks STOP
+            return args.func(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_ERROR
