@@ -73,19 +73,23 @@ class Choices:
         return int(np.argmax(self.scores))
 
 
+def choice_pairs(fact: Fact, opts: MultipleChoiceOptions) -> list[tuple[str, str]]:
+    """(prompt, continuation) of every choice of one question, as they are scored."""
+    if opts.scoring == "letters":
+        prompt = lettered_prompt(fact, opts.description)
+        return [(prompt, f" {LETTERS[j]}") for j in range(len(fact.choices))]
+    prompt = choice_prompt(fact, opts.description)
+    return [(prompt, f" {c}") for c in fact.choices]
+
+
 def score_choices(engine: Backend, facts: list[Fact], opts: MultipleChoiceOptions, desc: str) -> list[Choices]:
     """Every choice of every question scored in one batched engine call."""
     prompts, targets, owner = [], [], []
     for i, fact in enumerate(facts):
-        if opts.scoring == "letters":
-            prompt = lettered_prompt(fact, opts.description)
-            options = [f" {LETTERS[j]}" for j in range(len(fact.choices))]
-        else:
-            prompt = choice_prompt(fact, opts.description)
-            options = [f" {c}" for c in fact.choices]
-        prompts += [prompt] * len(options)
-        targets += options
-        owner += [i] * len(options)
+        pairs = choice_pairs(fact, opts)
+        prompts += [prompt for prompt, _ in pairs]
+        targets += [target for _, target in pairs]
+        owner += [i] * len(pairs)
     scores = engine.answer_scores(prompts, targets, desc=desc)
     per_fact: list[list[float]] = [[] for _ in facts]
     for i, s in zip(owner, scores):
@@ -132,6 +136,11 @@ class MultipleChoiceAudit(Audit[MultipleChoiceOptions]):
         return AuditResult(metrics=metrics, artifacts={"groups": {g: len(i) for g, i in groups.items() if i}},
                            notes=[f"{len(facts)} questions scored by {opts.scoring}"
                                   + (" (per-token mean)" if opts.length_normalized and opts.scoring == "choices" else "")])
+
+    def row_tokens(self, engine: Backend, fact: Fact, options: MultipleChoiceOptions) -> int:
+        """The longest of the question's scored rows: its lettered (or plain) prompt and one choice."""
+        rows, _ = engine.continuation_rows(choice_pairs(fact, options))
+        return max((len(row) for row in rows), default=0)
 
     def item(self, fact: Fact, prompt: str, base: Choices, unlearned: Choices) -> ItemRecord:
         return ItemRecord(
