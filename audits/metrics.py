@@ -208,7 +208,7 @@ class MetricsAudit(Audit[MetricsOptions]):
     summary = ("the benchmark metrics of every model: low forget-set scores, an MIA AUC near 0.5 and PrivLeak "
                "near 0 are what the standard evaluation calls forgotten")
     Options = MetricsOptions
-    needs = frozenset({"generate", "logprobs"})
+    needs = frozenset({"generate", "logprobs", "exact_tokens"})  # answers are scored followed by EOS
     uses = ("qa", "text")  # text: passages for membership inference (mia_source=text)
     headline_keys = ("forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "forget_quality", "privleak",
                      "model_utility", "rouge_l_forget", "prob_forget", "truth_ratio_forget", "mia_mink_pp_auc")

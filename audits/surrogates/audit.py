@@ -214,7 +214,7 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
     summary = ("share of the forget facts the unlearned model gives up on the plain question but answers "
                "under a surrogate probe derived from it")
     Options = SurrogatesOptions
-    needs = frozenset({"generate", "logprobs"})
+    needs = frozenset({"generate", "logprobs", "exact_tokens"})  # membership scores probes followed by EOS
     uses = ("qa", "continuation", "text")
     headline_keys = ("recovery_rate", "accuracy_du", "accuracy_surrogate", "accuracy_gap", "mia_min_k_du",
                      "mia_min_k_surrogate")
