@@ -224,6 +224,18 @@ def _gpucheck(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gguf(args: argparse.Namespace) -> int:
+    from lab.core.files import write_output
+    from lab.core.gguf import write_gguf
+    from lab.core.refs import require_local
+
+    ref = require_local(args.model)
+    if ref.local_folder is None or ref.adapter is not None:
+        raise LabError(f"'{args.model}': gguf converts a model folder on this machine (a path or demo:<name>)")
+    print(write_output(args.out, lambda tmp: write_gguf(ref.local_folder, tmp), [ref.local_folder]))
+    return EXIT_OK
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -368,6 +380,12 @@ def build_parser() -> Parser:
     gpu.add_argument("--out", default="gpu_check.json")
     gpu.add_argument("--limit", type=int, default=10, help="facts per split and kind in the audit suite")
     gpu.set_defaults(func=_gpucheck)
+
+    gguf = sub.add_parser("gguf", help="write a local Llama model (a demo model) in llama.cpp's GGUF format, to "
+                          "serve it with llama.cpp (docs/served.md)")
+    gguf.add_argument("model", help="a model folder or demo:<name> (Llama, byte-level BPE tokenizer)")
+    gguf.add_argument("out", help="the .gguf file to write")
+    gguf.set_defaults(func=_gguf)
 
     sweep = sub.add_parser("sweep", help="one base model against many unlearned checkpoints (a JSON/YAML spec)")
     sweep.add_argument("spec", help="sweep spec: base, unlearned (list or glob), audits, and optionally facts, "
