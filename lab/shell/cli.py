@@ -25,8 +25,8 @@ from lab.core.batching import cancellable
 from lab.core.errors import LabError, describe, printable, route_warnings
 
 if TYPE_CHECKING:
-    from lab.shell.runner import RunOutcome
     from lab.shell.spec import RunSpec
+    from lab.shell.verdict import ModelVerdict
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE = 0, 2, 3
 
@@ -129,6 +129,7 @@ def _audit(args: argparse.Namespace) -> int:
     from lab.core.store import to_json
     from lab.core.policy import current
     from lab.shell.runner import check, check_request, execute, prepare
+    from lab.shell.verdict import model_verdict
 
     spec = spec_from_args(args)
     check_request(spec, current())  # a refused request builds no demo and stores nothing
@@ -145,22 +146,22 @@ def _audit(args: argparse.Namespace) -> int:
     if args.json:
         write_text(args.json, to_json(payload), inputs)
     print(f"run {outcome.run_id}: {outcome.status}")
+    verdict = model_verdict(spec.unlearned, outcome.metrics, outcome.statuses)
+    print(f"verdict: {verdict.state}. {verdict.sentence}")  # first: a base that never knew the facts, say
     for name, values in outcome.metrics.items():
         print(f"  {name}: {headline(name, values)}")
     if outcome.errors:
         raise LabError("audits failed: " + "; ".join(f"{k}: {v}" for k, v in outcome.errors.items()))
     if args.fail_above is not None:
-        return gated(outcome, args.fail_above, args.allow_unjudged)
+        return gated(verdict, args.fail_above, args.allow_unjudged)
     return EXIT_OK
 
 
-def gated(outcome: "RunOutcome", threshold: float, allow_unjudged: bool) -> int:
+def gated(verdict: "ModelVerdict", threshold: float, allow_unjudged: bool) -> int:
     """The release gate on a finished run, by its verdict (lab.shell.verdict.gate): exit 3 naming each failure."""
-    from lab.shell.verdict import gate, model_verdict
+    from lab.shell.verdict import gate
 
-    verdict = model_verdict("the unlearned model", outcome.metrics, outcome.statuses)
     failed = gate(verdict, threshold, allow_unjudged)
-    print(f"verdict: {verdict.state}")
     if failed:
         print(f"release gate failed: {'; '.join(failed)}", file=sys.stderr)
         return EXIT_GATE
