@@ -242,11 +242,12 @@ class Audit(Generic[O]):
                         f"({model.info.ref}) does not offer")
         return None
 
-    def row_tokens(self, engine: Backend, fact: Fact, options: O) -> int:
-        """Tokens of the longest row this audit builds from ``fact``'s own fields for ``engine``: the runner leaves
-        out items longer than a model's context, with a note (:mod:`lab.core.fitting`).  An audit whose prompts
-        are not the prompt format's (multiple choice) measures its own."""
-        return row_tokens(engine, fact)
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: O) -> list[int]:
+        """Tokens of the longest row this audit builds from each fact's own fields for ``engine`` (all facts in one
+        tokenizer call): the runner leaves out items longer than a model's context, with a note
+        (:mod:`lab.core.fitting`).  An audit whose prompts are not the prompt format's (multiple choice) or that
+        cuts passages to fit measures its own."""
+        return row_tokens(engine, facts)
 
     def figures(self, artifacts: dict[str, Any], items: "pd.DataFrame") -> dict[str, "go.Figure"]:
         """Plotly figures rebuilt from what the store kept (UI and report call this)."""

@@ -132,8 +132,8 @@ class ExtractionAudit(Audit[ExtractionOptions]):
         notes.append(f"VerbMem on {len(parts)} passages ({max_new_tokens} new tokens, ROUGE-L F1)")
         return out
 
-    def row_tokens(self, engine: Backend, fact: Fact, options: ExtractionOptions) -> int:
-        return passage_tokens(engine, fact)  # passage prompts are cut from the left (fit_both)
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: ExtractionOptions) -> list[int]:
+        return passage_tokens(engine, facts)  # passage prompts are cut from the left (fit_both)
 
     def figures(self, artifacts: dict[str, Any], items: pd.DataFrame) -> dict[str, go.Figure]:
         verb = items[items["category"] == "verbmem"] if len(items) else items

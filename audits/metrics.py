@@ -237,10 +237,10 @@ class MetricsAudit(Audit[MetricsOptions]):
         }
         return AuditResult(metrics=metrics, artifacts=artifacts, notes=run_notes(ctx, opts, mia, components))
 
-    def row_tokens(self, engine: Backend, fact: Fact, options: MetricsOptions) -> int:
-        if fact.kind == "text" and options.mia_source != "text":
-            return 0  # texts are scored only with mia_source=text: never too long for this run
-        return super().row_tokens(engine, fact, options)
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: MetricsOptions) -> list[int]:
+        measured = super().row_tokens(engine, facts, options)
+        # texts are scored only with mia_source=text: otherwise never too long for this audit
+        return [0 if f.kind == "text" and options.mia_source != "text" else n for f, n in zip(facts, measured)]
 
     def _per_fact(self, ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], facts: list[Fact],
                   opts: MetricsOptions) -> dict[str, dict[str, list[float]]]:

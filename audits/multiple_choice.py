@@ -33,6 +33,7 @@ import plotly.graph_objects as go
 from audits.base import Audit, AuditContext, pct
 from lab.core.backend import Backend
 from lab.core.facts import SPLITS, Fact
+from lab.core.fitting import longest_rows
 from lab.core.models import PAIR_ROLES
 from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, ItemRecord
@@ -176,10 +177,9 @@ class MultipleChoiceAudit(Audit[MultipleChoiceOptions]):
         return AuditResult(metrics=metrics, artifacts={"groups": {g: len(i) for g, i in groups.items() if i}},
                            notes=[scored, *skew_notes(facts, picks)])
 
-    def row_tokens(self, engine: Backend, fact: Fact, options: MultipleChoiceOptions) -> int:
-        """The longest of the question's scored rows: its lettered (or plain) prompt and one choice."""
-        rows, _ = engine.continuation_rows(choice_pairs(fact, options))
-        return max((len(row) for row in rows), default=0)
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: MultipleChoiceOptions) -> list[int]:
+        """The longest of each question's scored rows: its lettered (or plain) prompt and one choice."""
+        return longest_rows(engine, [choice_pairs(f, options) for f in facts], eos=False)
 
     def item(self, fact: Fact, prompt: str, base: Choices, unlearned: Choices) -> ItemRecord:
         return ItemRecord(

@@ -24,11 +24,12 @@ def test_items_that_do_not_fit_are_counted_and_named(demo_pair):
     fit = fitting(facts, [demo_pair.base, demo_pair.unlearned])
     assert [f.id for f in fit.kept] == ["short", "long-prompt"]  # a passage prompt is cut from the left: fits
     assert [f.id for f in fit.skipped] == ["long-perturbed", "long-text"]
-    assert fit.longest == max(row_tokens(engine, f) for f in facts[1:3]) > 256 and fit.context == 256
+    assert fit.longest == max(row_tokens(engine, facts[1:3])) > 256 and fit.context == 256
     assert fit.note == (f"2 of 4 items skipped: longer than {engine.info.ref}'s context of 256 tokens (the longest "
                         f"needs {fit.longest:,}); 1 qa forget, 1 text forget (privleak). The numbers are over the "
                         "other 2")
-    assert passage_tokens(engine, facts[2]) < 256  # the passage audits read a text's opening and continuation
+    assert passage_tokens(engine, facts)[2] < 256  # the passage audits read a text's opening and continuation
+    assert passage_tokens(engine, facts)[:2] == row_tokens(engine, facts[:2])  # questions as everywhere
     assert fitting(facts[:1], [demo_pair.base]).note == ""
 
 

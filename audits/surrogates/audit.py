@@ -219,8 +219,8 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
     headline_keys = ("recovery_rate", "accuracy_du", "accuracy_surrogate", "accuracy_gap", "mia_min_k_du",
                      "mia_min_k_surrogate")
 
-    def row_tokens(self, engine: Backend, fact: Fact, options: SurrogatesOptions) -> int:
-        return passage_tokens(engine, fact)  # passage probes are cut from the left (see _probe)
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: SurrogatesOptions) -> list[int]:
+        return passage_tokens(engine, facts)  # passage probes are cut from the left (see _probe)
 
     def run(self, ctx: AuditContext[SurrogatesOptions]) -> AuditResult:
         opts = ctx.options
@@ -306,27 +306,31 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
         by_id = {f.id: f for f in items}
         slots: list[tuple[Fact, Surrogate | None, float]] = [(f, None, 1.0) for f in items]
         slots += [(by_id[c.fact_id], c, v) for c, v in kept]
-        probes, fitting, cut = [], [], 0
-        for slot in slots:
-            fact, cand, _ = slot
+        probes = []
+        for fact, cand, _ in slots:
             src = sources[fact.id]
             prompt = cand.prompt(pair.base) if cand else (pair.base.prompt(src.text) if src.kind == QUESTION
                                                           else src.text)
             gold = cand.gold if cand else src.gold
             truth = fact.kind == "qa" and (cand is None or cand.gold_field == "answer")
-            probe = Probe(prompt, gold, gold if truth else "", fact.perturbed_answers if truth else ())
-            if (cand.kind if cand else src.kind) == COMPLETION:  # raw text: cut from the left, as passages are
-                room = max(len(pair.base.encode(a)) for a in (gold, *probe.perturbed)) + 1
+            probes.append(Probe(prompt, gold, gold if truth else "", fact.perturbed_answers if truth else ()))
+        raw = [(cand.kind if cand else sources[fact.id].kind) == COMPLETION for fact, cand, _ in slots]
+        fit = fits([pair.base, pair.unlearned], [[(p.prompt, a) for a in (p.gold, *p.perturbed)] for p in probes])
+        fitting, fitted, cut = [], [], 0
+        for slot, probe, is_raw, ok in zip(slots, probes, raw, fit):
+            if is_raw:  # raw text: cut from the left, as passages are
+                room = max(len(pair.base.encode(a)) for a in (probe.gold, *probe.perturbed)) + 1
                 try:
-                    fitted = fit_both(pair, prompt, room)
+                    prompt = fit_both(pair, probe.prompt, room)
                 except LabError:  # the gold alone fills the context
                     continue
-                cut += fitted != prompt
-                probe = dataclasses.replace(probe, prompt=fitted)
-            elif not fits([pair.base, pair.unlearned], [(prompt, gold), *((prompt, a) for a in probe.perturbed)]):
+                cut += prompt != probe.prompt
+                probe = dataclasses.replace(probe, prompt=prompt)
+            elif not ok:
                 continue
-            probes.append(probe)
+            fitted.append(probe)
             fitting.append(slot)
+        probes = fitted
         left_out = len(slots) - len(fitting)
         notes = ([f"{left_out} of {len(slots)} probes left out: longer than the models' context"] if left_out else [])
         notes += [f"{cut} passage prompts cut from the left to fit the models' context (as lm-evaluation-harness "

@@ -320,7 +320,7 @@ def fits(audit: Audit, prepared: PreparedRun, facts: list[Fact], shared: dict[st
     audit, once per model and item in a run: :mod:`lab.core.fitting`)."""
     options = prepared.options[audit.name]
     return fitting(facts, [prepared.pair.base, prepared.pair.unlearned, prepared.reference],
-                   lambda engine, fact: audit.row_tokens(engine, fact, options), shared.setdefault("fitting", {}),
+                   lambda engine, facts: audit.row_tokens(engine, facts, options), shared.setdefault("fitting", {}),
                    how=type(audit).row_tokens)
 
 
