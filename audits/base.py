@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, TypeVar
 from lab.core.backend import CAPABILITIES, CAPABILITY_TEXT, Backend
 from lab.core.errors import LabError
 from lab.core.facts import Fact, FactSet
+from lab.core.fitting import row_tokens
 from lab.core.models import ModelPair
 from lab.core.options import AuditOptions
 from lab.core.records import AuditResult, ItemRecord
@@ -241,6 +242,13 @@ class Audit(Generic[O]):
                         f"({model.info.ref}) does not offer")
         return None
 
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: O) -> list[int]:
+        """Tokens of the longest row this audit builds from each fact's own fields for ``engine`` (all facts in one
+        tokenizer call): the runner leaves out items longer than a model's context, with a note
+        (:mod:`lab.core.fitting`).  An audit whose prompts are not the prompt format's (multiple choice) or that
+        cuts passages to fit measures its own."""
+        return row_tokens(engine, facts)
+
     def figures(self, artifacts: dict[str, Any], items: "pd.DataFrame") -> dict[str, "go.Figure"]:
         """Plotly figures rebuilt from what the store kept (UI and report call this)."""
         return {}
@@ -305,6 +313,12 @@ class Audit(Generic[O]):
         ``memo(key, make)`` keeps expensive shared work (an SAE, an axis) across calls.
         """
         raise LabError(f"the {self.name} audit has no per-fact view")
+
+
+def fit_both(pair: ModelPair, prompt: str, new_tokens: int) -> str:
+    """A raw passage prompt cut from the left until it fits both models' contexts with room for ``new_tokens``
+    (lm-evaluation-harness's rule: the end of a passage is what its continuation depends on)."""
+    return pair.unlearned.fit_prompt(pair.base.fit_prompt(prompt, new_tokens), new_tokens)
 
 
 def fmt(value: float | None, pattern: str = "{:.2f}") -> str:

@@ -28,9 +28,11 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from audits.base import Audit, AuditContext, answer_both, item_for, pct, recovery
+from audits.base import Audit, AuditContext, answer_both, fit_both, item_for, pct, recovery
 from lab.core import unlearning_metrics as um
+from lab.core.backend import Backend
 from lab.core.facts import Fact
+from lab.core.fitting import passage_tokens
 from lab.core.options import AuditOptions, option
 from lab.core.probes import passage_parts
 from lab.core.records import AuditResult, extra_dict
@@ -82,10 +84,11 @@ class ExtractionAudit(Audit[ExtractionOptions]):
 
     def fact_extraction(self, ctx: AuditContext[ExtractionOptions], passages: dict[str, list[str]], notes: list[str]
                         ) -> dict[str, float]:
-        """The targets asked through their passages, cut before the answer (both models, batched)."""
+        """The targets asked through their passages, cut before the answer (and from the left, to fit the
+        models' contexts; both models, batched)."""
         targets = ctx.baseline.targets()
         cut = [(t, passage_prompt(t, passages)) for t in targets]
-        asked = [(t, p) for t, p in cut if p]
+        asked = [(t, fit_both(ctx.pair, p, ctx.max_new_tokens)) for t, p in cut if p]
         answered = answer_both(ctx.pair, [p for _, p in asked], [t.answer for t, _ in asked], ctx.max_new_tokens,
                                "passages cut before the answer") if asked else []
         ctx.record([item_for(self.name, t, p, a, category="passage_cut", recovered=a.score_unlearned.hit)
@@ -110,7 +113,7 @@ class ExtractionAudit(Audit[ExtractionOptions]):
         if not parts:
             notes.append("no passage items (continuation or text): VerbMem is undefined")
             return {f"verbmem_{split}{end}": math.nan for split in ("forget", "retain") for end in ("", "_base")}
-        prompts = [fit_both(ctx, p, max_new_tokens) for _, (p, _) in parts]
+        prompts = [fit_both(ctx.pair, p, max_new_tokens) for _, (p, _) in parts]
         cut = sum(fitted != p for fitted, (_, (p, _)) in zip(prompts, parts))
         if cut:
             notes.append(f"{cut} passage prompts longer than the models' context were cut from the left "
@@ -129,6 +132,9 @@ class ExtractionAudit(Audit[ExtractionOptions]):
         notes.append(f"VerbMem on {len(parts)} passages ({max_new_tokens} new tokens, ROUGE-L F1)")
         return out
 
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: ExtractionOptions) -> list[int]:
+        return passage_tokens(engine, facts)  # passage prompts are cut from the left (fit_both)
+
     def figures(self, artifacts: dict[str, Any], items: pd.DataFrame) -> dict[str, go.Figure]:
         verb = items[items["category"] == "verbmem"] if len(items) else items
         if not len(verb):
@@ -146,7 +152,3 @@ class ExtractionAudit(Audit[ExtractionOptions]):
                 f"before the answer; VerbMem on forget passages {pct(metrics, 'verbmem_forget')} "
                 f"(base {pct(metrics, 'verbmem_forget_base')})")
 
-
-def fit_both(ctx: AuditContext[ExtractionOptions], prompt: str, new_tokens: int) -> str:
-    """A passage prompt that fits both models' contexts with room for the continuation."""
-    return ctx.pair.unlearned.fit_prompt(ctx.pair.base.fit_prompt(prompt, new_tokens), new_tokens)

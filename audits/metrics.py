@@ -288,7 +288,7 @@ class MetricsAudit(Audit[MetricsOptions]):
     summary = ("the benchmark metrics of every model: low forget-set scores, an MIA AUC near 0.5 and PrivLeak "
                "near 0 are what the standard evaluation calls forgotten")
     Options = MetricsOptions
-    needs = frozenset({"generate", "logprobs"})
+    needs = frozenset({"generate", "logprobs", "exact_tokens"})  # answers are scored followed by EOS
     uses = ("qa", "text")  # text: passages for membership inference (mia_source=text)
     headline_keys = ("forget_Q_A_ROUGE", "forget_Q_A_Prob", "forget_truth_ratio", "forget_quality", "privleak",
                      "model_utility", "mia_reference", "mia_gradnorm", "rouge_l_forget", "prob_forget",
@@ -321,6 +321,11 @@ class MetricsAudit(Audit[MetricsOptions]):
                          "model_utility_components": list(components)},
         }
         return AuditResult(metrics=metrics, artifacts=artifacts, notes=run_notes(ctx, opts, mia, components, knowmem))
+
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: MetricsOptions) -> list[int]:
+        measured = super().row_tokens(engine, facts, options)
+        # texts are scored only with mia_source=text: otherwise never too long for this audit
+        return [0 if f.kind == "text" and options.mia_source != "text" else n for f, n in zip(facts, measured)]
 
     def _per_fact(self, ctx: AuditContext[MetricsOptions], engines: dict[str, Backend], facts: list[Fact],
                   opts: MetricsOptions) -> dict[str, dict[str, list[float]]]:
@@ -413,12 +418,19 @@ class MetricsAudit(Audit[MetricsOptions]):
     def verdict(self, metrics: dict[str, float | None]) -> str:
         return (f"forget set, unlearned (base): ROUGE-L {fmt(metrics.get('forget_Q_A_ROUGE'))} "
                 f"({fmt(metrics.get('forget_Q_A_ROUGE_base'))}), answer prob {fmt(metrics.get('forget_Q_A_Prob'))} "
-                f"({fmt(metrics.get('forget_Q_A_Prob_base'))}), Min-K% AUC {fmt(metrics.get('mia_min_k'))} "
-                f"(0.5 = like unseen data), privleak {fmt(metrics.get('privleak'), '{:+.1f}')}% "
-                f"(-100 = still remembers, 0 = like the reference), forget quality p = "
+                f"({fmt(metrics.get('forget_Q_A_Prob_base'))}), {membership_phrase(metrics)}, forget quality p = "
                 f"{fmt(metrics.get('forget_quality'), '{:.3g}')}, model utility {fmt(metrics.get('model_utility'))} "
                 f"({fmt(metrics.get('model_utility_base'))}; {fmt(metrics.get('model_utility_components'), '{:.0f}')}"
                 f" of 9 components)")
+
+
+def membership_phrase(metrics: dict[str, float | None]) -> str:
+    """The Min-K% AUC and privleak for the verdict line, or why they are n/a."""
+    auc = metrics.get("mia_min_k")
+    if auc is None or not math.isfinite(auc):
+        return "Min-K% AUC and privleak n/a (no forget or no holdout texts to compare)"
+    return (f"Min-K% AUC {fmt(auc)} (0.5 = like unseen data), privleak {fmt(metrics.get('privleak'), '{:+.1f}')}% "
+            "(-100 = still remembers, 0 = like the reference)")
 
 
 def summarize(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mia: dict[str, Any],
@@ -544,6 +556,10 @@ def run_notes(ctx: AuditContext[MetricsOptions], opts: MetricsOptions, mia: dict
                      "so probabilities, truth ratios, LOSS and ZLib differ from the reference's")
     notes.append(f"membership inference on {len(mia['splits'])} texts ({opts.mia_source}), Min-K k = {opts.mia_k}; "
                  f"privleak is the Min-K% one")
+    missing = [split for split in ("forget", "holdout") if split not in mia["splits"]]
+    if missing:  # n/a says why: RWKU ships no holdout split
+        notes.append(f"no {' and no '.join(missing)} texts to score ({opts.mia_source}): the membership AUCs and "
+                     "privleak compare forget with holdout texts, so they are n/a")
     if ctx.reference is None:
         notes.append("no reference model: forget_quality is NaN and privleak is taken against AUC 0.5 "
                      "(open-unlearning's default); --reference (a model retrained without the forget set) gives both")

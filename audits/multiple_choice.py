@@ -22,6 +22,7 @@ questions (MMLU, TOFU's real authors and world facts).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ import plotly.graph_objects as go
 from audits.base import Audit, AuditContext, pct
 from lab.core.backend import Backend
 from lab.core.facts import SPLITS, Fact
+from lab.core.fitting import longest_rows
 from lab.core.models import PAIR_ROLES
 from lab.core.options import AuditOptions, option
 from lab.core.records import AuditResult, ItemRecord
@@ -73,24 +75,65 @@ class Choices:
         return int(np.argmax(self.scores))
 
 
+def choice_pairs(fact: Fact, opts: MultipleChoiceOptions) -> list[tuple[str, str]]:
+    """(prompt, continuation) of every choice of one question, as they are scored."""
+    if opts.scoring == "letters":
+        prompt = lettered_prompt(fact, opts.description)
+        return [(prompt, f" {LETTERS[j]}") for j in range(len(fact.choices))]
+    prompt = choice_prompt(fact, opts.description)
+    return [(prompt, f" {c}") for c in fact.choices]
+
+
 def score_choices(engine: Backend, facts: list[Fact], opts: MultipleChoiceOptions, desc: str) -> list[Choices]:
     """Every choice of every question scored in one batched engine call."""
     prompts, targets, owner = [], [], []
     for i, fact in enumerate(facts):
-        if opts.scoring == "letters":
-            prompt = lettered_prompt(fact, opts.description)
-            options = [f" {LETTERS[j]}" for j in range(len(fact.choices))]
-        else:
-            prompt = choice_prompt(fact, opts.description)
-            options = [f" {c}" for c in fact.choices]
-        prompts += [prompt] * len(options)
-        targets += options
-        owner += [i] * len(options)
+        pairs = choice_pairs(fact, opts)
+        prompts += [prompt for prompt, _ in pairs]
+        targets += [target for _, target in pairs]
+        owner += [i] * len(pairs)
     scores = engine.answer_scores(prompts, targets, desc=desc)
     per_fact: list[list[float]] = [[] for _ in facts]
     for i, s in zip(owner, scores):
         per_fact[i].append(float(s.logprobs.mean() if opts.length_normalized else s.logprobs.sum()))
     return [Choices(values) for values in per_fact]
+
+
+SKEW = 0.5  # one letter this often (and at least twice its chance share) is worth a warning
+
+
+def dominant(letters: list[int], choices: int) -> tuple[int, int] | None:
+    """(letter, count) of the letter that makes up at least ``SKEW`` of ``letters`` and twice its chance share
+    1/``choices``, or None; two letters or more are needed to call anything skewed."""
+    if len(letters) < 2:
+        return None
+    letter, count = Counter(letters).most_common(1)[0]
+    return (letter, count) if count / len(letters) >= max(SKEW, 2 / choices) else None
+
+
+def skew_notes(facts: list[Fact], picks: dict[str, list[Choices]]) -> list[str]:
+    """Warnings per split when the gold letters are unbalanced (a model that always picks one letter scores its
+    share: RWKU's MMLU sample has C right three times out of three) or a model picks one letter most of the time
+    (its accuracy then says more about a letter preference than about knowledge)."""
+    notes = []
+    for split in SPLITS:
+        index = [i for i, f in enumerate(facts) if f.split == split]
+        if not index:
+            continue
+        choices = min(len(facts[i].choices) for i in index)
+        gold = dominant([facts[i].answer_index for i in index], choices)
+        if gold:
+            letter, count = LETTERS[gold[0]], gold[1]
+            notes.append(f"{split}: the gold answers are unbalanced: {letter} is right in {count} of {len(index)} "
+                         f"questions, so a model that always picks {letter} scores {count / len(index):.0%} (chance "
+                         f"is {1 / choices:.0%} per question)")
+        for model in PAIR_ROLES:
+            bias = dominant([picks[model][i].pick for i in index], choices)
+            if bias:
+                letter, count = LETTERS[bias[0]], bias[1]
+                notes.append(f"{split}: the {model} model picks {letter} for {count} of {len(index)} questions: its "
+                             "accuracy there reflects a preference for that letter as much as knowledge")
+    return notes
 
 
 class MultipleChoiceAudit(Audit[MultipleChoiceOptions]):
@@ -129,9 +172,14 @@ class MultipleChoiceAudit(Audit[MultipleChoiceOptions]):
         metrics.setdefault("forget_accuracy_base", float("nan"))
         metrics.setdefault("forget_accuracy_unlearned", float("nan"))
         metrics.setdefault("chance_forget", float("nan"))
+        scored = (f"{len(facts)} questions scored by {opts.scoring}"
+                  + (" (per-token mean)" if opts.length_normalized and opts.scoring == "choices" else ""))
         return AuditResult(metrics=metrics, artifacts={"groups": {g: len(i) for g, i in groups.items() if i}},
-                           notes=[f"{len(facts)} questions scored by {opts.scoring}"
-                                  + (" (per-token mean)" if opts.length_normalized and opts.scoring == "choices" else "")])
+                           notes=[scored, *skew_notes(facts, picks)])
+
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: MultipleChoiceOptions) -> list[int]:
+        """The longest of each question's scored rows: its lettered (or plain) prompt and one choice."""
+        return longest_rows(engine, [choice_pairs(f, options) for f in facts], eos=False)
 
     def item(self, fact: Fact, prompt: str, base: Choices, unlearned: Choices) -> ItemRecord:
         return ItemRecord(
@@ -155,6 +203,9 @@ class MultipleChoiceAudit(Audit[MultipleChoiceOptions]):
         return {"accuracy": fig}
 
     def verdict(self, metrics: dict[str, float | None]) -> str:
+        retain = f"retain {pct(metrics, 'retain_accuracy_base')} -> {pct(metrics, 'retain_accuracy_unlearned')}"
+        if pct(metrics, "forget_accuracy_base") == "n/a":
+            return f"no forget questions of this kind (forget accuracy n/a); {retain}"
         return (f"forget accuracy {pct(metrics, 'forget_accuracy_base')} (base) -> "
                 f"{pct(metrics, 'forget_accuracy_unlearned')} (unlearned), chance {pct(metrics, 'chance_forget')}; "
-                f"retain {pct(metrics, 'retain_accuracy_base')} -> {pct(metrics, 'retain_accuracy_unlearned')}")
+                + retain)

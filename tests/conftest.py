@@ -67,17 +67,18 @@ FULL_RUN_LIMIT = 12  # facts per split: enough known retain entities for the SAE
 
 
 def run_on_pair(tiny_demo: Path, demo_pair, store, names: list[str], sets: dict | None = None,
-                extra_options: dict | None = None) -> str:
+                extra_options: dict | None = None, facts: str | None = None) -> str:
     """A run of ``names`` on the session's loaded tiny pair (no reload), returning its id.
 
-    ``extra_options`` adds audits with ready options that skip the checks (an audit whose module is missing).
+    ``extra_options`` adds audits with ready options that skip the checks (an audit whose module is missing);
+    ``facts`` is another facts file than the demo's.
     """
     from lab.core.store import new_run_id
     from lab.shell.spec import RunSpec, build_spec
     from lab.shell.runner import PreparedRun, check, execute
 
     spec = build_spec(RunSpec, dict(base=str(tiny_demo / "models" / "base"), unlearned=str(tiny_demo / "models" / "npo"),
-                   audits=[n for n in names if n not in (extra_options or {})], facts=str(tiny_demo / "facts.jsonl"),
+                   audits=[n for n in names if n not in (extra_options or {})], facts=facts or str(tiny_demo / "facts.jsonl"),
                    device="cpu", limit=FULL_RUN_LIMIT, options=sets or {}))
     checked = check(spec)
     spec = dataclasses.replace(spec, audits=tuple(names))  # with the audits that skip the checks

@@ -129,3 +129,18 @@ def test_every_audit_runs_on_the_tiny_demo_with_its_documented_keys(full_run, de
         for key in get_audit(name).headline_keys:
             value = metrics[name][key]
             assert value is None or math.isfinite(value)
+
+
+def test_the_report_modules_import_no_model_or_nlp_stack():
+    """Writing a report, a leaderboard or a listing starts fast: importing the report package brings in no torch,
+    transformers or rouge-score (NLTK, SciPy, scikit-learn: seconds on a busy machine); they load where they are
+    used (the scorer, an audit's figures)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "rouge_score", "nltk", "scipy", "sklearn")
+    code = ("import sys, lab.shell.report, lab.shell.report.leaderboard, lab.shell.report.sweep_report, "
+            f"lab.shell.verdict; print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

@@ -14,7 +14,9 @@ from lab.shell.cli import main
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by make test (requirements-serve.txt)")
 pytest.importorskip("gguf", reason="gguf is installed by make test (requirements-serve.txt)")
 
-from llama_server import LlamaServer, write_gguf  # noqa: E402
+from llama_server import LlamaServer  # noqa: E402
+
+from lab.core.gguf import write_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,27 @@ def test_audits_through_the_server_match_the_local_run(remote_ref, demo_env, tmp
         assert "weights, activations" in audits.loc["logit_lens", "notes"] and "does not offer" in audits.loc["logit_lens", "notes"]
         run = store.run(runs["remote"]["run_id"])
     assert run["unlearned_ref"] == remote_ref and run["unlearned_hash"].startswith("remote:")
+
+
+def test_a_text_only_server_skips_the_audits_that_score_exact_token_rows(remote_ref, demo_env, tmp_path, capsys):
+    """llama-cpp-python's server takes text prompts only: rows that are not the tokenizer's own split of their
+    text (answers followed by EOS, prompts with a token taken out) cannot be scored there, so the audits that
+    build them are skipped with the reason, and the run completes."""
+    db = tmp_path / "text.duckdb"
+    code = main(["audit", "--base", "demo:base", "--unlearned", remote_ref, "--audits",
+                 "direct,keywords,metrics,surrogates", "--facts", str(demo_env / "facts.jsonl"), "--limit", "2",
+                 "--db", str(db), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert load_engine(remote_ref).capabilities == {"generate", "logprobs"}  # no exact_tokens
+    with Store(db, read_only=True) as store:
+        audits = store.audits(store.runs()["run_id"].iloc[-1]).set_index("audit")
+    assert dict(audits["status"]) == {"direct": "complete", "keywords": "skipped", "metrics": "skipped",
+                                      "surrogates": "skipped"}
+    for name in ("keywords", "metrics", "surrogates"):
+        note = json.loads(audits.loc[name, "notes"])[0]
+        assert note == (f"skipped: {name} needs log-probs of exact token rows (answers followed by EOS, prompts with "
+                        "tokens taken out; a server that takes only text prompts splits them again), which the "
+                        f"unlearned model ({remote_ref}) does not offer")
 
 
 def test_the_api_key_is_sent_never_stored(remote_ref, demo_env, tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import json
+import os
+import stat
 import math
 import shlex
 import threading
@@ -179,12 +181,15 @@ def test_json_and_markdown_hold_the_same_content(full, demo_all_facts):
     metrics = store.metrics_dict(run_id)
     assert data["partial"] is None and data["run"]["status"] == "complete"
     assert [s["audit"] for s in data["summary"]] == available()
+    cells = {c["audit"]: c for c in data["verdict"]["cells"]}
     for row in data["summary"]:
         cls = get_audit(row["audit"])
         if row["status"] == "skipped":  # no item of its kinds in the demo: the note says so
             assert row["verdict"].startswith("skipped: ") and row["audit"] not in metrics
             continue
-        assert row["verdict"] == cls().verdict(metrics[row["audit"]])
+        cell = cells[row["audit"]]  # an audit the rules cannot judge says why, not a rate over nothing
+        assert row["verdict"] == (f"cannot be judged: {cell['reason']}" if cell["state"] == "cannot be judged"
+                                  else cls().verdict(metrics[row["audit"]]))
         assert row["headline_value"] == (metrics[row["audit"]].get(cls.recovery_key) if cls.recovery_key else None)
         assert row["verdict"] in markdown.replace("\\|", "|")
     items = store.items(run_id)
@@ -300,3 +305,30 @@ def test_html_opens_offline_in_chromium(which, request, artifacts_dir, tmp_path)
     assert sorted(seen["drawn"]) == sorted(expected_figures(store, run_id))
     assert seen["overflow"] == [], "plots wider than their cell"
     assert seen["sections"] == [sid for sid, _ in SECTIONS]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_report_and_export_files_get_the_mode_of_any_new_file(tmp_path, capsys, mask):
+    """Outputs are filled privately and renamed into place with the mode the user's umask gives any new file
+    (0644 under the usual 022), never mkstemp's 0600."""
+    from lab.core.store import new_run_id
+
+    db = tmp_path / "modes.duckdb"
+    with Store(db) as store:
+        run_id = new_run_id()
+        store.create_run(run_id=run_id, base={"ref": "demo:base", "content_hash": "a"},
+                         unlearned={"ref": "demo:npo", "content_hash": "b"}, reference=None, facts_source="f.jsonl",
+                         facts_hash="h", audits=["direct"], config={"limit": None}, environment={"python": "3"})
+    previous = os.umask(mask)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        outputs = [tmp_path / "report.md", tmp_path / "items.csv"]
+        assert main(["report", "--db", str(db), "--run", run_id, "--out", str(outputs[0]), "--format", "md"]) == 0
+        assert main(["export", "--db", str(db), "--run", run_id, "--format", "csv", "--out", str(outputs[1])]) == 0
+        assert main(["report", "--db", str(db), "--run", run_id, "--out", str(outputs[0]), "--format", "md"]) == 0
+    finally:
+        os.umask(previous)
+    capsys.readouterr()
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~mask
+    assert [stat.S_IMODE(p.stat().st_mode) for p in outputs] == [0o666 & ~mask] * 2

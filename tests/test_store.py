@@ -76,3 +76,38 @@ def test_not_a_database(tmp_path):
     with pytest.raises(LabError, match="is not a DuckDB database \\(it holds other data\\)"):
         Store(bad)
     assert bad.read_text() == "this is not a database"
+
+
+def holding(path, read_only: bool) -> subprocess.Popen:
+    """Another process with the store open (a report reads it; a run or a sweep writes it), until killed."""
+    code = (f"import sys, time\nfrom lab.core.store import Store\nstore = Store({str(path)!r}, read_only={read_only})\n"
+            "print('open', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "open"
+    return holder
+
+
+def test_a_store_held_by_another_process_is_one_line(tmp_path, capsys):
+    """A sweep meeting a report on its store, and a report meeting a run: one line naming the holder, no
+    DuckDB message, exit 2; the store is as it was."""
+    from lab.shell.cli import main
+
+    path = tmp_path / "lab.duckdb"
+    with Store(path) as store:
+        run_id = new_run(store)
+    spec = tmp_path / "sweep.json"
+    spec.write_text('{"base": "demo:base", "unlearned": ["demo:npo"], "audits": ["direct"]}')
+    for read_only, argv in ((True, ["sweep", str(spec), "--db", str(path), "--local"]),
+                            (False, ["report", "--db", str(path), "--run", run_id, "--out", str(tmp_path / "r.md"),
+                                     "--format", "md"])):
+        holder = holding(path, read_only)
+        try:
+            assert main(argv) == 2
+        finally:
+            holder.kill()
+            holder.wait()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is in use by process {holder.pid} (python" in err[0], err
+        assert "IO Error" not in err[0] and "another --db" in err[0]
+    with Store(path, read_only=True) as store:
+        assert list(store.runs()["run_id"]) == [run_id]

@@ -243,3 +243,44 @@ def test_without_ray_the_sweep_runs_in_one_process(tiny_demo, tmp_path):
         runs = stored(store, sweep.sweep_id)
     assert (sweep.status, sweep.completed) == ("complete", 1)
     assert [r["pid"] for r in runs.values()] == [int(done.stdout.split("pid")[-1])]  # ran in that process
+
+
+LISTENING = """
+import json
+import psutil
+from lab.shell.distributed import run_tasks
+
+def sockets():
+    '''Every listening TCP socket of this driver and the Ray processes under it, with its owner.'''
+    found = []
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            found += [(c.laddr.ip, proc.name()) for c in proc.net_connections(kind="inet")
+                      if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+    return found
+
+for end in run_tasks(json.dumps, {"job": ([1],)}, device="cpu"):  # a worker runs a task
+    assert end.error is None, end.error
+    print(json.dumps(sockets()))
+"""
+
+
+def test_a_sweeps_own_ray_listens_on_loopback_only():
+    """The Ray a sweep starts on this machine (no --ray-address): its GCS, raylet, workers and agents listen
+    on 127.0.0.1 only, never on the machine's other interfaces, while a task runs."""
+    pytest.importorskip("ray")
+    done = subprocess.run([sys.executable, "-c", LISTENING], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    sockets = json.loads(done.stdout.strip().splitlines()[-1])
+    owners = {owner for _, owner in sockets}
+    assert {"gcs_server", "raylet"} <= owners, sockets  # Ray's own servers were seen
+    import ipaddress
+
+    def loopback(ip: str) -> bool:
+        address = ipaddress.ip_address(ip)
+        return address.is_loopback or bool(getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback)
+
+    assert [(ip, owner) for ip, owner in sockets if not loopback(ip)] == []

@@ -196,7 +196,7 @@ class KeywordsAudit(Audit[KeywordsOptions]):
     summary = ("share of the forgotten facts that come back when the prompt's key tokens are emphasized "
                "(best of the transforms)")
     Options = KeywordsOptions
-    needs = frozenset({"generate", "logprobs"})
+    needs = frozenset({"generate", "logprobs", "exact_tokens"})  # attributions score prompts with tokens taken out
     headline_keys = ("recovery_rate", "logprob_gain", "attribution_shift")
     rewrites = TRANSFORMS
 

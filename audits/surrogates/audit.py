@@ -42,9 +42,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from audits.base import Answered, Audit, AuditContext, answer_both, fmt, item_for, recovery
+from audits.base import Answered, Audit, AuditContext, answer_both, fit_both, fmt, item_for, recovery
 from audits.surrogates.embedder import Embedder, cosine_to_sources, load_embedder
 from audits.surrogates.generators import (
+    COMPLETION,
     QUESTION,
     TEMPLATE_GENERATORS,
     Source,
@@ -55,8 +56,10 @@ from audits.surrogates.generators import (
     source_of,
 )
 from lab.core import unlearning_metrics as um
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.facts import Fact
+from lab.core.fitting import fits, passage_tokens
 from lab.core.membership import MIA_NAMES, MiaText, membership_scores
 from lab.core.models import PAIR_ROLES
 from lab.core.options import AuditOptions, option
@@ -211,10 +214,13 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
     summary = ("share of the forget facts the unlearned model gives up on the plain question but answers "
                "under a surrogate probe derived from it")
     Options = SurrogatesOptions
-    needs = frozenset({"generate", "logprobs"})
+    needs = frozenset({"generate", "logprobs", "exact_tokens"})  # membership scores probes followed by EOS
     uses = ("qa", "continuation", "text")
     headline_keys = ("recovery_rate", "accuracy_du", "accuracy_surrogate", "accuracy_gap", "mia_min_k_du",
                      "mia_min_k_surrogate")
+
+    def row_tokens(self, engine: Backend, facts: list[Fact], options: SurrogatesOptions) -> list[int]:
+        return passage_tokens(engine, facts)  # passage probes are cut from the left (see _probe)
 
     def run(self, ctx: AuditContext[SurrogatesOptions]) -> AuditResult:
         opts = ctx.options
@@ -228,7 +234,7 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
         embedder, embedder_note = load_embedder(opts.embedder, ctx.pair.base)
         screened, source_note = self._screen(ctx, opts, items, sources, embedder)
         kept = screened.kept()
-        du, surrogates = self._probe(ctx, opts, items, sources, kept)
+        du, surrogates, fit_notes = self._probe(ctx, opts, items, sources, kept)
         targets = ctx.baseline.targets()
         target_ids = {t.id for t in targets}
         answered = [p for p in surrogates if p.answered is not None and p.fact.kind == "qa"]
@@ -260,7 +266,7 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
         notes = [embedder_note, source_note,
                  f"{len(kept)} of {len(screened.cands)} candidates kept in the similarity band "
                  f"[{opts.band_low}, {opts.band_high}] for {int(metrics['facts_with_surrogates'])} of "
-                 f"{len(forget)} forget items"]
+                 f"{len(forget)} forget items", *fit_notes]
         if not holdout:
             notes.append("no holdout items: membership inference on the surrogates needs them (mia_* are n/a)")
         flagged = [row["metric"] for row in artifacts["table"] if row["illusion"] == 1.0]
@@ -291,9 +297,11 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
         return screened, note
 
     def _probe(self, ctx: AuditContext[SurrogatesOptions], opts: SurrogatesOptions, items: list[Fact], sources: dict[str, Source],
-               kept: list[tuple[Surrogate, float]]) -> tuple[list[Probed], list[Probed]]:
+               kept: list[tuple[Surrogate, float]]) -> tuple[list[Probed], list[Probed], list[str]]:
         """Both models on every item's source and kept surrogates: teacher-forced scores and membership scores
-        for all, greedy answers for the forget items (batched, one call per kind of work)."""
+        for all, greedy answers for the forget items (batched, one call per kind of work).  A raw-text probe is
+        cut from the left to fit the models' context; a question probe longer than it is left out; the notes
+        say how many."""
         pair = ctx.pair
         by_id = {f.id: f for f in items}
         slots: list[tuple[Fact, Surrogate | None, float]] = [(f, None, 1.0) for f in items]
@@ -306,6 +314,28 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
             gold = cand.gold if cand else src.gold
             truth = fact.kind == "qa" and (cand is None or cand.gold_field == "answer")
             probes.append(Probe(prompt, gold, gold if truth else "", fact.perturbed_answers if truth else ()))
+        raw = [(cand.kind if cand else sources[fact.id].kind) == COMPLETION for fact, cand, _ in slots]
+        fit = fits([pair.base, pair.unlearned], [[(p.prompt, a) for a in (p.gold, *p.perturbed)] for p in probes])
+        fitting, fitted, cut = [], [], 0
+        for slot, probe, is_raw, ok in zip(slots, probes, raw, fit):
+            if is_raw:  # raw text: cut from the left, as passages are
+                room = max(len(pair.base.encode(a)) for a in (probe.gold, *probe.perturbed)) + 1
+                try:
+                    prompt = fit_both(pair, probe.prompt, room)
+                except LabError:  # the gold alone fills the context
+                    continue
+                cut += prompt != probe.prompt
+                probe = dataclasses.replace(probe, prompt=prompt)
+            elif not ok:
+                continue
+            fitted.append(probe)
+            fitting.append(slot)
+        probes = fitted
+        left_out = len(slots) - len(fitting)
+        notes = ([f"{left_out} of {len(slots)} probes left out: longer than the models' context"] if left_out else [])
+        notes += [f"{cut} passage prompts cut from the left to fit the models' context (as lm-evaluation-harness "
+                  "does)"] if cut else []
+        slots = fitting
         scores = {m: score_probes(e, probes, f"surrogate metrics ({m})") for m, e in pair.roles()}
         mia_texts = [MiaText(fact, p.gold, p.prompt) for (fact, _, _), p in zip(slots, probes)]
         membership = {m: membership_scores(e, mia_texts, opts.mia_k, f"surrogate membership ({m})")
@@ -314,7 +344,7 @@ class SurrogatesAudit(Audit[SurrogatesOptions]):
         probed = [Probed(fact, p.prompt, p.gold, cand, v, {m: scores[m][i] for m in PAIR_ROLES},
                          {m: membership[m][i] for m in PAIR_ROLES}, answers.get(i))
                   for i, ((fact, cand, v), p) in enumerate(zip(slots, probes))]
-        return [p for p in probed if p.surrogate is None], [p for p in probed if p.surrogate is not None]
+        return [p for p in probed if p.surrogate is None], [p for p in probed if p.surrogate is not None], notes
 
     @staticmethod
     def _answers(ctx: AuditContext[SurrogatesOptions], opts: SurrogatesOptions, slots: list[tuple[Fact, Surrogate | None, float]],

@@ -7,12 +7,16 @@ Audits reach models through this interface.  A backend declares its
 - ``logprobs``: teacher-forced log-probs of given tokens after a prefix, with
   whether each was the top prediction (probabilities, truth ratio, LOSS,
   ZLib, Min-K%, exact memorization, extraction strength);
+- ``exact_tokens``: those log-probs for any token row the lab builds, also
+  one that is not how the tokenizer would split its text (an answer followed
+  by EOS, a prompt with tokens taken out): a server that takes only text
+  prompts splits the text again and cannot give them;
 - ``internals``: the weights, activations and gradients (hidden states, the
   logit lens, SAEs, quantization, fine-tuning, full-vocabulary statistics such
   as Min-K%++).
 
-The local transformers engine (:class:`lab.core.engine.Engine`) has all
-three; a model behind an OpenAI-compatible server
+The local transformers engine (:class:`lab.core.engine.Engine`) has them
+all; a model behind an OpenAI-compatible server
 (:class:`lab.core.remote.RemoteEngine`) has what the server offers.  Each
 audit declares what it needs (``Audit.needs``); the shell offers only audits
 the loaded models can run.  Prompts and token ids come from the model's
@@ -36,8 +40,10 @@ from lab.core.prompts import Encoder, PromptFormat
 if TYPE_CHECKING:
     import torch
 
-CAPABILITIES = ("generate", "logprobs", "internals")
+CAPABILITIES = ("generate", "logprobs", "exact_tokens", "internals")
 CAPABILITY_TEXT = {"generate": "text generation", "logprobs": "token log-probs of given text",
+                   "exact_tokens": "log-probs of exact token rows (answers followed by EOS, prompts with tokens "
+                                   "taken out; a server that takes only text prompts splits them again)",
                    "internals": "weights, activations and gradients (a local model)"}
 
 

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterator, Sequence, TypeVar
 
-import torch
 from tqdm.auto import tqdm
 
 from lab.core.errors import is_oom
@@ -115,6 +114,8 @@ def run_batched(
             except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_oom(error) or len(batch) == 1:
                     raise
+                import torch  # loaded by whatever ran out of memory; the command line's stop needs no torch
+
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 policy.max_tokens = max(1, policy.max_tokens // 2)

@@ -31,6 +31,7 @@ from lab.core import settings
 from lab.core.errors import LabError
 
 DUCKDB_MAGIC = b"DUCK"  # at byte 8 of every DuckDB database file
+NEW_FILE_MODE = 0o666  # what open() asks for a new file: the user's umask takes away the rest
 WAL_SUFFIX = ".wal"  # DuckDB's write-ahead log beside a database: committed rows not yet checkpointed
 
 
@@ -171,15 +172,30 @@ def _temporary_beside(out: Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def umask() -> int:
+    """The process's file-creation mask, read without changing it (``os.umask`` sets it while it reads, which
+    a web lab's other threads could see); 0o022 where the kernel does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def write_output(path: str | Path, write: Callable[[Path], None], protected: Iterable[str | Path | None] = (),
                  mark: str | None = None) -> Path:
-    """Check ``path``, let ``write`` fill a temporary file beside it, then rename it into place."""
+    """Check ``path``, let ``write`` fill a temporary file beside it, then rename it into place.  The temporary
+    file is private while it fills (``mkstemp``: 0600); the output gets the mode any new file of the user gets
+    (0644 under the usual umask), so a report or an export reads like every other file they write."""
     protected = list(protected)
     out = check_output(path, protected, mark)
     with _temporary_beside(out) as tmp:
         try:
             write(tmp)
             check_output(out, protected, mark)  # still safe to replace after the (maybe long) write
+            os.chmod(tmp, NEW_FILE_MODE & ~umask())
             os.replace(tmp, out)
         except OSError as exc:
             raise LabError(f"cannot write {out}: {exc.strerror or exc}") from None

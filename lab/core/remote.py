@@ -22,6 +22,11 @@ both sides), with or without the BOS:
   ``logprobs``; checked once when the model is loaded): teacher-forced
   log-probs of every token of a row, and whether it was the top prediction,
   read from ``token_logprobs`` and ``top_logprobs``;
+- ``exact_tokens``: ``logprobs`` of any row, when the server takes token-id
+  prompts; a text-only server splits a row's text again, so rows that are not
+  the tokenizer's own split (an answer followed by EOS, a prompt with tokens
+  taken out) cannot be scored there, and the audits that build them
+  (``Audit.needs``) are skipped with the reason;
 - no ``internals``: audits that need weights or activations are not offered.
 
 Every wait is bounded and the bound is stated in the message that reports it:
@@ -356,8 +361,8 @@ def load_remote(parsed: ModelRef, prompt_format: PromptFormat) -> RemoteEngine:
                      extra={"server": parsed.location, "model": model, "tokenizer": tokenizer_ref})
     engine = RemoteEngine(server, model, tokenizer, info, prompt_format)
     probe_prompts(engine)
-    if probe_logprobs(engine):
-        engine.capabilities = frozenset({"generate", "logprobs"})
+    if probe_logprobs(engine):  # exact token rows only where the server reads our ids, not a text to split again
+        engine.capabilities = frozenset({"generate", "logprobs", *(["exact_tokens"] if engine.token_prompts else [])})
     info.extra["capabilities"] = sorted(engine.capabilities)
     server.read_s = READ_S  # loaded: work requests may take long (a batch of long generations)
     return engine

@@ -17,9 +17,10 @@ import re
 import string
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from rouge_score import rouge_scorer
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
 
 HIT_ROUGE = 0.7
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -41,7 +42,11 @@ def contains_answer(output: str, answer: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _rouge() -> rouge_scorer.RougeScorer:
+def _rouge() -> "RougeScorer":
+    """The scorer, imported on first use: rouge-score pulls in NLTK, SciPy and scikit-learn (seconds), which a
+    report or a listing that only reads :data:`HIT_ROUGE` should not pay for."""
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 

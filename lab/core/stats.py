@@ -109,5 +109,8 @@ def few_targets_note(audit: str, count: int) -> list[str]:
     """A warning when a rate rests on fewer than ``MIN_TARGETS`` facts."""
     if count >= MIN_TARGETS:
         return []
+    if count == 0:  # its rates are n/a, and the note says why
+        return [f"{audit}: no target facts (forget facts the base model answers and the unlearned model misses): "
+                "its rates are n/a"]
     return [f"{audit}: only {count} target facts (fewer than {MIN_TARGETS}): the rates are rough; see their "
             "95% intervals"]

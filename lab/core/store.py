@@ -30,6 +30,7 @@ import copy
 import json
 import math
 import os
+import re
 import socket
 import stat
 import threading
@@ -273,6 +274,8 @@ class Store:
         except duckdb.IOException as exc:
             if "Could not read" in str(exc):
                 raise self._damaged(exc) from None
+            if "Could not set lock" in str(exc):
+                raise self._locked(exc) from None
             raise LabError(f"cannot open database {self.path}: {str(exc).splitlines()[0]}") from None
         except duckdb.Error as exc:
             raise LabError(f"{self.path} is not a usable DuckDB database: {str(exc).splitlines()[0]}") from None
@@ -304,6 +307,14 @@ class Store:
     def _damaged(self, exc: BaseException) -> LabError:
         return LabError(f"the store {self.path} cannot be read or written ({str(exc).splitlines()[0][:200]}): it is "
                         "truncated or damaged, or its disk is full; restore it from a copy or give another --db")
+
+    def _locked(self, exc: BaseException) -> LabError:
+        """DuckDB lets one process write a file, or several read it, never both: a sweep or a run meeting a report
+        (or the web lab) on the same store, or the other way round, is told who holds it and what to do."""
+        holder = re.search(r"lock is held in (\S+) \(PID (\d+)\)", str(exc))
+        who = f"process {holder.group(2)} ({Path(holder.group(1)).name})" if holder else "another process"
+        return LabError(f"the store {self.path} is in use by {who}: a run, a sweep, a report or the web lab on the "
+                        "same file; wait until it finishes, or give this command another --db")
 
     @contextmanager
     def _io(self) -> Iterator[None]:

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lab.core import settings
+from lab.core.batching import Cancelled, check_cancelled
 from lab.core.errors import LabError
 from lab.core.facts import save_facts
 from lab.core.scoring import rate, score_answer
@@ -208,6 +209,19 @@ def _staging(root: Path) -> Path:
 
 
 def _build(profile: Profile, profile_name: str, root: Path, seed: int, progress: Progress | None = None) -> Path:
+    """Build into the staging folder beside ``root``, then install; a stop (the first Ctrl-C: see
+    :func:`lab.core.batching.cancellable`) or an error between training steps removes the staging folder, so no
+    half-built demo is left, and ``root`` is untouched until the build is whole."""
+    tmp = _staging(root)
+    try:
+        return _build_in(profile, profile_name, root, seed, tmp, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _build_in(profile: Profile, profile_name: str, root: Path, seed: int, tmp: Path,
+              progress: Progress | None) -> Path:
     started = time.time()
     torch.manual_seed(seed)
     people = make_people(seed, profile.people, profile.forget_share, profile.holdout_share)
@@ -220,7 +234,6 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int, progress:
     rows_all, rows_kept = encode(tokenizer, texts_all), encode(tokenizer, texts_kept)
     steps = lambda n: profile.epochs * -(-n // profile.batch_size)  # noqa: E731
     total = steps(len(rows_all)) + steps(len(rows_kept)) + sum(r.steps for r in profile.unlearners.values())
-    tmp = _staging(root)
     if tmp.exists():
         shutil.rmtree(tmp)  # an earlier build's leftover: check_writable saw its mark
     (tmp / "models").mkdir(parents=True)
@@ -229,13 +242,16 @@ def _build(profile: Profile, profile_name: str, root: Path, seed: int, progress:
     stage = ["tokenizer"]
 
     def advance(steps: int = 1) -> None:
+        """After every optimizer step: the progress told, and a stop asked for (the first Ctrl-C, or the page's
+        listener raising) ends the build here."""
         bar.update(steps)
-        if progress is not None:
-            try:
+        try:
+            check_cancelled()
+            if progress is not None:
                 progress(bar.n, total, stage[0])
-            except BaseException:
-                bar.close()
-                raise
+        except BaseException:
+            bar.close()  # no half-drawn bar before the message
+            raise
 
     def begin(name: str) -> None:
         stage[0] = name

@@ -16,15 +16,17 @@ import os
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.core import settings
+from lab.core.batching import cancellable
 from lab.core.errors import LabError, describe, printable, route_warnings
 
 if TYPE_CHECKING:
-    from lab.shell.runner import RunOutcome
     from lab.shell.spec import RunSpec
+    from lab.shell.verdict import ModelVerdict
 
 EXIT_OK, EXIT_ERROR, EXIT_GATE = 0, 2, 3
 
@@ -127,6 +129,7 @@ def _audit(args: argparse.Namespace) -> int:
     from lab.core.store import to_json
     from lab.core.policy import current
     from lab.shell.runner import check, check_request, execute, prepare
+    from lab.shell.verdict import model_verdict
 
     spec = spec_from_args(args)
     check_request(spec, current())  # a refused request builds no demo and stores nothing
@@ -143,22 +146,22 @@ def _audit(args: argparse.Namespace) -> int:
     if args.json:
         write_text(args.json, to_json(payload), inputs)
     print(f"run {outcome.run_id}: {outcome.status}")
+    verdict = model_verdict(spec.unlearned, outcome.metrics, outcome.statuses)
+    print(f"verdict: {verdict.state}. {verdict.sentence}")  # first: a base that never knew the facts, say
     for name, values in outcome.metrics.items():
         print(f"  {name}: {headline(name, values)}")
     if outcome.errors:
         raise LabError("audits failed: " + "; ".join(f"{k}: {v}" for k, v in outcome.errors.items()))
     if args.fail_above is not None:
-        return gated(outcome, args.fail_above, args.allow_unjudged)
+        return gated(verdict, args.fail_above, args.allow_unjudged)
     return EXIT_OK
 
 
-def gated(outcome: "RunOutcome", threshold: float, allow_unjudged: bool) -> int:
+def gated(verdict: "ModelVerdict", threshold: float, allow_unjudged: bool) -> int:
     """The release gate on a finished run, by its verdict (lab.shell.verdict.gate): exit 3 naming each failure."""
-    from lab.shell.verdict import gate, model_verdict
+    from lab.shell.verdict import gate
 
-    verdict = model_verdict("the unlearned model", outcome.metrics, outcome.statuses)
     failed = gate(verdict, threshold, allow_unjudged)
-    print(f"verdict: {verdict.state}")
     if failed:
         print(f"release gate failed: {'; '.join(failed)}", file=sys.stderr)
         return EXIT_GATE
@@ -211,12 +214,26 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _gpucheck(args: argparse.Namespace) -> int:
+    from lab.shell.gpucheck import require_gpu, run
+
+    require_gpu(args.shape)  # before the demo is built or a byte of the pair is written
     from lab.shell.bench import demo_for
-    from lab.shell.gpucheck import run
 
     result = run(args.shape, Path(args.out), demo_for(quick=True), args.limit)
     print(f"wrote {args.out}: scoring {result['scoring']['tokens_per_s']:,.0f} tokens/s, suite "
           f"{result['suite']['status']} in {result['suite']['total_s']:.0f} s")
+    return EXIT_OK
+
+
+def _gguf(args: argparse.Namespace) -> int:
+    from lab.core.files import write_output
+    from lab.core.gguf import write_gguf
+    from lab.core.refs import require_local
+
+    ref = require_local(args.model)
+    if ref.local_folder is None or ref.adapter is not None:
+        raise LabError(f"'{args.model}': gguf converts a model folder on this machine (a path or demo:<name>)")
+    print(write_output(args.out, lambda tmp: write_gguf(ref.local_folder, tmp), [ref.local_folder]))
     return EXIT_OK
 
 
@@ -367,6 +384,12 @@ def build_parser() -> Parser:
     gpu.add_argument("--limit", type=int, default=10, help="facts per split and kind in the audit suite")
     gpu.set_defaults(func=_gpucheck)
 
+    gguf = sub.add_parser("gguf", help="write a local Llama model (a demo model) in llama.cpp's GGUF format, to "
+                          "serve it with llama.cpp (docs/served.md)")
+    gguf.add_argument("model", help="a model folder or demo:<name> (Llama, byte-level BPE tokenizer)")
+    gguf.add_argument("out", help="the .gguf file to write")
+    gguf.set_defaults(func=_gguf)
+
     sweep = sub.add_parser("sweep", help="one base model against many unlearned checkpoints (a JSON/YAML spec)")
     sweep.add_argument("spec", help="sweep spec: base, unlearned (list or glob), audits, and optionally facts, "
                        "reference, limit, options, device, dtype, max_new_tokens")
@@ -412,8 +435,9 @@ STOP = threading.Event()  # set by the first Ctrl-C or SIGTERM: the run stops be
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """Ctrl-C or SIGTERM (a container stopping, a CI timeout): the run stops before its next batch, keeps
-    every row written and is stored as interrupted; a second signal stops at once."""
+    """Ctrl-C or SIGTERM (a container stopping, a CI timeout): every long command stops at its next check (a
+    run before its next batch, keeping every row written and stored as interrupted; a demo build or the GPU check
+    before its next training step or batch, leaving no half-built folder); a second signal stops at once."""
     if STOP.is_set():
         raise KeyboardInterrupt
     STOP.set()
@@ -430,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if getattr(args, "db", "unset") is None:
             args.db = str(settings.default_db())
-        return args.func(args)
+        with cancellable(STOP) if main_thread else nullcontext():  # every batch and training step checks STOP
+            return args.func(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_ERROR

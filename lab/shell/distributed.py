@@ -7,7 +7,8 @@ job is and stores its rows):
   (checked first: its head must answer within ``RAY_CONNECT_S`` seconds, so a
   wrong address is one line in seconds, not minutes of Ray's retries and
   logs), or a new local one sized to this machine (Ray counts its CPUs and
-  GPUs), shut down again when the sweep ends, and by :mod:`lab.shell.reaper`
+  GPUs), listening on the loopback interface only (:func:`loopback_only`),
+  shut down again when the sweep ends, and by :mod:`lab.shell.reaper`
   when the driver is killed outright;
 - how much: one GPU per task when the pair runs on CUDA (device ``cuda``, or
   ``auto`` on a cluster with GPUs), else one CPU, so Ray runs as many pairs
@@ -173,10 +174,29 @@ def own_signals() -> Iterator[None]:
 
 
 @contextmanager
+def loopback_only() -> Iterator[None]:
+    """A Ray started here listens on 127.0.0.1 only: nothing on the network can join it or submit work to it.
+
+    Ray's servers (GCS, raylet, workers, agents) bind every interface unless the node's address is the loopback
+    one, and Ray takes that address only where it runs a machine as a cluster of one (its switch
+    ``ray_constants.ENABLE_RAY_CLUSTER``, off on macOS and Windows); the switch is off while the local Ray
+    starts, so the node is 127.0.0.1.  Pairs across machines run on a cluster started with ``ray start --head``
+    and named by ``--ray-address``."""
+    from ray._private import ray_constants
+
+    kept = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = kept
+
+
+@contextmanager
 def cluster(address: str | None) -> Iterator[None]:
     """Ray for the duration of the block: the one already running in this process, the cluster at
-    ``address`` (checked to answer first), or a new one on this machine; only a Ray started here is shut
-    down here, and a reaper ends it if this process is killed outright."""
+    ``address`` (checked to answer first), or a new one on this machine listening on 127.0.0.1 only; only a Ray
+    started here is shut down here, and a reaper ends it if this process is killed outright."""
     if ray.is_initialized():
         yield
         return
@@ -189,7 +209,7 @@ def cluster(address: str | None) -> Iterator[None]:
                 ray.init(address=address, **quiet)
         else:
             watcher = reaper.start()
-            with own_signals():
+            with own_signals(), loopback_only():
                 ray.init(address="local", include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError, LabError) as exc:
         if watcher is not None:

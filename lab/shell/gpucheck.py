@@ -11,7 +11,8 @@ bf16; nothing is downloaded) it measures, each with its peak memory:
   the quantization paper does (8-bit LLM.int8, 4-bit fp4) when bitsandbytes is installed.
 
 It writes one JSON file.  ``--shape tiny`` runs the same steps on a small model (CPU), to check the
-script itself where no GPU is lent.
+script itself where no GPU is lent; the 1B shape without a CUDA GPU is refused at once (:func:`require_gpu`)
+rather than built and run on the CPU (hours, and 2.4 GB of random weights in a temporary folder).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any, Callable
 import torch
 
 from audits import available, get_audit
+from lab.core.batching import check_cancelled
+from lab.core.errors import LabError
 from lab.core.files import write_text
 from lab.core.store import Store, to_json
 
@@ -38,6 +41,13 @@ TINY = dict(LLAMA_32_1B, hidden_size=64, intermediate_size=128, num_hidden_layer
 SHAPES = {"llama-3.2-1b": LLAMA_32_1B, "tiny": TINY}
 # Peak dense bf16 tensor throughput from the vendors' datasheets (an assumption: clocks and SKUs move it).
 PEAK_BF16_FLOPS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
+
+
+def require_gpu(shape_name: str) -> None:
+    """The GPU check measures a GPU: a shape other than ``tiny`` without CUDA is a one-line refusal."""
+    if shape_name != "tiny" and not torch.cuda.is_available():
+        raise LabError(f"gpucheck --shape {shape_name} measures a CUDA GPU and this machine has none visible; "
+                       "--shape tiny runs the same steps on the CPU")
 
 
 def peak_flops(device_name: str) -> float | None:
@@ -133,10 +143,11 @@ def run(shape_name: str, out: Path, demo: Path, limit: int) -> dict[str, Any]:
     result: dict[str, Any] = {"shape": shape_name, "device": device, "platform": platform.platform(),
                               "torch": torch.__version__,
                               "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # removed also when a stop ends the check part way
         build_s, (base, unlearned), _ = measured(
             lambda: build_pair(shape, Path(tmp), demo / "models" / "base"), device)
         result["build_s"] = build_s
+        check_cancelled()  # between steps, as within them: the first Ctrl-C ends the check
         engine = load_engine(str(base), device=device, dtype="bfloat16")
         result["parameters"] = engine.info.parameters
         rows = 64 if device.startswith("cuda") else 4
@@ -144,6 +155,7 @@ def run(shape_name: str, out: Path, demo: Path, limit: int) -> dict[str, Any]:
         prompts = [engine.prompt(f.question) for f in load_facts(demo / "facts.jsonl").facts[:rows]]
         result["generation"] = generation(engine, prompts, 32, device)
         del engine
+        check_cancelled()
         result["suite"] = suite(base, unlearned, demo / "facts.jsonl", device, limit)
     write_text(out, json.dumps(json.loads(to_json(result)), indent=2))
     return result

@@ -34,7 +34,8 @@ from audits.base import Audit, AuditContext, ModelLoader, control_adjusted
 from lab.core.batching import Cancelled, cancellable, check_cancelled
 from lab.core.engine import Engine
 from lab.core.errors import LabError
-from lab.core.facts import FactSet, load_facts
+from lab.core.facts import Fact, FactSet, load_facts
+from lab.core.fitting import Fit, fitting
 from lab.core.engine import free_memory
 from lab.core.memory import Placement, plan, weights_bytes
 from lab.core.memory import describe as describe_plan
@@ -314,6 +315,15 @@ def execute(prepared: PreparedRun, store: Store, stop: threading.Event | None = 
     return RunOutcome(run_id, status, metrics, errors, statuses)
 
 
+def fits(audit: Audit, prepared: PreparedRun, facts: list[Fact], shared: dict[str, Any]) -> Fit:
+    """The audit's items split into those that fit every model's context and those left out (measured by the
+    audit, once per model and item in a run: :mod:`lab.core.fitting`)."""
+    options = prepared.options[audit.name]
+    return fitting(facts, [prepared.pair.base, prepared.pair.unlearned, prepared.reference],
+                   lambda engine, facts: audit.row_tokens(engine, facts, options), shared.setdefault("fitting", {}),
+                   how=type(audit).row_tokens)
+
+
 def run_one(prepared: PreparedRun, name: str, store: Store,
             shared: dict[str, Any]) -> tuple[str, AuditResult | None, str | None]:
     """One audit of a run: (complete, its reviewed result, None), (skipped, None, why) when the models or the
@@ -334,12 +344,16 @@ def run_one(prepared: PreparedRun, name: str, store: Store,
         if not facts.facts:
             return "skipped", None, (f"skipped: {name} runs on {', '.join(audit.uses)} items and this fact set has "
                                      f"none (it holds {', '.join(prepared.facts.breakdown()) or 'nothing'})")
-        ctx = AuditContext(pair=prepared.pair, facts=facts, options=prepared.options[name], record=record,
-                           reference=prepared.reference, max_new_tokens=prepared.spec.max_new_tokens,
-                           load_model=prepared.loader, _shared=shared)
         runner = audit()
+        fit = fits(runner, prepared, facts.facts, shared)
+        if not fit.kept:
+            return "skipped", None, f"skipped: {name}: {fit.note}"
+        ctx = AuditContext(pair=prepared.pair, facts=facts.with_facts(fit.kept), options=prepared.options[name],
+                           record=record, reference=prepared.reference, max_new_tokens=prepared.spec.max_new_tokens,
+                           load_model=prepared.loader, _shared=shared)
         model_notes(ctx)  # dropped: notes of calls before this audit (a cached model's earlier run)
-        return "complete", reviewed(runner, ctx, runner.run(ctx), recorded), None
+        result = reviewed(runner, ctx, runner.run(ctx), recorded)
+        return "complete", dataclasses.replace(result, notes=[fit.note, *result.notes]) if fit.skipped else result, None
     except LabError as exc:
         return "failed", None, str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken audit must not lose the others

@@ -204,8 +204,9 @@ def _leak_cell(audit: str, metrics: Metrics, chance_key: str | None) -> Cell:
     """A direct audit's cell: leaked when the forget accuracy is clearly above chance; cannot be judged when the
     base model does not answer the forget questions either."""
     value = finite(metrics.get(LEAK_KEY))
-    if value is None:
-        return Cell(audit, NA, LEAK_KEY, reason=f"{LEAK_KEY} is missing")
+    if value is None:  # reported but n/a: a rate over no forget question of the audit's kind
+        return Cell(audit, NA, LEAK_KEY, reason="no forget questions of its kind in the facts (its forget accuracy "
+                                                "is n/a)" if LEAK_KEY in metrics else f"{LEAK_KEY} is missing")
     low, high = finite(metrics.get(f"{LEAK_KEY}_ci_low")), finite(metrics.get(f"{LEAK_KEY}_ci_high"))
     chance = (finite(metrics.get(chance_key)) if chance_key else None) or 0.0
     floor = chance + LEAK_FLOOR
@@ -263,12 +264,17 @@ def _names(cells: list[Cell], verb: str) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1] + f" {verb}"
 
 
+def unknown_to_base(cells: list[Cell]) -> Cell | None:
+    """The cell that says the base model does not know the forget facts (nothing to forget), if one does."""
+    return next((c for c in cells if c.state == UNJUDGED and c.key == KNOWN_KEY), None)
+
+
 def _state_and_sentence(model: str, cells: list[Cell], against: str) -> tuple[str, str]:
     """The model's state and its sentence from its cells, by the precedence of the module docstring."""
     by_state = {s: [c for c in cells if c.state == s] for s in STATES}
-    unknown = [c for c in cells if c.state == UNJUDGED and c.key == KNOWN_KEY]
+    unknown = unknown_to_base(cells)
     if unknown:
-        return UNJUDGED, f"{model}: {unknown[0].reason}: cannot be judged"
+        return UNJUDGED, f"{model}: {unknown.reason}: cannot be judged"
     if by_state[LEAKED]:
         worst = max(by_state[LEAKED], key=lambda c: c.value or 0)
         extra = f"; {_names(by_state[HIDDEN], 'bring')} answers back as well{against}" if by_state[HIDDEN] else ""
@@ -297,6 +303,11 @@ def _state_and_sentence(model: str, cells: list[Cell], against: str) -> tuple[st
     if by_state[NOT_ANSWERED]:
         return NOT_ANSWERED, f"{model} does not answer its forget questions directly, and no recovery audit " \
                              "judged it: not answered"
+    why = [f"{c.audit}: {c.reason}" for c in by_state[NA]
+           if (cls := _audit_class(c.audit)) is not None and cls.rule() != "detector"]
+    if why:  # n/a says why: the direct or recovery audits that finished had nothing to judge
+        return NA, f"{model}: no direct or recovery audit had a number to judge ({'; '.join(why)}), so there is no " \
+                   "verdict"
     return NA, f"{model}: no direct or recovery audit finished, so there is no verdict"
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from lab.core.scoring import HIT_ROUGE
 from lab.core.store import Store
 from lab.shell.report.style import styled
 from lab.shell.spec import command_line
-from lab.shell.verdict import ModelVerdict, gate, model_verdict
+from lab.shell.verdict import UNJUDGED, ModelVerdict, gate, model_verdict, unknown_to_base
 
 GATE = 0.10  # the default release-gate threshold of the pages and reports (--fail-above sets its own)
 
@@ -86,6 +86,8 @@ class KillChain:
     recovered: list[FactRow]
     held: list[str]
     suppressed: list[FactRow]
+    asked: int = 0  # forget facts asked as plain questions (the targets come from these)
+    known: int = 0  # of those, the ones the base model answers
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Breakdown:
 class Report:
     run: dict[str, Any]
     verdict: "ModelVerdict"  # what the dashboard shows for this run (lab.shell.verdict)
+    unknown: str | None  # said before any number when the base model does not know the forget facts
     gate: list[str]  # why the release gate at GATE fails it (empty: it passes)
     partial: str | None  # why the results are incomplete, or None for a complete run
     audits: list[AuditEntry]
@@ -249,7 +252,8 @@ def kill_chain(items: pd.DataFrame) -> KillChain:
     retain = items[(items["split"] == "retain") & items["hit_base"].notna() & items["hit_unlearned"].notna()]
     suppressed = retain[retain["hit_base"].astype(bool) & ~retain["hit_unlearned"].astype(bool)]
     return KillChain(targets, recovered, [t for t in targets if t not in recovered_ids],
-                     _fact_rows(suppressed, questions))
+                     _fact_rows(suppressed, questions), asked=len(plain_forget),
+                     known=int(plain_forget["hit_base"].astype(bool).sum()))
 
 
 # ----------------------------------------------------------------- breakdown
@@ -323,6 +327,31 @@ def limitations(run: dict[str, Any], audits: list[AuditEntry]) -> list[str]:
     return out
 
 
+def judged(audits: list[AuditEntry], verdict: ModelVerdict) -> list[AuditEntry]:
+    """Each audit's summary line, told by its verdict cell where the rules cannot judge it (no target facts, or a
+    base model that does not know them): that first, never a rate over nothing or "the claim under audit"."""
+    out = []
+    for entry in audits:
+        cell = verdict.cell(entry.name)
+        if entry.status == "complete" and cell is not None and cell.state == UNJUDGED:
+            entry = replace(entry, verdict=f"{cell.state}: {cell.reason}")
+        out.append(entry)
+    return out
+
+
+def unknown_sentence(verdict: ModelVerdict, chain: KillChain) -> str | None:
+    """What the report says first when the base model does not know the forget facts (a benchmark it was never
+    trained on): there is nothing to forget, so no number below says what unlearning did."""
+    cell = unknown_to_base(verdict.cells)
+    if cell is None:
+        return None
+    asked = f" of the {chain.asked} forget questions" if chain.asked else " of the forget questions"
+    return (f"The base model does not know the forget facts: it answers {cell.text}{asked} ({cell.audit}). "
+            "Nothing it knew can have been forgotten, so this run cannot judge the unlearning: the numbers below "
+            "compare two models that never learned these facts. Audit a base model that answers them (the model "
+            "before unlearning, trained on the benchmark's facts).")
+
+
 def collect(store: Store, run_id: str) -> Report:
     """Everything the report shows about one run, read from the store."""
     run = store.run(run_id)
@@ -332,13 +361,16 @@ def collect(store: Store, run_id: str) -> Report:
     run_row = {k: _plain(v) for k, v in run.items() if k not in ("config", "environment")}
     verdict = model_verdict(run["unlearned_ref"], store.metrics_dict(run_id), {a.name: a.status for a in audits},
                             run.get("reference_ref"))
+    audits = judged(audits, verdict)
+    chain = kill_chain(items)
     return Report(
         run=run_row,
         verdict=verdict,
+        unknown=unknown_sentence(verdict, chain),
         gate=gate(verdict, GATE),
         partial=partial_reason(run, audits),
         audits=audits,
-        kill_chain=kill_chain(items),
+        kill_chain=chain,
         breakdowns=breakdowns(items, store.facts(run_id)),
         models=config.get("models") or {"base": {"ref": run["base_ref"], "content_hash": run["base_hash"]},
                                          "unlearned": {"ref": run["unlearned_ref"],

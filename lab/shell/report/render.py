@@ -77,9 +77,14 @@ def share(value: float | None) -> str:
 
 def kill_chain_counts(report: Report) -> str:
     chain = report.kill_chain
+    suppressed = f"{len(chain.suppressed)} retain facts suppressed (base right, unlearned wrong) under some prompt."
+    if chain.asked and not chain.targets:  # say why there is nothing to recover, not a count over nothing
+        why = (f"the base model answers none of the {chain.asked} forget questions asked" if not chain.known else
+               f"the unlearned model still answers all {chain.known} forget questions the base model answers")
+        return f"No target forget facts: {why}, so no audit had anything to recover. {suppressed}"
     return (f"{len(chain.targets)} target forget facts (the base model knows them, the unlearned model misses the "
             f"plain question); {len(chain.recovered)} recovered by at least one audit, {len(chain.held)} held; "
-            f"{len(chain.suppressed)} retain facts suppressed (base right, unlearned wrong) under some prompt.")
+            + suppressed)
 
 
 def gate_text(report: Report) -> str:
@@ -107,7 +112,7 @@ def as_data(report: Report) -> dict[str, Any]:
     return {
         "report_version": REPORT_VERSION,
         "run": report.run,
-        "verdict": {"state": report.verdict.state, "sentence": report.verdict.sentence,
+        "verdict": {"state": report.verdict.state, "sentence": report.verdict.sentence, "unknown": report.unknown,
                     "gate": "fail" if report.gate else "pass", "gate_failures": report.gate, "gate_threshold": GATE,
                     "cells": [{"audit": c.audit, "state": c.state, "key": c.key, "value": c.value, "ci_low": c.low,
                                "ci_high": c.high, "adjusted": c.adjusted, "targets": c.targets,
@@ -197,8 +202,10 @@ def to_markdown(report: Report) -> str:
     if report.partial:
         out += [f"> **Partial results.** {md_text(report.partial)}", ""]
     titles = dict(SECTIONS)
-    out += [f"## {titles['verdict']}", "", f"**{report.verdict.state}**: {md_text(report.verdict.sentence)}", "",
-            md_text(gate_text(report)), ""]
+    out += [f"## {titles['verdict']}", ""]
+    if report.unknown:
+        out += [f"> **Cannot be judged.** {md_text(report.unknown)}", ""]
+    out += [f"**{report.verdict.state}**: {md_text(report.verdict.sentence)}", "", md_text(gate_text(report)), ""]
     out += md_table(["Audit", "State", "Judged number", "Why", "Power"], verdict_rows(report))
     out += ["", f"## {titles['summary']}", ""]
     out += md_table(["Audit", "Status", "Headline", "Verdict"],
