@@ -66,6 +66,14 @@ def available() -> list[str]:
     return names
 
 
+def with_role(role: str) -> type["Audit"]:
+    """The first registered audit that plays ``role`` in the benchmark (``Audit.bench_role``)."""
+    for name in available():
+        if get_audit(name).bench_role == role:
+            return get_audit(name)
+    raise LabError(f"no registered audit plays the benchmark role '{role}'")
+
+
 def parse_audits(text: str) -> list[str]:
     """A comma-separated audit list, validated, duplicates dropped, order kept."""
     names = [n.strip() for n in text.split(",") if n.strip()]

@@ -37,6 +37,12 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 
+# Roles an audit can play in the benchmark (``Audit.bench_role``): lettered multiple-choice scoring, timed against
+# lm-evaluation-harness's loglikelihood requests; and a token-row scoring workload (``Audit.workload``) timed
+# against a per-row loop.
+CHOICE_SCORING, ROW_SCORING = "choice_scoring", "row_scoring"
+
+
 @dataclass(frozen=True)
 class Answered:
     """Both models' greedy answers to one prompt, scored against the gold answer."""
@@ -223,6 +229,8 @@ class Audit(Generic[O]):
     default_on: ClassVar[bool] = False  # ticked when a run or the verdict dashboard is set up
     suite: ClassVar[bool] = False  # one of the design's five attacks: the suite the bench times
     check_options: ClassVar[dict[str, str]] = {}  # options of the GPU check's short run (an SAE's steps)
+    # What the benchmark compares this audit with, if anything (BENCH_ROLES): the bench finds audits by role.
+    bench_role: ClassVar[str | None] = None
 
     @classmethod
     def rule(cls) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from audits.base import Audit, AuditContext, pct
+from audits.base import CHOICE_SCORING, Audit, AuditContext, pct
 from lab.core.backend import Backend
 from lab.core.facts import SPLITS, Fact
 from lab.core.fitting import longest_rows
@@ -138,6 +138,7 @@ def skew_notes(facts: list[Fact], picks: dict[str, list[Choices]]) -> list[str]:
 
 class MultipleChoiceAudit(Audit[MultipleChoiceOptions]):
     asks_directly = True
+    bench_role = CHOICE_SCORING
     chance_key = "chance_forget"
     name = "multiple_choice"
     title = "Multiple-choice accuracy"

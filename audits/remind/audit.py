@@ -44,7 +44,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from audits.base import Audit, AuditContext, fmt
+from audits.base import ROW_SCORING, Audit, AuditContext, fmt
 from audits.remind.neighbors import Variant, make_variants, nearest_tokens
 from lab.core.backend import Backend
 from lab.core.errors import LabError
@@ -215,6 +215,7 @@ def direction_note(metrics: dict[str, float]) -> list[str]:
 
 class RemindAudit(Audit[RemindOptions]):
     suite = True
+    bench_role = ROW_SCORING
     name = "remind"
     title = "REMIND loss landscape"
     paper = "REMIND: Input Loss Landscapes Reveal Residual Memorization in Post-Unlearning LLMs"

@@ -74,8 +74,8 @@ def kept(method: Callable[..., T]) -> Callable[..., T]:
         given = {k: v for k, v in bound.arguments.items() if k not in ("self", "desc")}
         if given.get("edit_batch") is not None or self.results.editing or not settings.memo_enabled():
             return method(self, *args, **kwargs)
-        key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, tuple(self.encoder.stop_ids),
-               self.weights_state())
+        stops = _frozen(vars(self.encoder).get("stop_ids"))  # as computed (or set) so far: the format decides it
+        key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, stops, self.weights_state())
         return self.results.keep(key, lambda: method(self, *args, **kwargs))
 
     return wrapper

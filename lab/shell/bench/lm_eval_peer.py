@@ -28,10 +28,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from audits import available, get_audit
-from audits.base import AuditContext
+from audits import with_role
+from audits.base import CHOICE_SCORING, AuditContext
 from lab.core.backend import Backend
 from lab.core.engine import Engine, shared_forwards
+from lab.core.errors import LabError
 from lab.core.facts import Fact, FactSet
 from lab.core.models import ModelPair
 from lab.core.records import ItemRecord
@@ -77,8 +78,8 @@ def mc_items(facts: Sequence[Fact], count: int) -> list[Fact]:
 
 
 def run_multiple_choice(pair: ModelPair, items: list[Fact]) -> list[ItemRecord]:
-    """The ``multiple_choice`` audit (default options: lettered prompts) on both models; its item records."""
-    audit = get_audit("multiple_choice")
+    """The multiple-choice audit (default options: lettered prompts) on both models; its item records."""
+    audit = with_role(CHOICE_SCORING)
     records: list[ItemRecord] = []
     ctx = AuditContext(pair=pair, facts=FactSet(items, source="bench"), options=audit.Options(),
                        record=records.extend)
@@ -175,9 +176,11 @@ def choice_comparison(name: str, items: int, timing: Sequence[tuple[float, Any, 
 
 
 def compare_multiple_choice(pair: ModelPair, facts: Sequence[Fact], count: int, repeats: int) -> Comparison | str:
-    """The multiple_choice audit against lm-eval's HFLM on both models and the same items (or why not)."""
-    if "multiple_choice" not in available():
-        return "the multiple_choice audit is not in this checkout"
+    """The multiple-choice audit against lm-eval's HFLM on both models and the same items (or why not)."""
+    try:
+        with_role(CHOICE_SCORING)
+    except LabError as exc:
+        return str(exc)
     try:
         version = lm_eval_version()
     except LookupError as exc:

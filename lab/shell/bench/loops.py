@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from audits import get_audit
+from audits import with_role
+from audits.base import ROW_SCORING
 from lab.core.batching import plan_batches
 from lab.core.engine import Engine
 from lab.core.facts import Fact
@@ -139,7 +140,7 @@ def compare_generation(engine: Engine, facts: list[Fact], new_tokens: int, repea
 
 def compare_remind(engine: Engine, facts: list[Fact], repeats: int) -> Comparison:
     """Mean NLL of each REMIND neighbor variant (nearest input-embedding token swaps, audits.remind.neighbors)."""
-    rows = get_audit("remind")().workload(engine, facts)
+    rows = with_role(ROW_SCORING)().workload(engine, facts)
 
     def loop() -> list[float]:
         return [-float(s.mean()) for s in loop_token_logprobs(engine, rows, [1] * len(rows))]
