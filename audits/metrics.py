@@ -478,6 +478,13 @@ def pair_auc(members: np.ndarray, non_members: np.ndarray) -> float:
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
+def resampled(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices drawn with replacement within each label's group, groups in a fixed order (the same draws in every
+    process); none for no labels (a suite without texts)."""
+    draws = [rng.choice(np.flatnonzero(labels == g), (labels == g).sum()) for g in sorted(set(labels.tolist()))]
+    return np.concatenate(draws) if draws else np.zeros(0, dtype=int)
+
+
 def metric_intervals(facts: list[Fact], per_fact: dict[str, dict[str, list[float]]], mia: dict[str, Any],
                      models: list[str], metrics: dict[str, float], samples: int = BOOTSTRAP_METRICS,
                      seed: int = 0) -> dict[str, float]:
@@ -495,8 +502,7 @@ def metric_intervals(facts: list[Fact], per_fact: dict[str, dict[str, list[float
     values = {m: {v: np.asarray(per_fact[m][v], dtype=float) for v in per_fact[m]} for m in models}
     draws: dict[str, list[float]] = {}
     for _ in range(samples):
-        pick = np.concatenate([rng.choice(np.flatnonzero(groups == g), (groups == g).sum()) for g in set(groups)])
-        texts = np.concatenate([rng.choice(np.flatnonzero(splits == s), (splits == s).sum()) for s in set(splits)])
+        pick, texts = resampled(groups, rng), resampled(splits, rng)
         members, others = texts[splits[texts] == "forget"], texts[splits[texts] == "holdout"]
         aucs = {(m, a): pair_auc(scores[m][a][members], scores[m][a][others]) for m in models for a in ALL_MIA_NAMES}
         for m in models:

@@ -98,3 +98,19 @@ def test_kept_results_are_identical_and_never_outlive_a_weights_change(demo_pair
     assert engine.generate(prompts, 8) == first
     assert engine.weights_state() != state  # restored weights have a new version: they are recomputed
     assert len(during) == len(prompts)
+
+
+def test_a_benchmark_repeat_does_the_work_again(demo_pair, demo_facts, monkeypatch):
+    """Kept results serve a repeated call; a benchmark's timed repeats never get one (settings.memo_off)."""
+    from lab.shell.bench.measure import timed
+
+    engine = demo_pair.base
+    prompts = [engine.prompt(f.question) for f in demo_facts.facts[8:12]]
+    calls: list[int] = []
+    batched = engine._batched
+    monkeypatch.setattr(engine, "_batched", lambda *a, **k: calls.append(1) or batched(*a, **k))
+    engine.generate(prompts, 5)
+    engine.generate(prompts, 5)
+    assert len(calls) == 1  # the second call was given the kept result
+    timed(lambda: engine.generate(prompts, 5), 3, "cpu")
+    assert len(calls) == 4  # each timed repeat computed it

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Iterator
 
 
 def static_dir() -> Path:
@@ -93,10 +96,23 @@ def demo_profile() -> str:
     return os.environ.get("LAB_DEMO_PROFILE", "").strip() or "full"
 
 
+_UNKEPT: ContextVar[bool] = ContextVar("unkept", default=False)
+
+
 def memo_enabled() -> bool:
     """Whether engines keep results for repeated calls on unchanged weights (``LAB_MEMO=0`` turns it off, to time
-    or check the uncached path)."""
-    return os.environ.get("LAB_MEMO", "").strip().lower() not in {"0", "false", "no", "off"}
+    or check the uncached path; so does :func:`memo_off`)."""
+    return not _UNKEPT.get() and os.environ.get("LAB_MEMO", "").strip().lower() not in {"0", "false", "no", "off"}
+
+
+@contextmanager
+def memo_off() -> Iterator[None]:
+    """Engines compute every call afresh inside (a benchmark's repeats time the work, not a kept result)."""
+    token = _UNKEPT.set(True)
+    try:
+        yield
+    finally:
+        _UNKEPT.reset(token)
 
 
 def model_slots() -> int | None:

@@ -209,20 +209,19 @@ def compare_multiple_choice(pair: ModelPair, facts: Sequence[Fact], count: int, 
 
 def compare_choices(engine: Engine, facts: Sequence[Fact], count: int, repeats: int,
                     batch_size: int = LM_EVAL_WIDE_BATCH) -> Comparison:
-    """The multiple_choice audit's scoring (lettered prompts) on one model against lm-eval's HFLM."""
-    from audits.multiple_choice import MultipleChoiceOptions, lettered_prompt, score_choices
-
+    """The multiple-choice audit's scoring (lettered prompts) on one model against lm-eval's HFLM."""
     version = lm_eval_version()
+    audit = with_role(CHOICE_SCORING)()
     items = mc_items(facts, count)
     lm = lm_eval_model(engine, batch_size)
     sizes = [len(f.choices) for f in items]
-    pairs = letter_pairs([lettered_prompt(f) for f in items], sizes)
+    prompts, _ = audit.choice_scores(engine, items)  # once untimed: lm-eval's requests take the audit's prompts
+    pairs = letter_pairs(prompts, sizes)
     requests = loglikelihood_requests(pairs)
-    options = MultipleChoiceOptions()
-    timing = measured_side_by_side([lambda: score_choices(engine, items, options, None),
+    timing = measured_side_by_side([lambda: audit.choice_scores(engine, items)[1],
                                     lambda: lm.loglikelihood(requests, disable_tqdm=True)],
                                    repeats, engine.info.device)
-    ours = {"model": [c.scores for c in timing[0][1]]}
+    ours = {"model": timing[0][1]}
     theirs = {"model": per_question(timing[1][1], sizes)}
     agreement = choice_agreement(ours, theirs, [f.answer_index for f in items])
     return choice_comparison(LM_EVAL, len(items), timing, agreement, same_tokens(lm, engine, pairs), len(pairs),

@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 import torch
 
+from lab.core import settings
+
 T = TypeVar("T")
 MB = 2**20
 OWN_LOOP = "per-example loop"
@@ -172,14 +174,16 @@ def _sync(device: str) -> None:
 
 
 def timed(fn: Callable[[], T], repeats: int, device: str) -> tuple[float, T]:
-    """Best wall time of ``repeats`` calls (the first also pays any warm-up) and the last result."""
+    """Best wall time of ``repeats`` calls (the first also pays any warm-up) and the last result.  Engines keep
+    no results meanwhile (:func:`lab.core.settings.memo_off`): every repeat does the work."""
     best, result = math.inf, None
-    for _ in range(max(1, repeats)):
-        _sync(device)
-        start = time.perf_counter()
-        result = fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+    with settings.memo_off():
+        for _ in range(max(1, repeats)):
+            _sync(device)
+            start = time.perf_counter()
+            result = fn()
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
     return best, result  # type: ignore[return-value]
 
 
