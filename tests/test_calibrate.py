@@ -51,16 +51,22 @@ def test_the_control_line_names_each_audit_above_the_bar():
         return RecoveryRow(audit, "recovery_rate", model, targets, rate, rate / 2, rate * 2, 0.0, 0.0, 0.0,
                            float("nan"), seed, hits)
 
-    rows = [row("a", "retrain", 8), row("b", "retrain", 2), row("a", "npo", 20), row("a", "npo", 10, seed=1)]
-    power = {name: power_of(name, rows, {}, ["npo"]) for name in ("a", "b")}
-    assert (power["a"].power_hits, power["a"].power_targets, power["a"].fpr_hits) == (30, 80, 8)  # pooled seeds
-    assert power["a"].shown and power["b"].planted is None and not power["b"].shown
-    result = Calibration(demo="d", sweep_id="s", models=["npo", "retrain"], audits=["a", "b"], options={},
+    rows = [row("a", "retrain", 8), row("b", "retrain", 2), row("a", "npo", 20), row("a", "npo", 20, seed=1),
+            row("c", "retrain", 12), row("c", "npo", 14)]
+    power = {name: power_of(name, rows, {}, ["npo"]) for name in ("a", "b", "c")}
+    assert (power["a"].power_hits, power["a"].power_targets, power["a"].fpr_hits) == (40, 80, 8)  # pooled seeds
+    assert power["a"].excess_ci_low > 0 and power["a"].shown
+    assert power["b"].planted is None and not power["b"].shown
+    # c flags its planted positive (35% [22%, 50%]: above 0) about as often as the control (30%): no power to lend
+    assert power["c"].power_ci_low > 0 and power["c"].excess_ci_low < 0 and not power["c"].shown
+    result = Calibration(demo="d", sweep_id="s", models=["npo", "retrain"], audits=["a", "b", "c"], options={},
                          recovery=rows, detectors=[], failed=[], profile="tiny", seeds=[0, 1], date="2026-12-06",
                          power=power)
     lines = markdown(result).splitlines()
-    assert lines[-1] == "Control above 5% (false positives; read these audits' adjusted rates): a 20% [10%, 35%]"
-    assert "| a | 38% [28%, 48%] on npo (30/80) |" in "\n".join(lines)
+    assert lines[-1] == ("Control above 5% (false positives; read these audits' adjusted rates): a 20% [10%, 35%]; "
+                         "c 30% [18%, 45%]")
+    assert "| a | 50% [39%, 61%] on npo (40/80) | 20% [10%, 35%] (8/40) | 30% [" in "\n".join(lines)
+    assert "| c | 35% [22%, 50%] on npo: power not shown (14/40) |" in "\n".join(lines)
     assert "| b | power not shown (the demo plants no positive for it) (0/0) |" in "\n".join(lines)
 
 
@@ -94,3 +100,22 @@ def test_power_pools_seeds_and_the_base_is_computed_once(tiny_demo, tmp_path, mo
     assert power["power_ci_low"] <= power["power"] <= power["power_ci_high"]
     for key in ("recovery", "detectors", "power"):
         assert runs["0"][key] == runs["1"][key], key
+
+
+def test_the_shipped_calibration_covers_every_recovery_audit_and_its_figures_add_up():
+    """static/calibration.json (what the verdicts quote) has power and false positives for every recovery audit,
+    with the keys the contract names, and each 'shown' follows from its own counts."""
+    from pathlib import Path
+
+    from audits import available, get_audit
+    from lab.core.stats import unpaired_difference, wilson
+
+    data = json.loads((Path(__file__).resolve().parents[1] / "static" / "calibration.json").read_text())
+    assert len(data["seeds"]) >= 3 and data["profile"]
+    for name in (n for n in available() if get_audit(n).recovery_key):
+        entry = data["power"][name]
+        assert {"power", "power_ci_low", "power_ci_high", "fpr", "fpr_ci_low", "fpr_ci_high"} <= set(entry), name
+        assert (entry["power_ci_low"], entry["power_ci_high"]) == pytest.approx(
+            wilson(entry["power_hits"], entry["power_targets"]))
+        low, _ = unpaired_difference(entry["power_hits"], entry["power_targets"], entry["fpr_hits"], entry["fpr_targets"])
+        assert entry["shown"] == (low > 0), name

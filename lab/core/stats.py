@@ -15,6 +15,9 @@ more or less, so every rate carries a 95% interval (``<key>_ci_low`` /
   "Improved confidence intervals for the difference between binomial
   proportions based on paired data", Statistics in Medicine 1998, method 10),
   built from the two Wilson intervals and the pairs' correlation;
+- a difference of two shares on different facts (an audit's flag rate on a
+  planted positive less its rate on the control) gets Newcombe's hybrid
+  score interval for independent proportions (Newcombe 1998, method 10);
 - the mean of other per-fact values (log-prob gains) keeps the percentile
   bootstrap over facts (Efron and Tibshirani, "An Introduction to the
   Bootstrap"), with a fixed seed.
@@ -68,6 +71,19 @@ def paired_difference(first: Sequence[bool], second: Sequence[bool]) -> tuple[fl
     above = (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2
     diff = p1 - p2
     return max(-1.0, diff - math.sqrt(max(below, 0.0))), min(1.0, diff + math.sqrt(max(above, 0.0)))
+
+
+def unpaired_difference(hits1: int, total1: int, hits2: int, total2: int) -> tuple[float, float]:
+    """Newcombe's 95% interval of hits1/total1 - hits2/total2 from independent samples (Newcombe, "Interval
+    estimation for the difference between independent proportions", Statistics in Medicine 1998, method 10:
+    the hybrid score interval built from the two Wilson intervals)."""
+    if total1 <= 0 or total2 <= 0:
+        return math.nan, math.nan
+    p1, p2 = hits1 / total1, hits2 / total2
+    (l1, u1), (l2, u2) = wilson(hits1, total1), wilson(hits2, total2)
+    diff = p1 - p2
+    return (max(-1.0, diff - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)),
+            min(1.0, diff + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)))
 
 
 def bootstrap_interval(values: Iterable[bool | float], samples: int = BOOTSTRAP_SAMPLES,

@@ -50,7 +50,7 @@ from audits import get_audit
 from lab.core import unlearning_metrics as um
 from lab.core.errors import LabError
 from lab.core.records import ItemRecord
-from lab.core.stats import wilson
+from lab.core.stats import unpaired_difference, wilson
 from lab.core.store import Store
 from lab.shell.sweep import SweepOutcome, run_sweep, sweep_spec
 
@@ -95,11 +95,16 @@ class Power:
     fpr_hits: int
     fpr_targets: int
     detection_auc: float  # the planted positive's facts against the control's, pooled
+    excess: float = math.nan  # power less the false-positive rate, with Newcombe's interval (independent facts)
+    excess_ci_low: float = math.nan
+    excess_ci_high: float = math.nan
 
     @property
     def shown(self) -> bool:
-        """The audit caught planted knowledge beyond doubt: its power's lower bound is above 0."""
-        return math.isfinite(self.power_ci_low) and self.power_ci_low > 0
+        """The audit caught planted knowledge beyond doubt and beyond what it flags on the control: the lower
+        bound of power less the false-positive rate is above 0 (an audit that flags the control as often as
+        the planted positive, or flags one fact in thirty, has no power to lend)."""
+        return math.isfinite(self.excess_ci_low) and self.excess_ci_low > 0
 
 
 @dataclass
@@ -217,7 +222,8 @@ def pooled_auc(scores: FactScores, audit: str, model: str) -> float:
 
 
 def power_of(audit: str, rows: list[RecoveryRow], scores: FactScores, planted: list[str]) -> Power:
-    """The audit's power on its best planted positive (by the lower bound) and its false-positive rate."""
+    """The audit's power on its best planted positive (by the lower bound of its excess over the false-positive
+    rate) and its false-positive rate."""
     fpr_hits, fpr_targets = pooled(rows, audit, CONTROL)
     fpr_low, fpr_high = wilson(fpr_hits, fpr_targets)
     fpr = fpr_hits / fpr_targets if fpr_targets else math.nan
@@ -225,14 +231,21 @@ def power_of(audit: str, rows: list[RecoveryRow], scores: FactScores, planted: l
     for model in planted:
         hits, targets = pooled(rows, audit, model)
         if targets:
-            low, high = wilson(hits, targets)
-            candidates.append((low, hits / targets, high, hits, targets, model))
+            excess = unpaired_difference(hits, targets, fpr_hits, fpr_targets)
+            candidates.append((excess[0], wilson(hits, targets)[0], model, hits, targets, excess))
     if not candidates:
         return Power(audit, None, math.nan, math.nan, math.nan, 0, 0, fpr, fpr_low, fpr_high, fpr_hits, fpr_targets,
                      math.nan)
-    low, rate, high, hits, targets, model = max(candidates)
+    *_, model, hits, targets, (excess_low, excess_high) = max(candidates, key=lambda c: (_ordered(c[0]), c[1]))
+    low, high = wilson(hits, targets)
+    rate = hits / targets
     return Power(audit, model, rate, low, high, hits, targets, fpr, fpr_low, fpr_high, fpr_hits, fpr_targets,
-                 pooled_auc(scores, audit, model))
+                 pooled_auc(scores, audit, model), rate - fpr if fpr_targets else math.nan, excess_low, excess_high)
+
+
+def _ordered(value: float) -> float:
+    """NaN (no control to compare with) sorts below every number."""
+    return value if math.isfinite(value) else -math.inf
 
 
 def demo_models(root: Path) -> list[str]:
@@ -313,12 +326,13 @@ def markdown(result: Calibration) -> str:
     seeds = ", ".join(map(str, result.seeds))
     lines = [f"Power and false positives: {result.profile} demo, seeds {seeds}, measured {result.date}.", "",
              "| audit | power on a planted positive [95% CI] | false positives on retrain [95% CI] | "
-             "detection AUC |", "|---|---|---|---|"]
+             "power beyond the false positives [95% CI] | detection AUC |", "|---|---|---|---|---|"]
     for name, power in result.power.items():
         auc = "n/a" if not math.isfinite(power.detection_auc) else f"{power.detection_auc:.2f}"
         lines.append(f"| {name} | {power_text(power)} ({power.power_hits}/{power.power_targets}) | "
                      f"{_interval(power.fpr, power.fpr_ci_low, power.fpr_ci_high)} "
-                     f"({power.fpr_hits}/{power.fpr_targets}) | {auc} |")
+                     f"({power.fpr_hits}/{power.fpr_targets}) | "
+                     f"{_interval(power.excess, power.excess_ci_low, power.excess_ci_high)} | {auc} |")
     lines += ["", "| audit | model | seed | targets | flag rate [95% CI] | adjusted for the control [95% CI] | "
               "detection AUC |", "|---|---|---|---|---|---|---|"]
     for row in result.recovery:
