@@ -114,3 +114,49 @@ def test_a_benchmark_repeat_does_the_work_again(demo_pair, demo_facts, monkeypat
     assert len(calls) == 1  # the second call was given the kept result
     timed(lambda: engine.generate(prompts, 5), 3, "cpu")
     assert len(calls) == 4  # each timed repeat computed it
+
+
+def test_kept_results_never_outlive_an_adapter(demo_pair, demo_facts):
+    """Adapters come and go (the relearn audit's LoRA): a new tensor may sit at a freed one's address with the same
+    version count, so the key names tensors by a number of their own, never by address."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lab.core.engine import _tensor_uid
+
+    seen = [(id(t), _tensor_uid(t)) for t in (torch.zeros(3) for _ in range(50))]  # each freed before the next
+    assert len({uid for _, uid in seen}) == 50  # unique even where an address came back
+    engine = demo_pair.unlearned
+    prompts = [engine.prompt(f.question) for f in demo_facts.facts[:6]]
+    plain = engine.generate(prompts, 6)
+    for scale in (3.0, 0.0):  # a trained adapter, then a fresh one whose B is zero: the plain model's answers
+        wrapped = get_peft_model(engine.model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+        with torch.no_grad():
+            for name, param in wrapped.named_parameters():
+                if "lora_B" in name:
+                    param.fill_(scale / param.shape[0])
+        answers = engine.generate(prompts, 6)
+        wrapped.unload()
+        if scale == 0.0:
+            assert answers == plain
+    assert engine.generate(prompts, 6) == plain
+
+
+def test_weights_restored_bit_for_bit_keep_what_was_kept(demo_pair, demo_facts, monkeypatch):
+    """Fake quantization restores the weights exactly: under restored_after the results kept before it are given
+    again after it (a sweep's base keeps its reuse across the quantization audit), never during it."""
+    from audits.quantization.rtn import QuantSpec, quantized, target_weights
+
+    engine = demo_pair.base
+    prompts = [engine.prompt(f.question) for f in demo_facts.facts[12:16]]
+    first = engine.generate(prompts, 7)
+    calls: list[int] = []
+    batched = engine._batched
+    monkeypatch.setattr(engine, "_batched", lambda *a, **k: calls.append(1) or batched(*a, **k))
+    with engine.lock, engine.restored_after(), quantized(target_weights(engine.model, False, False),
+                                                         QuantSpec(bits=2, group_size=8)):
+        engine.generate(prompts, 7)
+    assert len(calls) == 1  # computed on the quantized weights
+    assert engine.generate(prompts, 7) == first and len(calls) == 1  # the kept result, and it is the same
+    monkeypatch.setenv("LAB_MEMO", "0")
+    assert engine.generate(prompts, 7) == first  # which computing afresh confirms

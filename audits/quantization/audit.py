@@ -146,7 +146,8 @@ class QuantizationAudit(Audit[QuantizationOptions]):
         reference = ctx.model("reference")
         if resolved_backend(opts.backend) == "rtn":
             spec = QuantSpec(bits, opts.group_size, opts.symmetric)
-            with reference.lock, quantized(target_weights(reference.model, opts.embeddings, opts.head), spec):
+            with reference.lock, reference.restored_after(), quantized(
+                    target_weights(reference.model, opts.embeddings, opts.head), spec):
                 outputs = reference.generate(prompts, ctx.max_new_tokens, desc="quantization: reference control")
         else:
             outputs = load_bitsandbytes(reference, bits, opts.bnb_4bit_type).generate(
@@ -160,8 +161,8 @@ class QuantizationAudit(Audit[QuantizationOptions]):
         weights_b = target_weights(pair.base.model, opts.embeddings, opts.head)
         weights_u = target_weights(pair.unlearned.model, opts.embeddings, opts.head)
         with ExitStack() as stack:
-            for held in (pair.base.lock, pair.unlearned.lock, quantized(weights_b, spec),
-                         quantized(weights_u, spec)):
+            for held in (pair.base.lock, pair.unlearned.lock, pair.base.restored_after(),
+                         pair.unlearned.restored_after(), quantized(weights_b, spec), quantized(weights_u, spec)):
                 stack.enter_context(held)
             answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts],
                                                        ctx.max_new_tokens, f"{name} questions")

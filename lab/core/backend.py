@@ -252,6 +252,11 @@ class Backend:
         :meth:`lab.core.engine.Engine.editing`)."""
         raise self._lacks("editing the residual stream")
 
+    def restored_after(self) -> Any:
+        """A context for a block that changes the weights in place and restores them bit for bit before it ends
+        (fake quantization, full fine-tuning): results kept before it stay valid after it."""
+        raise self._lacks("changing its weights")
+
     def block_outputs(self, ids: Any, mask: Any) -> list["torch.Tensor"]:
         """Each decoder block's output for one padded batch."""
         raise self._lacks("reading hidden states")

@@ -15,6 +15,7 @@ against the model's own logits.  Prompts and ids come from
 from __future__ import annotations
 
 import functools
+import itertools
 import inspect
 import threading
 from collections import OrderedDict
@@ -74,11 +75,24 @@ def kept(method: Callable[..., T]) -> Callable[..., T]:
         given = {k: v for k, v in bound.arguments.items() if k not in ("self", "desc")}
         if given.get("edit_batch") is not None or self.results.editing or not settings.memo_enabled():
             return method(self, *args, **kwargs)
-        stops = _frozen(vars(self.encoder).get("stop_ids"))  # as computed (or set) so far: the format decides it
-        key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, stops, self.weights_state())
+        stops = tuple(self.encoder.stop_ids)
+        weights = self.results.canonical(self.weights_state())
+        key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, stops, weights)
         return self.results.keep(key, lambda: method(self, *args, **kwargs))
 
     return wrapper
+
+
+_UIDS = itertools.count()
+
+
+def _tensor_uid(tensor: torch.Tensor) -> int:
+    """A number unique to this tensor object for the life of the process (set on it the first time it is asked)."""
+    uid = getattr(tensor, "_lab_uid", None)
+    if uid is None:
+        uid = next(_UIDS)
+        tensor._lab_uid = uid  # type: ignore[attr-defined] - tensors take Python attributes
+    return uid
 
 
 class Results:
@@ -89,6 +103,15 @@ class Results:
         self.entries: OrderedDict[object, object] = OrderedDict()
         self.lock = threading.Lock()
         self.editing = 0  # residual edits in force on the model (Engine.editing): nothing is kept or given then
+        self.aliases: dict[object, object] = {}  # a weights state restored bit for bit -> the state it restored
+
+    def same_weights(self, restored: object, original: object) -> None:
+        """``restored`` holds the same weights as ``original`` (see :meth:`Engine.restored_after`)."""
+        self.aliases[restored] = self.canonical(original)
+
+    def canonical(self, state: object) -> object:
+        """The first state that held these weights."""
+        return self.aliases.get(state, state)
 
     def keep(self, key: object, compute: Callable[[], T]) -> T:
         with self.lock:
@@ -207,8 +230,10 @@ class Engine(Backend):
         self.results = Results()  # shared with this engine's formatted views (Backend.formatted copies it)
 
     def weights_state(self) -> tuple[tuple[int, int], ...]:
-        """Each parameter's identity and in-place version: changes whenever the weights do (see :func:`kept`)."""
-        return tuple((id(p), p._version) for p in self.model.parameters())
+        """Each parameter's identity and in-place version: changes whenever the weights do (see :func:`kept`).
+        The identity is a number given to the tensor once (:func:`_tensor_uid`), never its address: adapters
+        (the relearn audit's LoRA) come and go, and a new tensor may reuse a freed one's address and version."""
+        return tuple((_tensor_uid(p), p._version) for p in self.model.parameters())
 
     # --------------------------------------------------------------- primitives
     def _batched(self, lengths: list[int], batch_fn: Callable[[list[int]], list[T]], desc: str | None,
@@ -451,6 +476,20 @@ class Engine(Backend):
                 self.results.editing -= 1
                 for handle in handles:
                     handle.remove()
+
+    @contextmanager
+    def restored_after(self) -> Iterator[None]:
+        """Fake quantization and full fine-tuning change the weights in place and put them back bit for bit (each
+        restores from an exact copy), but the restore gives every tensor a new version, which would make
+        everything kept before the block look stale: a sweep's quantization audit would end the base's reuse
+        across pairs.  So the state after the block is recorded as the same weights as the state before."""
+        before = self.weights_state()
+        try:
+            yield
+        finally:
+            after = self.weights_state()
+            if after != before:
+                self.results.same_weights(after, before)
 
     @torch.no_grad()
     def block_outputs(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:

@@ -77,7 +77,7 @@ def batches(rows: Sequence[Row], batch_size: int, seed: int) -> Iterator[list[Ro
 def trainable(engine: Engine, schedule: Schedule) -> Iterator[list[nn.Parameter]]:
     """The engine's model made trainable for the block (under its lock); exactly as before afterwards."""
     model = engine.model
-    with engine.lock:
+    with engine.lock, engine.restored_after():
         if schedule.method == "lora":
             from peft import LoraConfig, get_peft_model
 
