@@ -140,3 +140,20 @@ def test_lora_relearning_on_a_100m_model_stays_within_memory(tiny_demo, tmp_path
     grown = float(peak_mb) - float(loaded_mb)
     assert grown < 2 * weights_mb, (params, loaded_mb, peak_mb, seconds)
     print(f"100M LoRA relearning: weights {weights_mb:.0f} MB, +{grown:.0f} MB peak, {seconds} s")
+
+
+def test_lora_relearning_does_not_depend_on_the_global_generator(demo_pair, demo_facts):
+    """The adapters start from the schedule's seed: what ran before (another audit's draws, kept results that
+    skipped some) must not change what relearning brings back."""
+    engine = demo_pair.unlearned
+    shown = [f for f in demo_facts.split("forget")][:6]
+
+    def relearned(global_seed: int) -> list[list[float]]:
+        torch.manual_seed(global_seed)
+        scores: list[list[float]] = []
+        finetune(engine, fact_rows(engine, shown), Schedule(10, 3e-3, 4, "lora", rank=8), [10],
+                 lambda step: scores.extend(s.logprobs.tolist() for s in engine.answer_scores(
+                     [engine.prompt(f.question) for f in shown], [f" {f.answer}" for f in shown])))
+        return scores
+
+    assert relearned(1) == relearned(2)

@@ -83,7 +83,11 @@ def trainable(engine: Engine, schedule: Schedule) -> Iterator[list[nn.Parameter]
 
             config = LoraConfig(r=schedule.rank, lora_alpha=schedule.alpha, lora_dropout=0.0,
                                 target_modules="all-linear", bias="none")
-            wrapped = get_peft_model(model, config)
+            # The adapters' initial weights from the schedule's seed, not from whatever the global generator
+            # holds after earlier work (which kept results or another audit order would change).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(schedule.seed)
+                wrapped = get_peft_model(model, config)
             try:
                 yield [p for p in wrapped.parameters() if p.requires_grad]
             finally:
