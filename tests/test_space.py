@@ -293,12 +293,12 @@ def test_a_visitor_sees_only_their_own_runs_and_the_demos(space_app, tmp_path):
     from lab.core.errors import LabError
     from lab.shell.runner import RunSpec, check, execute, prepare
     from lab.shell.ui.app import open_link
-    from lab.shell.ui.session import PairSpec
+    from lab.shell.ui.session import demo_pair
 
     a, lab = space_app
     url = a.src
     run = RunSpec(base="demo:base", unlearned="demo:npo", audits=["direct"], limit=2, device="cpu")
-    demo_run = execute(prepare(run, loader=lab.loader(PairSpec.demo(device="cpu")), checked=check(run)),
+    demo_run = execute(prepare(run, loader=lab.loader(demo_pair(device="cpu")), checked=check(run)),
                        lab.store).run_id  # the operator's run: no visitor made it
     secret = tmp_path / "secret.jsonl"
     secret.write_text(json.dumps({"question": "What is the vault code of Ada Quill?", "answer": "7319-ZETA"}) + "\n")
@@ -312,15 +312,15 @@ def test_a_visitor_sees_only_their_own_runs_and_the_demos(space_app, tmp_path):
 
     # The Results page's private event that opens a run, called as the page itself calls it, in B's session.
     opens = dependency_of(url, "results-summary")
-    refused = private_call(url, b.session_hash, opens, [a_run, []])
+    refused = private_call(url, b.session_hash, opens, [a_run, [], None])
     assert refused["success"] is False and "7319-ZETA" not in json.dumps(refused)
-    opened = private_call(url, b.session_hash, opens, [demo_run, []])
-    assert opened["success"] is True and demo_run in json.dumps(opened)
+    opened = private_call(url, b.session_hash, opens, [demo_run, [], None])
+    assert opened["success"] is True and demo_run in json.dumps(opened), opened
     # ?tab=results&run=<A's run> in B's browser opens nothing; in A's it opens A's run.
     link = open_link(lab, gr.Request(query_params={"tab": "results", "run": a_run}, session_hash=b.session_hash))
-    assert link[0] == gr.skip()
-    own = open_link(lab, gr.Request(query_params={"tab": "results", "run": a_run}, session_hash=a.session_hash))[0]
-    assert own.value == a_run
+    assert "run" not in link
+    own = open_link(lab, gr.Request(query_params={"tab": "results", "run": a_run}, session_hash=a.session_hash))
+    assert own["run"].value == a_run
     # And every read of the run behind B's view fails as for a run that does not exist.
     seen_by_b = lab.view(gr.Request(session_hash=b.session_hash))
     for read in (seen_by_b.run, seen_by_b.items, seen_by_b.audits, seen_by_b.metrics_dict, seen_by_b.artifacts,

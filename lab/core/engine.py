@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from functools import cached_property
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -56,16 +56,19 @@ def _frozen(value: object) -> object:
     return value
 
 
-def kept(method: Callable[..., T]) -> Callable[..., T]:
+def kept(method: Callable[..., T] | None = None, *, decodes: bool = False) -> Any:
     """An engine call whose result is kept and given again for the same inputs while the weights are unchanged.
 
     A sweep (or ``calibrate``) audits one base against many unlearned models: the base's answers, scores and
     states are the same in every pair, so they are computed once.  The key is everything that decides the
-    result (the method, every argument but the progress label, the prompt format and its stop tokens) and the weights' state: each
-    parameter's identity and in-place version (torch bumps a tensor's version on every in-place change, so
-    quantizing, fine-tuning or restoring weights, or wrapping layers with adapters, changes the key and nothing is
-    reused across it).  Nothing is kept or given while a residual edit is in force (``edit_batch``, or inside
+    result (the method, every argument but the progress label, the prompt format, and for a call that decodes
+    (``decodes=True``) its stop tokens) and the weights' state: each parameter's own number and in-place version
+    (torch bumps a tensor's version on every in-place change, so quantizing, fine-tuning or wrapping layers with
+    adapters changes the key and nothing is reused across it; weights restored bit for bit count as the weights
+    before, see :meth:`Engine.restored_after`).  Nothing is kept or given while a residual edit is in force (``edit_batch``, or inside
     :meth:`Engine.editing`: hooks change the result, not the weights).  ``LAB_MEMO=0`` turns keeping off."""
+    if method is None:
+        return functools.partial(kept, decodes=decodes)
     signature = inspect.signature(method)
 
     @functools.wraps(method)
@@ -75,7 +78,7 @@ def kept(method: Callable[..., T]) -> Callable[..., T]:
         given = {k: v for k, v in bound.arguments.items() if k not in ("self", "desc")}
         if given.get("edit_batch") is not None or self.results.editing or not settings.memo_enabled():
             return method(self, *args, **kwargs)
-        stops = tuple(self.encoder.stop_ids)
+        stops = tuple(self.encoder.stop_ids) if decodes else ()  # where decoding ends, for calls that decode
         weights = self.results.canonical(self.weights_state())
         key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, stops, weights)
         return self.results.keep(key, lambda: method(self, *args, **kwargs))
@@ -367,7 +370,7 @@ class Engine(Backend):
         return result  # type: ignore[return-value]
 
     @torch.no_grad()
-    @kept
+    @kept(decodes=True)
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None,
                  temperature: float = 0.0, seed: int = 0) -> list[str]:
         """Continuations, batched with left padding: greedy, or sampled at ``temperature`` > 0 (seeded)."""

@@ -78,7 +78,7 @@ def random_engine(shape: dict[str, Any], device: str, dtype: torch.dtype) -> Eng
         model = LlamaForCausalLM(LlamaConfig(**shape)).to(dtype)
     info = ModelInfo(ref="random", path="", content_hash="", device=device, dtype=str(dtype).replace("torch.", ""),
                      parameters=sum(p.numel() for p in model.parameters()), architecture=type(model).__name__)
-    return Engine(model, SimpleNamespace(pad_token_id=0, eos_token_id=None, get_vocab=dict), info)  # type: ignore[arg-type]
+    return Engine(model, SimpleNamespace(pad_token_id=0), info)  # type: ignore[arg-type]
 
 
 def scoring_throughput(engine: Engine, seq_len: int, batches: int, peak: float | None) -> dict[str, Any]:
