@@ -314,9 +314,14 @@ class Audit(Generic[O]):
         """The token rows this audit scores in its heaviest batched call (the benchmark times them)."""
         raise LabError(f"the {self.name} audit declares no scoring workload")
 
-    def choice_scores(self, engine: Backend, facts: list[Fact]) -> tuple[list[str], list[list[float]]]:
-        """Each multiple-choice question's prompt as this audit scores it (default options) and every choice's
-        log-likelihood: what the benchmark compares with lm-eval's requests on the same prompts."""
+    def choice_prompts(self, facts: list[Fact]) -> list[str]:
+        """Each multiple-choice question's prompt as this audit scores it (default options): the benchmark puts
+        lm-eval's requests on the same prompts."""
+        raise LabError(f"the {self.name} audit scores no multiple-choice questions")
+
+    def choice_scores(self, engine: Backend, facts: list[Fact]) -> list[list[float]]:
+        """Every choice's log-likelihood after :meth:`choice_prompts` (default options): what the benchmark times
+        against lm-eval."""
         raise LabError(f"the {self.name} audit scores no multiple-choice questions")
 
     def fact_view(self, pair: ModelPair, fact: Fact, facts: list[Fact], options: AuditOptions,

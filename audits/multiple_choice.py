@@ -178,10 +178,11 @@ class MultipleChoiceAudit(Audit[MultipleChoiceOptions]):
         return AuditResult(metrics=metrics, artifacts={"groups": {g: len(i) for g, i in groups.items() if i}},
                            notes=[scored, *skew_notes(facts, picks)])
 
-    def choice_scores(self, engine: Backend, facts: list[Fact]) -> tuple[list[str], list[list[float]]]:
-        opts = MultipleChoiceOptions()
-        return ([choice_pairs(f, opts)[0][0] for f in facts],
-                [c.scores for c in score_choices(engine, facts, opts, "multiple choice")])
+    def choice_prompts(self, facts: list[Fact]) -> list[str]:
+        return [choice_pairs(f, MultipleChoiceOptions())[0][0] for f in facts]
+
+    def choice_scores(self, engine: Backend, facts: list[Fact]) -> list[list[float]]:
+        return [c.scores for c in score_choices(engine, facts, MultipleChoiceOptions(), "multiple choice")]
 
     def row_tokens(self, engine: Backend, facts: list[Fact], options: MultipleChoiceOptions) -> list[int]:
         """The longest of each question's scored rows: its lettered (or plain) prompt and one choice."""

@@ -20,7 +20,6 @@ import inspect
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
-from functools import cached_property
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -65,8 +64,9 @@ def kept(method: Callable[..., T] | None = None, *, decodes: bool = False) -> An
     (``decodes=True``) its stop tokens) and the weights' state: each parameter's own number and in-place version
     (torch bumps a tensor's version on every in-place change, so quantizing, fine-tuning or wrapping layers with
     adapters changes the key and nothing is reused across it; weights restored bit for bit count as the weights
-    before, see :meth:`Engine.restored_after`).  Nothing is kept or given while a residual edit is in force (``edit_batch``, or inside
-    :meth:`Engine.editing`: hooks change the result, not the weights).  ``LAB_MEMO=0`` turns keeping off."""
+    before, see :meth:`Engine.restored_after`).  Nothing is kept or given while a residual edit is in force
+    (``edit_batch``, or inside :meth:`Engine.editing`: hooks change the result, not the weights).  ``LAB_MEMO=0``
+    turns keeping off."""
     if method is None:
         return functools.partial(kept, decodes=decodes)
     signature = inspect.signature(method)
@@ -141,6 +141,8 @@ def _edit_hook(edit: Edit, index: int) -> Callable[..., object]:
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
     return hook
+
+
 ACTIVATION_BYTES_PER_HIDDEN = 4 * 40  # float32 activations alive per token and hidden unit in a no-grad forward
 
 
@@ -283,7 +285,7 @@ class Engine(Backend):
         softcap = getattr(text_config(self.model), "final_logit_softcapping", None)
         return logits.div_(softcap).tanh_().mul_(softcap) if softcap else logits
 
-    @cached_property
+    @functools.cached_property
     def chunked_scoring(self) -> bool:
         """Whether backbone + head reproduce the model's logits (checked once); if not, full logits are used."""
         head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
@@ -429,7 +431,7 @@ class Engine(Backend):
             positions = positions[:, -1:] + 1
             step_ids = picked[:, None]
 
-    @cached_property
+    @functools.cached_property
     def _last_logits(self) -> dict[str, int]:
         """``logits_to_keep=1`` where the model takes it (the head on the last position only, as generate does)."""
         return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
@@ -522,7 +524,7 @@ class Engine(Backend):
 
         return self._batched([len(r) for r in encoded], batch_fn, desc)
 
-    @cached_property
+    @functools.cached_property
     def architecture(self) -> Architecture:
         """Decoder blocks, final norm and output head, found in the module tree and checked once."""
         with self.lock:

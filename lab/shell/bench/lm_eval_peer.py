@@ -215,10 +215,9 @@ def compare_choices(engine: Engine, facts: Sequence[Fact], count: int, repeats: 
     items = mc_items(facts, count)
     lm = lm_eval_model(engine, batch_size)
     sizes = [len(f.choices) for f in items]
-    prompts, _ = audit.choice_scores(engine, items)  # once untimed: lm-eval's requests take the audit's prompts
-    pairs = letter_pairs(prompts, sizes)
+    pairs = letter_pairs(audit.choice_prompts(items), sizes)  # lm-eval's requests on the audit's own prompts
     requests = loglikelihood_requests(pairs)
-    timing = measured_side_by_side([lambda: audit.choice_scores(engine, items)[1],
+    timing = measured_side_by_side([lambda: audit.choice_scores(engine, items),
                                     lambda: lm.loglikelihood(requests, disable_tqdm=True)],
                                    repeats, engine.info.device)
     ours = {"model": timing[0][1]}
