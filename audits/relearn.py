@@ -23,7 +23,10 @@ At every ``eval_every`` steps the held-out targets and the holdout questions
 same schedule runs on the base model (does it keep the facts?) and, with
 ``--reference``, on the reference model: its final rate is the control that
 ``recovery_rate_adjusted`` subtracts.  ``recovery_rate`` is the share of
-held-out targets answered after the last step.
+held-out targets answered after the last step.  Every model is asked about
+the whole pool the targets come from (the forget facts the base knows, less
+those relearned on), the same in every pair of a sweep, so the base's and the
+reference's curves are fine-tuned once per sweep (``Backend.remember``).
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ class Curve:
     def hits(self, step: int, facts: list[Fact]) -> list[bool]:
         return [score_answer(out, f.answer).hit for out, f in zip(self.outputs[step], facts)]
 
+    def of(self, asked: list[Fact], wanted: list[Fact]) -> "Curve":
+        """The answers to ``wanted`` (each among ``asked``, the facts this curve answers, in order)."""
+        where = {f.id: i for i, f in enumerate(asked)}
+        return Curve({step: [out[where[f.id]] for f in wanted] for step, out in self.outputs.items()})
+
 
 def checkpoints(steps: int, every: int) -> list[int]:
     """0, every ``every`` steps, and the last step."""
@@ -149,7 +157,8 @@ class RelearnAudit(Audit[RelearnOptions]):
         engines = {"base": ctx.pair.base, "unlearned": ctx.pair.unlearned}
         if ctx.reference is not None:
             engines["reference"] = ctx.reference
-        curves = {role: self.relearn(engine, chosen, asked, schedule, steps, ctx.max_new_tokens, role)
+        pool = self.pool(ctx, used) + holdout
+        curves = {role: self.relearn(engine, chosen, pool, schedule, steps, ctx.max_new_tokens, role).of(pool, asked)
                   for role, engine in engines.items()}
         final = steps[-1]
         self.record(ctx, targets, curves, steps)
@@ -181,18 +190,34 @@ class RelearnAudit(Audit[RelearnOptions]):
         return AuditResult(metrics=metrics, artifacts=artifacts, notes=notes)
 
     @staticmethod
+    def pool(ctx: AuditContext[RelearnOptions], used: set[str]) -> list[Fact]:
+        """The forget facts the base knows, less those relearned on: every pair's targets are among them, and
+        they are the same in every pair of a sweep, so each model is asked about all of them and its curve is
+        computed once (:meth:`relearn`)."""
+        return [f for f in ctx.baseline.facts if f.split == "forget" and ctx.baseline.knows_base(f)
+                and f.id not in used]
+
+    @staticmethod
     def relearn(engine: Backend, chosen: list[Fact], asked: list[Fact], schedule: Schedule, steps: list[int],
                 max_new_tokens: int, role: str) -> Curve:
-        """One model fine-tuned on the relearning set, asked at every checkpoint, then restored."""
+        """One model fine-tuned on the relearning set, asked at every checkpoint, then restored.  The curve is
+        remembered for the model's weights (:meth:`lab.core.backend.Backend.remember`): fine-tuning is seeded by
+        the schedule, so a sweep's later pairs are given the base's and the reference's curves without training
+        them again."""
         prompts = [engine.prompt(f.question) for f in asked]
-        outputs: dict[int, list[str]] = {}
 
-        def ask(step: int) -> None:
-            outputs[step] = engine.generate(prompts, max_new_tokens, desc=f"relearn {role}, step {step}") \
-                if prompts else []
+        def curve() -> Curve:
+            outputs: dict[int, list[str]] = {}
 
-        finetune(engine, fact_rows(engine, chosen), schedule, steps, ask)
-        return Curve(outputs)
+            def ask(step: int) -> None:
+                outputs[step] = engine.generate(prompts, max_new_tokens, desc=f"relearn {role}, step {step}") \
+                    if prompts else []
+
+            finetune(engine, fact_rows(engine, chosen), schedule, steps, ask)
+            return Curve(outputs)
+
+        inputs = ([(f.question, f.answer, f.text) for f in chosen], prompts, schedule, steps, max_new_tokens)
+        return engine.remember("relearn curve", inputs, curve)
 
     def record(self, ctx: AuditContext[RelearnOptions], targets: list[Fact], curves: dict[str, Curve], steps: list[int]) -> None:
         """One item per held-out target and checkpoint: the relearned base and unlearned models' answers."""

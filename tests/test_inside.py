@@ -122,9 +122,9 @@ def test_kept_results_never_outlive_an_adapter(demo_pair, demo_facts):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from lab.core.engine import _tensor_uid
+    from lab.core.kept import tensor_uid
 
-    seen = [(id(t), _tensor_uid(t)) for t in (torch.zeros(3) for _ in range(50))]  # each freed before the next
+    seen = [(id(t), tensor_uid(t)) for t in (torch.zeros(3) for _ in range(50))]  # each freed before the next
     assert len({uid for _, uid in seen}) == 50  # unique even where an address came back
     engine = demo_pair.unlearned
     prompts = [engine.prompt(f.question) for f in demo_facts.facts[:6]]
@@ -160,3 +160,79 @@ def test_weights_restored_bit_for_bit_keep_what_was_kept(demo_pair, demo_facts, 
     assert engine.generate(prompts, 7) == first and len(calls) == 1  # the kept result, and it is the same
     monkeypatch.setenv("LAB_MEMO", "0")
     assert engine.generate(prompts, 7) == first  # which computing afresh confirms
+
+
+def test_kept_rows_compute_only_the_rows_not_asked_before(demo_pair, demo_facts, monkeypatch):
+    """A sweep asks the base about each pair's own targets: rows asked before are given again, only the new ones
+    are computed, and the answers, states and scores equal an uncached call's (sampled calls are kept whole)."""
+    import numpy as np
+
+    engine = demo_pair.base
+    prompts = [engine.prompt(f.question) for f in demo_facts.facts[20:32]]
+    rows, starts = engine.continuation_rows([(p, f.answer) for p, f in zip(prompts, demo_facts.facts[20:32])])
+    sizes: list[int] = []
+    batched = engine._batched
+    monkeypatch.setattr(engine, "_batched", lambda lengths, *a, **k: sizes.append(len(lengths)) or batched(
+        lengths, *a, **k))
+    first = engine.generate(prompts[:8], 6)
+    both = engine.generate(prompts[4:], 6)  # rows 4-7 were asked: only 8-11 are computed
+    assert sizes == [8, 4] and both[:4] == first[4:]
+    states = engine.last_token_states(prompts[:6]) + engine.last_token_states(prompts[3:9])
+    scores = engine.token_scores(rows[:5], starts[:5]) + engine.token_scores(rows[2:], starts[2:])
+    assert sizes[2:] == [6, 3, 5, 7]
+    sampled = [engine.generate(prompts[:3], 6, temperature=1.0, seed=3) for _ in range(2)]
+    sampled.append(engine.generate(prompts[1:3], 6, temperature=1.0, seed=3))
+    assert sizes[6:] == [3, 2] and sampled[0] == sampled[1]  # the same sampled call kept whole; a subset computed
+    monkeypatch.setenv("LAB_MEMO", "0")
+    assert engine.generate(prompts, 6) == first + both[4:]
+    fresh = engine.last_token_states(prompts[:9])
+    assert all(torch.equal(a, b) for a, b in zip(states, fresh[:6] + fresh[3:9]))
+    again = engine.token_scores(rows, starts)
+    for got, want in zip(scores, again[:5] + again[2:]):
+        assert np.allclose(got.logprobs, want.logprobs, atol=1e-5)  # float rounding of other batch shapes only
+
+
+def test_relearning_curves_are_remembered_per_weights(demo_pair, demo_facts, monkeypatch):
+    """The relearn audit's curve of a model is fine-tuned once per weights and inputs (a sweep's base and
+    reference), again for other weights, and always with LAB_MEMO=0; the remembered curve equals a fresh one."""
+    from audits.relearn import RelearnAudit
+    from lab.core import finetune as ft
+    from lab.core.finetune import Schedule
+
+    runs: list[int] = []
+    real = ft.finetune
+    monkeypatch.setattr("audits.relearn.finetune", lambda *a, **k: runs.append(1) or real(*a, **k))
+    chosen, asked = demo_facts.split("forget")[:4], demo_facts.split("forget")[4:8]
+    schedule = Schedule(4, 3e-3, 2, "lora", 4, 8, 0)
+
+    def curve(engine):
+        return RelearnAudit.relearn(engine, chosen, asked, schedule, [0, 4], 6, "test").outputs
+
+    first = curve(demo_pair.base)
+    assert curve(demo_pair.base) == first and len(runs) == 1
+    curve(demo_pair.unlearned)
+    assert len(runs) == 2
+    monkeypatch.setenv("LAB_MEMO", "0")
+    assert curve(demo_pair.base) == first and len(runs) == 3
+
+
+def test_quantized_weights_count_as_the_same_when_the_same_spec_quantizes_them_again(demo_pair, demo_facts,
+                                                                                        monkeypatch):
+    """RTN is deterministic: a sweep quantizes its base in every pair, and the quantized base's answers are
+    computed once; another spec is other weights, and computing afresh gives the kept answers."""
+    from audits.quantization.audit import QuantizationOptions, fake_quantized
+    from audits.quantization.rtn import QuantSpec
+
+    engine, opts = demo_pair.base, QuantizationOptions()
+    prompts = [engine.prompt(f.question) for f in demo_facts.facts[40:46]]
+    calls: list[int] = []
+    batched = engine._batched
+    monkeypatch.setattr(engine, "_batched", lambda *a, **k: calls.append(1) or batched(*a, **k))
+    answers = []
+    for bits in (4, 4, 2):
+        with fake_quantized(engine, QuantSpec(bits=bits, group_size=8), opts):
+            answers.append(engine.generate(prompts, 7))
+    assert len(calls) == 2 and answers[0] == answers[1]  # int4 twice: computed once; int2: computed
+    monkeypatch.setenv("LAB_MEMO", "0")
+    with fake_quantized(engine, QuantSpec(bits=4, group_size=8), opts):
+        assert engine.generate(prompts, 7) == answers[0]

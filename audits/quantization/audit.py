@@ -18,9 +18,9 @@ bitsandbytes as the paper's code does.
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -29,6 +29,7 @@ import torch
 from audits.base import Answered, Audit, AuditContext, answer_and_logprobs, item_for, pct, recovery
 from audits.quantization.bnb import bitsandbytes_available, load_bitsandbytes
 from audits.quantization.rtn import GridAgreement, QuantSpec, grid_agreement, quantized, target_weights, tied_head
+from lab.core.backend import Backend
 from lab.core.errors import LabError
 from lab.core.facts import TRAINED_SPLITS, Fact
 from lab.core.models import ModelPair
@@ -88,6 +89,19 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
+@contextmanager
+def fake_quantized(engine: Backend, spec: QuantSpec, opts: QuantizationOptions) -> Iterator[None]:
+    """``engine``'s weights RTN-quantized in place for the block (engine locked), then restored bit for bit.
+    RTN is deterministic, so the quantized weights count as the same wherever the same spec quantizes the same
+    weights (:meth:`lab.core.engine.Engine.derived`): a sweep quantizes its base in every pair, but the answers
+    of the quantized base are computed once."""
+    before = engine.weights_state()
+    with engine.lock, engine.restored_after(), quantized(target_weights(engine.model, opts.embeddings, opts.head),
+                                                         spec):
+        engine.derived(before, ("rtn", spec, opts.embeddings, opts.head))
+        yield
+
+
 class QuantizationAudit(Audit[QuantizationOptions]):
     suite = True
     name = "quantization"
@@ -145,9 +159,7 @@ class QuantizationAudit(Audit[QuantizationOptions]):
         prompts = [i.prompt for i in tries]
         reference = ctx.model("reference")
         if resolved_backend(opts.backend) == "rtn":
-            spec = QuantSpec(bits, opts.group_size, opts.symmetric)
-            with reference.lock, reference.restored_after(), quantized(
-                    target_weights(reference.model, opts.embeddings, opts.head), spec):
+            with fake_quantized(reference, QuantSpec(bits, opts.group_size, opts.symmetric), opts):
                 outputs = reference.generate(prompts, ctx.max_new_tokens, desc="quantization: reference control")
         else:
             outputs = load_bitsandbytes(reference, bits, opts.bnb_4bit_type).generate(
@@ -158,12 +170,7 @@ class QuantizationAudit(Audit[QuantizationOptions]):
             opts: QuantizationOptions) -> Precision:
         """Both models fake-quantized in place (engines locked), asked, then restored exactly."""
         pair = ctx.pair
-        weights_b = target_weights(pair.base.model, opts.embeddings, opts.head)
-        weights_u = target_weights(pair.unlearned.model, opts.embeddings, opts.head)
-        with ExitStack() as stack:
-            for held in (pair.base.lock, pair.unlearned.lock, pair.base.restored_after(),
-                         pair.unlearned.restored_after(), quantized(weights_b, spec), quantized(weights_u, spec)):
-                stack.enter_context(held)
+        with fake_quantized(pair.base, spec, opts), fake_quantized(pair.unlearned, spec, opts):
             answered, lp_b, lp_u = answer_and_logprobs(pair, prompts, [f.answer for f in facts],
                                                        ctx.max_new_tokens, f"{name} questions")
         return Precision(name, answered, lp_b, lp_u)

@@ -23,7 +23,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from lab.core import settings
 from lab.core.backend import Backend
+from lab.core.kept import Results
 from lab.core.errors import LabError
 
 EMBEDDERS = ("auto", "minilm", "base")
@@ -77,11 +79,19 @@ def _minilm_model(device: str) -> tuple[Any, str]:
     return SentenceTransformer(str(path), device=device, local_files_only=True), str(path)
 
 
+_KEPT = Results()  # MiniLM's vectors per exact list of texts: a sweep's pairs embed the same surrogates
+
+
 def minilm_embedder(device: str = "cpu") -> Embedder:
+    """MiniLM; its vectors for a list of texts are kept for the process (``LAB_MEMO=0`` turns that off, as for
+    the engines' kept results): every pair of a sweep screens the same candidates."""
     model, path = _minilm_model(device)
 
     def encode(texts: Sequence[str]) -> np.ndarray:
-        return model.encode(list(texts), batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+        def compute() -> np.ndarray:
+            return model.encode(list(texts), batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+
+        return _KEPT.keep((path, device, tuple(texts)), compute) if settings.memo_enabled() else compute()
 
     return Embedder(MINILM_NAME, path, encode)
 

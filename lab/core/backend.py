@@ -29,13 +29,15 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lab.core.errors import LabError
 from lab.core.prompts import Encoder, PromptFormat
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import torch
@@ -251,6 +253,20 @@ class Backend:
         """A context in which every decoder block's output passes through ``edit`` (see
         :meth:`lab.core.engine.Engine.editing`)."""
         raise self._lacks("editing the residual stream")
+
+    def remember(self, name: str, inputs: object, compute: "Callable[[], T]") -> "T":
+        """An audit's own result derived from this model (a relearning curve), computed once per weights and
+        ``inputs`` where the backend can tell its weights apart (see :meth:`lab.core.engine.Engine.remember`);
+        a served model cannot, so this computes it every time."""
+        return compute()
+
+    def weights_state(self) -> object:
+        """What identifies the weights as they are now (see :meth:`lab.core.engine.Engine.weights_state`)."""
+        raise self._lacks("changing its weights")
+
+    def derived(self, before: object, how: object) -> None:
+        """The weights now are ``before``'s changed by ``how`` alone (see :meth:`lab.core.engine.Engine.derived`)."""
+        raise self._lacks("changing its weights")
 
     def restored_after(self) -> Any:
         """A context for a block that changes the weights in place and restores them bit for bit before it ends

@@ -15,12 +15,9 @@ against the model's own logits.  Prompts and ids come from
 from __future__ import annotations
 
 import functools
-import itertools
 import inspect
-import threading
-from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +29,7 @@ from lab.core.batching import BatchPolicy, run_batched
 from lab.core.backend import CAPABILITIES, Backend, ModelInfo, TokenScores
 from lab.core.logprobs import chunk_rows, gather
 from lab.core.errors import LabError
+from lab.core.kept import Results, frozen, kept, tensor_uid
 from lab.core.prompts import DEFAULT_TEMPLATE, PromptFormat
 
 __all__ = ["DEFAULT_TEMPLATE", "Engine", "PromptFormat", "batch_policy"]
@@ -41,92 +39,6 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
 T = TypeVar("T")
 Edit = Callable[[int, torch.Tensor], "torch.Tensor | None"]  # (block index, its output) -> the new output or None
 BatchEdit = Callable[[torch.Tensor, torch.Tensor, list[int]], Edit]  # (ids, mask, row indices) -> that batch's edit
-
-
-KEPT_RESULTS = 64  # results an engine keeps per weights state (see ``kept``)
-
-
-def _frozen(value: object) -> object:
-    """A call argument as a hashable key: sequences become tuples, all the way down."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    if isinstance(value, np.ndarray):
-        return tuple(value.tolist())
-    return value
-
-
-def kept(method: Callable[..., T] | None = None, *, decodes: bool = False) -> Any:
-    """An engine call whose result is kept and given again for the same inputs while the weights are unchanged.
-
-    A sweep (or ``calibrate``) audits one base against many unlearned models: the base's answers, scores and
-    states are the same in every pair, so they are computed once.  The key is everything that decides the
-    result (the method, every argument but the progress label, the prompt format, and for a call that decodes
-    (``decodes=True``) its stop tokens) and the weights' state: each parameter's own number and in-place version
-    (torch bumps a tensor's version on every in-place change, so quantizing, fine-tuning or wrapping layers with
-    adapters changes the key and nothing is reused across it; weights restored bit for bit count as the weights
-    before, see :meth:`Engine.restored_after`).  Nothing is kept or given while a residual edit is in force
-    (``edit_batch``, or inside :meth:`Engine.editing`: hooks change the result, not the weights).  ``LAB_MEMO=0``
-    turns keeping off."""
-    if method is None:
-        return functools.partial(kept, decodes=decodes)
-    signature = inspect.signature(method)
-
-    @functools.wraps(method)
-    def wrapper(self: "Engine", *args: object, **kwargs: object) -> T:
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        given = {k: v for k, v in bound.arguments.items() if k not in ("self", "desc")}
-        if given.get("edit_batch") is not None or self.results.editing or not settings.memo_enabled():
-            return method(self, *args, **kwargs)
-        stops = tuple(self.encoder.stop_ids) if decodes else ()  # where decoding ends, for calls that decode
-        weights = self.results.canonical(self.weights_state())
-        key = (method.__name__, _frozen(tuple(given.items())), self.prompt_format, stops, weights)
-        return self.results.keep(key, lambda: method(self, *args, **kwargs))
-
-    return wrapper
-
-
-_UIDS = itertools.count()
-
-
-def _tensor_uid(tensor: torch.Tensor) -> int:
-    """A number unique to this tensor object for the life of the process (set on it the first time it is asked)."""
-    uid = getattr(tensor, "_lab_uid", None)
-    if uid is None:
-        uid = next(_UIDS)
-        tensor._lab_uid = uid  # type: ignore[attr-defined] - tensors take Python attributes
-    return uid
-
-
-class Results:
-    """The results an engine keeps (see :func:`kept`): a few, the most recently used."""
-
-    def __init__(self, size: int = KEPT_RESULTS):
-        self.size = size
-        self.entries: OrderedDict[object, object] = OrderedDict()
-        self.lock = threading.Lock()
-        self.editing = 0  # residual edits in force on the model (Engine.editing): nothing is kept or given then
-        self.aliases: dict[object, object] = {}  # a weights state restored bit for bit -> the state it restored
-
-    def same_weights(self, restored: object, original: object) -> None:
-        """``restored`` holds the same weights as ``original`` (see :meth:`Engine.restored_after`)."""
-        self.aliases[restored] = self.canonical(original)
-
-    def canonical(self, state: object) -> object:
-        """The first state that held these weights."""
-        return self.aliases.get(state, state)
-
-    def keep(self, key: object, compute: Callable[[], T]) -> T:
-        with self.lock:
-            if key in self.entries:
-                self.entries.move_to_end(key)
-                return list(self.entries[key])  # type: ignore[return-value] - a fresh list, the same items
-        value = compute()
-        with self.lock:
-            self.entries[key] = value
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        return list(value)  # type: ignore[return-value]
 
 
 def _edit_hook(edit: Edit, index: int) -> Callable[..., object]:
@@ -236,9 +148,9 @@ class Engine(Backend):
 
     def weights_state(self) -> tuple[tuple[int, int], ...]:
         """Each parameter's identity and in-place version: changes whenever the weights do (see :func:`kept`).
-        The identity is a number given to the tensor once (:func:`_tensor_uid`), never its address: adapters
+        The identity is a number given to the tensor once (:func:`lab.core.kept.tensor_uid`), never its address: adapters
         (the relearn audit's LoRA) come and go, and a new tensor may reuse a freed one's address and version."""
-        return tuple((_tensor_uid(p), p._version) for p in self.model.parameters())
+        return tuple((tensor_uid(p), p._version) for p in self.model.parameters())
 
     # --------------------------------------------------------------- primitives
     def _batched(self, lengths: list[int], batch_fn: Callable[[list[int]], list[T]], desc: str | None,
@@ -318,7 +230,7 @@ class Engine(Backend):
                       owners)
 
     @torch.no_grad()
-    @kept
+    @kept(rows=("rows", "starts"))
     def token_scores(
         self,
         rows: Sequence[Sequence[int]],
@@ -372,7 +284,7 @@ class Engine(Backend):
         return result  # type: ignore[return-value]
 
     @torch.no_grad()
-    @kept(decodes=True)
+    @kept(decodes=True, rows=("prompts",))
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 24, desc: str | None = None,
                  temperature: float = 0.0, seed: int = 0) -> list[str]:
         """Continuations, batched with left padding: greedy, or sampled at ``temperature`` > 0 (seeded)."""
@@ -452,7 +364,7 @@ class Engine(Backend):
             yield self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     @torch.no_grad()
-    @kept
+    @kept(rows=("prompts",))
     def last_token_states(self, prompts: Sequence[str], desc: str | None = None) -> list[torch.Tensor]:
         """Residual stream at each prompt's last token, all layers: [layers + 1, hidden]."""
         encoded = self.encoder.encode_many(prompts)
@@ -482,6 +394,23 @@ class Engine(Backend):
                 for handle in handles:
                     handle.remove()
 
+    def remember(self, name: str, inputs: object, compute: Callable[[], T]) -> T:
+        """An audit's own result derived from this model, kept like a :func:`kept` call: keyed by ``name``, the
+        ``inputs`` that decide it, the prompt format, the stop tokens and the weights' state.  The relearn audit
+        keeps a model's whole relearning curve this way, so a sweep fine-tunes the base (and the reference) once
+        rather than once per pair."""
+        if self.results.editing or not settings.memo_enabled():
+            return compute()
+        key = ("remember", name, frozen(inputs), self.prompt_format, tuple(self.encoder.stop_ids),
+               self.results.canonical(self.weights_state()))
+        return self.results.keep(key, compute)
+
+    def derived(self, before: object, how: object) -> None:
+        """The weights now are the weights of state ``before`` changed in place by ``how`` alone, deterministically
+        (RTN quantization with one spec): results kept for that change of those weights are given again.  A
+        sweep fake-quantizes its base in every pair; the quantized base's answers are computed once."""
+        self.results.same_weights(self.weights_state(), ("derived", self.results.canonical(before), frozen(how)))
+
     @contextmanager
     def restored_after(self) -> Iterator[None]:
         """Fake quantization and full fine-tuning change the weights in place and put them back bit for bit (each
@@ -510,7 +439,7 @@ class Engine(Backend):
         return captured
 
     @torch.no_grad()
-    @kept
+    @kept(rows=("prompts",))
     def mean_block_outputs(self, prompts: Sequence[str], desc: str | None = None) -> list[torch.Tensor]:
         """Each decoder block's output averaged over each prompt's tokens: [layers, hidden] per prompt (the
         activations a direction is taken from: directional ablation)."""
@@ -531,7 +460,7 @@ class Engine(Backend):
             return discover(self.model)
 
     @torch.no_grad()
-    @kept
+    @kept(rows=("rows",))
     def row_states(self, rows: Sequence[Sequence[int]], layer: int, desc: str | None = None) -> list[torch.Tensor]:
         """Residual stream at every token of raw token rows, hidden-state index ``layer``: [len, hidden]."""
 
@@ -543,7 +472,7 @@ class Engine(Backend):
         return self._batched([len(r) for r in rows], batch_fn, desc)
 
     @torch.no_grad()
-    @kept
+    @kept(rows=("prompts", "answers"))
     def logit_lens(self, prompts: Sequence[str], answers: Sequence[str], top: int = 5,
                    desc: str | None = None) -> list[LensReading]:
         """Teacher-forced logit lens: every layer's residual before each answer token, read through

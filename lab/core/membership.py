@@ -128,12 +128,14 @@ def reference_scores(scores: Sequence[dict[str, float]], anchor: Sequence[dict[s
 
 def gradnorm_scores(engine: Backend, examples: Sequence[MiaText], p: float, desc: str) -> list[float]:
     """The gradient-norm attack per example (:func:`lab.core.unlearning_metrics.gradnorm_score`): the mean
-    token NLL over the labels the per-token attacks read, one backward pass per example."""
+    token NLL over the labels the per-token attacks read, one backward pass per example (remembered for the
+    model's weights: a sweep's base and reference are not differentiated again in every pair)."""
     from lab.core.gradnorm import tensor_gradient_norms
 
     labelled = labelled_rows(engine, examples)
     ends = [len(row) - int(drop) for row, drop in zip(labelled.rows, labelled.drops)]
-    norms = tensor_gradient_norms(engine, labelled.rows, labelled.starts, ends, p, desc)
+    norms = engine.remember("gradient norms", (labelled.rows, labelled.starts, ends, p),
+                            lambda: tensor_gradient_norms(engine, labelled.rows, labelled.starts, ends, p, desc))
     return [um.gradnorm_score(n) for n in norms]
 
 

@@ -36,7 +36,6 @@ import stat
 import threading
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -501,11 +500,8 @@ class Store:
         """Append items in one statement (a DataFrame scan: far faster than row-by-row inserts)."""
         if not items:
             return
-        rows = []
-        for item in items:
-            row = asdict(item)
-            row["extra"] = to_json(row["extra"])
-            rows.append(row)
+        # Flat fields read directly (``asdict`` deep-copied every extra, the larger part of a write); extra as JSON.
+        rows = [[to_json(item.extra) if c == "extra" else getattr(item, c) for c in ITEM_COLUMNS] for item in items]
         frame = pd.DataFrame(rows, columns=ITEM_COLUMNS).astype(object)
         frame.insert(0, "run_id", run_id)
         casts = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in ITEM_TYPES.items())
@@ -535,9 +531,9 @@ class Store:
     def add_metrics(self, run_id: str, audit: str, metrics: dict[str, float]) -> None:
         rows = [[run_id, audit, key, None if value is None or not math.isfinite(float(value)) else float(value)]
                 for key, value in metrics.items()]
-        if rows:
-            with self.lock, self._io():
-                self.con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", rows)
+        if rows:  # one statement: executemany ran a statement per metric (20 ms an audit)
+            values = ", ".join(["(?, ?, ?, CAST(? AS DOUBLE))"] * len(rows))
+            self._exec(f"INSERT INTO metrics VALUES {values}", [v for row in rows for v in row])
 
     def add_artifact(self, run_id: str, audit: str, name: str, data: Any) -> None:
         self._exec("INSERT INTO artifacts VALUES (?, ?, ?, ?)", [run_id, audit, name, to_json(data)])
