@@ -23,13 +23,12 @@ import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from lab.core import settings
 from lab.core.architecture import Architecture, LensReading, discover, layer_count, lens_readings, text_config
 from lab.core.batching import BatchPolicy, run_batched
 from lab.core.backend import CAPABILITIES, Backend, ModelInfo, TokenScores
 from lab.core.logprobs import chunk_rows, gather
 from lab.core.errors import LabError
-from lab.core.kept import Results, frozen, kept, tensor_uid
+from lab.core.kept import Results, frozen, keeping, kept, key_of, tensor_uid
 from lab.core.prompts import DEFAULT_TEMPLATE, PromptFormat
 
 __all__ = ["DEFAULT_TEMPLATE", "Engine", "PromptFormat", "batch_policy"]
@@ -399,11 +398,9 @@ class Engine(Backend):
         ``inputs`` that decide it, the prompt format, the stop tokens and the weights' state.  The relearn audit
         keeps a model's whole relearning curve this way, so a sweep fine-tunes the base (and the reference) once
         rather than once per pair."""
-        if self.results.editing or not settings.memo_enabled():
+        if not keeping(self):
             return compute()
-        key = ("remember", name, frozen(inputs), self.prompt_format, tuple(self.encoder.stop_ids),
-               self.results.canonical(self.weights_state()))
-        return self.results.keep(key, compute)
+        return self.results.keep(key_of(self, f"remember: {name}", inputs, decodes=True), compute)
 
     def derived(self, before: object, how: object) -> None:
         """The weights now are the weights of state ``before`` changed in place by ``how`` alone, deterministically

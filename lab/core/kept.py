@@ -25,6 +25,7 @@ from lab.core.batching import check_cancelled
 T = TypeVar("T")
 
 KEPT_BYTES = 512 * 2**20  # what an engine's kept results may hold (see ``kept``); the least recently used go first
+KEPT_STATES = 4096  # weights states an engine remembers the number of (see ``Results.canonical``)
 _MISSING = object()
 
 
@@ -95,13 +96,11 @@ def kept(method: Callable[..., T] | None = None, *, decodes: bool = False, rows:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         given = {k: v for k, v in bound.arguments.items() if k not in ("self", "desc")}
-        if given.get("edit_batch") is not None or self.results.editing or not settings.memo_enabled():
+        if given.get("edit_batch") is not None or not keeping(self):
             return method(self, *args, **kwargs)
-        stops = tuple(self.encoder.stop_ids) if decodes else ()  # where decoding ends, for calls that decode
-        weights = self.results.canonical(self.weights_state())
         rowwise = rows and not given.get("temperature", 0) > 0
         shared = {k: v for k, v in given.items() if not (rowwise and k in rows)}
-        key = (method.__name__, frozen(tuple(shared.items())), self.prompt_format, stops, weights)
+        key = key_of(self, method.__name__, tuple(shared.items()), decodes)
         if not rowwise:
             return list(self.results.keep(key, lambda: method(self, *args, **kwargs)))  # type: ignore[arg-type]
         row_keys = [(key, frozen(entry)) for entry in zip(*(given[name] for name in rows))]
@@ -113,6 +112,19 @@ def kept(method: Callable[..., T] | None = None, *, decodes: bool = False, rows:
         return self.results.keep_rows(row_keys, compute)  # type: ignore[return-value]
 
     return wrapper
+
+
+def keeping(engine: Any) -> bool:
+    """Whether ``engine`` may keep or give results now: not while a residual edit is in force, nor with
+    ``LAB_MEMO=0``."""
+    return not engine.results.editing and settings.memo_enabled()
+
+
+def key_of(engine: Any, name: str, inputs: object, decodes: bool) -> tuple:
+    """The key of a result of ``engine``: ``name``, the ``inputs`` that decide it, the prompt format, the stop
+    tokens where it decodes, and the number of the weights it was computed on."""
+    stops = tuple(engine.encoder.stop_ids) if decodes else ()
+    return (name, frozen(inputs), engine.prompt_format, stops, engine.results.canonical(engine.weights_state()))
 
 
 _UIDS = itertools.count()
@@ -137,15 +149,21 @@ class Results:
         self.entries: OrderedDict[object, tuple[object, int]] = OrderedDict()  # key -> (value, its bytes)
         self.lock = threading.Lock()
         self.editing = 0  # residual edits in force on the model (Engine.editing): nothing is kept or given then
-        self.aliases: dict[object, object] = {}  # a weights state restored bit for bit -> the state it restored
+        self.aliases: dict[object, int] = {}  # a weights state -> the number of the weights it holds
+        self.numbers = itertools.count()  # never reused, so forgetting the aliases can never mix up two weights
 
     def same_weights(self, restored: object, original: object) -> None:
         """``restored`` holds the same weights as ``original`` (see :meth:`lab.core.engine.Engine.restored_after`)."""
         self.aliases[restored] = self.canonical(original)
 
-    def canonical(self, state: object) -> object:
-        """The first state that held these weights."""
-        return self.aliases.get(state, state)
+    def canonical(self, state: object) -> int:
+        """A small number for the weights ``state`` holds (the same for states that hold the same weights): keys
+        carry it instead of the state, whose tuple of every parameter would be hashed again for every row."""
+        if state not in self.aliases:
+            if len(self.aliases) >= KEPT_STATES:  # relearning sees new states at every step: forget, never confuse
+                self.aliases.clear()
+            self.aliases[state] = next(self.numbers)
+        return self.aliases[state]
 
     def _get(self, key: object) -> object:
         """A kept value, now the most recently used (``_MISSING`` if none; the caller holds the lock)."""
